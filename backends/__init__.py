@@ -1,0 +1,59 @@
+"""One adapter per target behind one small interface (`backends.base.Backend`).
+
+``open_target(url)`` picks the adapter by the URL's scheme; adapters are
+imported only when asked for, so optional dependencies (Lava) stay optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hwloop.errors import TargetError
+
+from .base import Backend, Measurement, TargetURL, parse_target
+
+# scheme -> "module:Class"; imported lazily
+TARGETS: dict[str, str] = {
+    "software": "backends.software:SoftwareBackend",
+    "bitexact": "backends.loihi:BitExactBackend",
+    "lava-sim": "backends.loihi:LavaSimBackend",
+    "lava-hw": "backends.loihi:LavaHwBackend",
+    "qif-emu": "backends.qif:QifEmuBackend",
+    "qif": "backends.qif:QifSerialBackend",
+}
+
+
+def backend_class(scheme: str) -> type[Backend]:
+    if scheme not in TARGETS:
+        raise TargetError(f"unknown target {scheme!r}; known: {', '.join(TARGETS)}")
+    mod, _, cls = TARGETS[scheme].partition(":")
+    try:
+        return getattr(importlib.import_module(mod), cls)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("backends"):
+            raise TargetError(f"target {scheme!r} is not implemented in this build") from None
+        raise
+    except AttributeError:
+        raise TargetError(f"target {scheme!r} is not implemented in this build") from None
+
+
+def open_target(url: str) -> Backend:
+    """Open a target by URL, e.g. ``open_target("bitexact")``."""
+    parsed = parse_target(url)
+    return backend_class(parsed.scheme)(parsed)
+
+
+def list_targets() -> list[dict]:
+    """Every target this build knows, with whether it is reachable now."""
+    rows = []
+    for scheme in TARGETS:
+        try:
+            cls = backend_class(scheme)
+        except TargetError as exc:
+            rows.append({"url": scheme, "status": "unavailable", "description": str(exc)})
+            continue
+        rows.extend(cls.probe())
+    return rows
+
+
+__all__ = ["Backend", "Measurement", "TargetURL", "parse_target", "open_target", "list_targets", "TARGETS"]

@@ -1,0 +1,152 @@
+"""The one small interface every target implements, and target URLs.
+
+A backend turns a `hwloop.Network` into its own device configuration
+(``compile``: design-rule check, quantise, map time), loads it (``deploy``)
+and runs batches of input spike times (``run``), returning a `Measurement`:
+every layer's spike times converted back to the network's own time unit,
+``inf`` for a neuron that stayed silent. Per-layer pipeline latency, time
+steps and tick counts are the backend's business, never the caller's.
+
+Target names are URLs in the spirit of pyserial's ``serial_for_url``::
+
+    software                     the float model itself (reference)
+    bitexact                     our integer model of the Loihi core
+    lava-sim[?precision=float]   Lava's Loihi2SimCfg (fixed point by default)
+    lava-hw                      Lava's Loihi2HwCfg (needs lava-loihi)
+    qif-emu[?chip_id=..&...]     the analog QIF chip emulator on a pseudo-terminal
+    qif:///dev/ttyUSB0?baud=..   a QIF chip on a real serial port
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from hwloop.errors import TargetError
+from hwloop.network import Network
+
+
+@dataclass
+class Measurement:
+    """What a target measured for one batch, in the network's time unit."""
+
+    times: list[np.ndarray]  # one (batch, n_neurons) array per layer; inf = silent
+    target: str
+    target_time_s: float = 0.0  # time the target itself spent running
+    host_time_s: float = 0.0  # everything else: encoding, transfer, decoding
+    info: dict = field(default_factory=dict)
+
+    @property
+    def output(self) -> np.ndarray:
+        return self.times[-1]
+
+
+@dataclass(frozen=True)
+class TargetURL:
+    scheme: str
+    path: str
+    options: Mapping[str, str]
+    raw: str
+
+
+def parse_target(url: str) -> TargetURL:
+    """``name[?k=v&...]`` or ``scheme://path[?k=v&...]``."""
+    if not isinstance(url, str) or not url.strip():
+        raise TargetError("empty target name")
+    raw = url.strip()
+    head, _, query = raw.partition("?")
+    if "://" in head:
+        scheme, _, path = head.partition("://")
+    else:
+        scheme, path = head, ""
+    try:
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError:
+        raise TargetError(f"target {raw!r}: malformed options {query!r} (expected k=v&k=v)") from None
+    return TargetURL(scheme=scheme.lower(), path=path, options=options, raw=raw)
+
+
+class Backend(abc.ABC):
+    """A target. Use as a context manager, or call ``close()``."""
+
+    #: URL scheme, e.g. "bitexact"
+    scheme: str = ""
+    #: one line for `hwloop devices`
+    description: str = ""
+
+    def __init__(self, url: TargetURL):
+        self.url = url
+        self._deployed: Any = None
+        self._network: Network | None = None
+
+    # ---- to implement
+    @abc.abstractmethod
+    def compile(self, net: Network) -> Any:
+        """Check design rules and build the device configuration. Raises
+        `DesignRuleError` naming the rule, layer and limit; writes nothing."""
+
+    @abc.abstractmethod
+    def _deploy(self, compiled: Any) -> None:
+        """Load a compiled configuration onto the target."""
+
+    @abc.abstractmethod
+    def _run(self, t_features: np.ndarray) -> tuple[list[np.ndarray], float, dict]:
+        """Run one batch; return (times per layer in model units, target seconds, info)."""
+
+    def close(self) -> None:
+        """Release the target (ports, processes)."""
+
+    # ---- shared behaviour
+    def deploy(self, compiled: Any, net: Network) -> None:
+        self._deploy(compiled)
+        self._deployed = compiled
+        self._network = net
+
+    def load(self, net: Network) -> Any:
+        """compile + deploy; returns the compiled configuration."""
+        compiled = self.compile(net)
+        self.deploy(compiled, net)
+        return compiled
+
+    @property
+    def network(self) -> Network:
+        if self._network is None:
+            raise TargetError(f"{self.url.raw}: no network deployed (call load() first)")
+        return self._network
+
+    def run(self, t_features: np.ndarray) -> Measurement:
+        net = self.network
+        x = np.asarray(t_features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != net.encoding.n_features:
+            raise TargetError(
+                f"{self.url.raw}: expected input spike times of shape (batch, {net.encoding.n_features}), got {x.shape}"
+            )
+        if np.isnan(x).any():
+            raise TargetError(f"{self.url.raw}: input spike times contain NaN")
+        t0 = time.perf_counter()
+        times, target_s, info = self._run(x)
+        total = time.perf_counter() - t0
+        return Measurement(
+            times=[np.asarray(t, dtype=np.float64) for t in times],
+            target=self.url.raw,
+            target_time_s=float(target_s),
+            host_time_s=max(0.0, total - float(target_s)),
+            info=info,
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    @classmethod
+    def probe(cls) -> list[dict]:
+        """Reachable instances of this target for `hwloop devices` (url, status)."""
+        return [{"url": cls.scheme, "status": "available", "description": cls.description}]
