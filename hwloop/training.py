@@ -1,0 +1,315 @@
+"""Software training of first-spike-time networks with exact gradients.
+
+The forward pass is `hwloop.models.network_forward` (the closed-form spike
+times); the backward pass is each model's exact derivative at those times.
+The in-the-loop trainer reuses `ttfs_loss`, `revive_silent` and the optimiser
+set-up, substituting measured times for the closed form.
+
+Loss (Göltz et al. 2021): cross-entropy on negative output times with
+temperature ``xi`` (in units of tau_syn), plus ``alpha * (exp(t_label /
+(beta * tau_syn)) - 1)`` pulling the correct spike early. A silent output is
+given the constant time ``t_max`` in the loss (it has no gradient: the
+revival rule below is what brings it back).
+
+Reviving silent neurons (LIF, documented in docs/training.md): after the
+forward pass, layer ``l`` is "starved" when the fraction of (sample, neuron)
+pairs without a spike exceeds ``max_silent[l]``. Then every incoming weight of
+each neuron that was silent for some sample of the batch is increased by
+``bump`` and the gradient step of that batch is skipped (its loss describes a
+network missing spikes). Göltz et al. call this weight bumping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import HwloopError
+from .models import get_model, network_forward
+from .network import Layer, Network, NeuronParams, OutputDecoding, Provenance, now_iso
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Times are in units of
+    ``tau_syn`` unless the name says otherwise; ``time_unit`` names the unit of
+    the resulting Network's times (tau_syn is ``tau`` of that unit)."""
+
+    model: str = "lif"
+    dataset: str = "yinyang"
+    data_root: str | None = None
+    hidden: tuple[int, ...] = (120,)
+    epochs: int = 300
+    batch_size: int = 150
+    lr: float = 0.005
+    lr_step: int = 20
+    lr_gamma: float = 0.95
+    seed: int = 0
+    tau: float = 1.0  # tau_syn in time_unit
+    tau_ratio: float = 1.0  # tau_mem / tau_syn (LIF: 1 or 2)
+    threshold: float = 1.0
+    t_max: float = 4.0  # trial length, units of tau
+    bias_time: float = 0.9  # one bias spike per layer at this time (units of tau); <0: none
+    xi: float = 0.2
+    alpha: float = 0.005
+    beta: float = 2.6
+    weight_mean: tuple[float, ...] = (1.5, 0.5)  # per layer; last value repeats
+    weight_std: tuple[float, ...] = (0.8, 0.8)
+    max_silent: tuple[float, ...] = (0.3, 0.0)  # per layer; last value repeats
+    bump: float = 0.0005
+    max_grad_norm: float = 1.0
+    dtype: str = "float64"
+    time_unit: str = "ms"
+    model_options: dict = field(default_factory=dict)
+    threads: int = 0  # 0: leave torch's default
+
+    def per_layer(self, values: Sequence[float], n: int) -> list[float]:
+        values = list(values)
+        if not values:
+            raise HwloopError("empty per-layer parameter list")
+        return [values[i] if i < len(values) else values[-1] for i in range(n)]
+
+    def validate(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1:
+            raise HwloopError("epochs must be >= 0 and batch_size >= 1")
+        if any(h < 1 for h in self.hidden):
+            raise HwloopError(f"hidden sizes must be positive, got {self.hidden}")
+        if not (self.lr > 0 and self.tau > 0 and self.t_max > 0):
+            raise HwloopError("lr, tau and t_max must be > 0")
+        if self.dtype not in ("float32", "float64"):
+            raise HwloopError(f"dtype must be float32 or float64, got {self.dtype}")
+
+
+def ttfs_loss(t_out: torch.Tensor, y: torch.Tensor, t_max: float, tau: float,
+              xi: float, alpha: float, beta: float) -> torch.Tensor:
+    """Mean Göltz loss over the batch. Silent outputs count as ``t_max``."""
+    t = torch.where(torch.isfinite(t_out), t_out, torch.full_like(t_out, t_max))
+    logits = -t / (xi * tau)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    t_label = t.gather(1, y[:, None]).squeeze(1)
+    pull = alpha * (torch.exp(t_label / (beta * tau)) - 1.0)
+    return ce + pull.mean()
+
+
+def revive_silent(weights: Sequence[torch.Tensor], times: Sequence[torch.Tensor],
+                  max_silent: Sequence[float], bump: float) -> list[int]:
+    """Weight bumping (see module doc). Returns the indices of bumped layers."""
+    bumped = []
+    with torch.no_grad():
+        for i, (w, t) in enumerate(zip(weights, times)):
+            silent = ~torch.isfinite(t)
+            if silent.float().mean().item() > max_silent[i]:
+                neurons = silent.any(dim=0)
+                w[:, neurons] += bump
+                bumped.append(i)
+    return bumped
+
+
+def _accuracy(t_out: torch.Tensor, y: torch.Tensor) -> float:
+    from .data.decoding import classification_report
+
+    return classification_report(t_out.detach().cpu().numpy(), y.cpu().numpy())["accuracy"]
+
+
+def default_config(model: str, dataset: str, **overrides) -> TrainConfig:
+    """Per model and data set defaults (documented in docs/training.md)."""
+    cfg = TrainConfig(model=model, dataset=dataset)
+    if dataset == "digits":
+        cfg.hidden = (100,)
+        cfg.weight_mean = (0.3, 0.5)
+        cfg.weight_std = (0.4, 0.8)
+        cfg.batch_size = 100
+        cfg.epochs = 150
+    elif dataset == "mnist":
+        cfg.hidden = (350,)
+        cfg.weight_mean = (0.05, 0.5)
+        cfg.weight_std = (0.1, 0.8)
+        cfg.batch_size = 100
+        cfg.epochs = 50
+    if model == "qif":
+        from .models import get_model as _gm
+
+        qif = _gm("qif")
+        if hasattr(qif, "default_train_overrides"):
+            for k, v in qif.default_train_overrides(dataset).items():
+                setattr(cfg, k, v)
+    if model == "nlif":
+        nlif = get_model("nlif")
+        if hasattr(nlif, "default_train_overrides"):
+            for k, v in nlif.default_train_overrides(dataset).items():
+                setattr(cfg, k, v)
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if not hasattr(cfg, k):
+            raise HwloopError(f"unknown training option {k!r}")
+        setattr(cfg, k, v)
+    return cfg
+
+
+def build_layers(cfg: TrainConfig, n_features: int, n_classes: int) -> list[Layer]:
+    """Layer specs (weights zero; initialised by `init_weights`)."""
+    sizes = [n_features, *cfg.hidden, n_classes]
+    tau = cfg.tau
+    neuron = NeuronParams(
+        model=cfg.model,
+        tau_syn=tau,
+        tau_mem=tau * cfg.tau_ratio,
+        threshold=cfg.threshold,
+        options=dict(cfg.model_options),
+    )
+    bias = (cfg.bias_time * tau,) if cfg.bias_time >= 0 else ()
+    return [
+        Layer(weight=np.zeros((sizes[i] + len(bias), sizes[i + 1])), neuron=neuron, bias_times=bias)
+        for i in range(len(sizes) - 1)
+    ]
+
+
+def init_weights(cfg: TrainConfig, layers: Sequence[Layer], gen: torch.Generator) -> list[torch.Tensor]:
+    dtype = getattr(torch, cfg.dtype)
+    n = len(layers)
+    means, stds = cfg.per_layer(cfg.weight_mean, n), cfg.per_layer(cfg.weight_std, n)
+    ws = []
+    for layer, m, s in zip(layers, means, stds):
+        w = torch.randn(layer.weight.shape, generator=gen, dtype=dtype) * s + m
+        ws.append(w.requires_grad_(True))
+    return ws
+
+
+@dataclass
+class TrainResult:
+    network: Network
+    history: list[dict]
+    metrics: dict
+
+
+def train(cfg: TrainConfig, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a network in software; returns the network with the best
+    validation accuracy, evaluated on the test split."""
+    from .data import default_encoding, load_dataset
+
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype = getattr(torch, cfg.dtype)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    splits = {s: load_dataset(cfg.dataset, s, root=cfg.data_root) for s in ("train", "val", "test")}
+    enc = default_encoding(cfg.dataset, tau=cfg.tau)
+    data = {s: (torch.as_tensor(enc.encode(d.x), dtype=dtype), torch.as_tensor(d.y, dtype=torch.long))
+            for s, d in splits.items()}
+    classes = splits["train"].classes
+    layers = build_layers(cfg, enc.n_features, len(classes))
+    weights = init_weights(cfg, layers, gen)
+    t_max = cfg.t_max * cfg.tau
+    opt = torch.optim.Adam(weights, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step), gamma=cfg.lr_gamma)
+    max_silent = cfg.per_layer(cfg.max_silent, len(layers))
+    model = get_model(cfg.model)
+    loss_fn = getattr(model, "training_loss", None)
+
+    def forward(x):
+        return network_forward(layers, weights, x, t_max)
+
+    def evaluate(split: str) -> float:
+        x, y = data[split]
+        with torch.no_grad():
+            out = forward(x)[-1]
+        return _accuracy(out, y)
+
+    x_tr, y_tr = data["train"]
+    n = x_tr.shape[0]
+    history: list[dict] = []
+    best = (-1.0, [w.detach().clone() for w in weights], 0)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.epochs, desc=f"train {cfg.model}/{cfg.dataset}", unit="ep", file=sys.stderr,
+                   dynamic_ncols=True)
+    t_start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        perm = torch.as_tensor(rng.permutation(n))
+        tot_loss, n_steps, n_bumped, correct = 0.0, 0, 0, 0.0
+        t0 = time.perf_counter()
+        for b in range(0, n, cfg.batch_size):
+            idx = perm[b:b + cfg.batch_size]
+            xb, yb = x_tr[idx], y_tr[idx]
+            times = forward(xb)
+            if cfg.model == "lif" and revive_silent(weights, times, max_silent, cfg.bump):
+                n_bumped += 1
+                continue
+            if loss_fn is not None:
+                loss = loss_fn(times, yb, layers=layers, weights=weights, x=xb, t_max=t_max, cfg=cfg)
+            else:
+                loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta)
+            if not torch.isfinite(loss):
+                raise HwloopError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
+            opt.step()
+            tot_loss += loss.item()
+            n_steps += 1
+        sched.step()
+        val_acc = evaluate("val")
+        row = {
+            "epoch": epoch + 1,
+            "loss": tot_loss / max(1, n_steps),
+            "val_accuracy": val_acc,
+            "bumped_batches": n_bumped,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        if val_acc > best[0]:
+            best = (val_acc, [w.detach().clone() for w in weights], epoch + 1)
+        if on_epoch:
+            on_epoch(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{val_acc:.3f}", best=f"{best[0]:.3f}")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - t_start
+
+    with torch.no_grad():
+        for w, wb in zip(weights, best[1]):
+            w.copy_(wb)
+    acc = {s: evaluate(s) for s in ("train", "val", "test")}
+    trained_layers = tuple(
+        dataclasses.replace(layer, weight=w.detach().to(torch.float64).numpy())
+        for layer, w in zip(layers, weights)
+    )
+    net = Network(
+        layers=trained_layers,
+        encoding=enc,
+        decoding=OutputDecoding(classes=classes),
+        t_max=t_max,
+        time_unit=cfg.time_unit,
+        provenance=Provenance(
+            model=cfg.model,
+            dataset=cfg.dataset,
+            seed=cfg.seed,
+            accuracy=acc,
+            hwloop_version=__version__,
+            created=now_iso(),
+            extra={"train_config": json.loads(json.dumps(dataclasses.asdict(cfg), default=list)),
+                   "best_epoch": best[2]},
+        ),
+    )
+    metrics = {"accuracy": acc, "best_epoch": best[2], "train_seconds": train_seconds,
+               "epochs": cfg.epochs}
+    return TrainResult(network=net, history=history, metrics=metrics)
