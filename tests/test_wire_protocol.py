@@ -1,0 +1,261 @@
+"""Wire protocol: COBS, frames, the stream decoder (fuzzed) and the ARQ link."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_models.wire import (
+    Frame, FrameDecoder, FrameError, Link, LinkError, ProtocolError, cobs_decode, cobs_encode,
+    decode_frame, encode_frame,
+)
+from firmware_models.wire import messages as M
+from firmware_models.wire.frame import MAX_ENCODED, MAX_PAYLOAD
+from firmware_models.wire.transport import FdTransport
+
+
+# ------------------------------------------------------------------ COBS
+@given(st.binary(max_size=2000))
+def test_cobs_roundtrip_and_no_zero(data):
+    enc = cobs_encode(data)
+    assert 0 not in enc
+    assert len(enc) <= len(data) + len(data) // 254 + 1
+    assert cobs_decode(enc) == data
+
+
+def test_cobs_known_vectors():
+    # from the COBS paper / common test vectors
+    assert cobs_encode(b"\x00") == b"\x01\x01"
+    assert cobs_encode(b"\x00\x00") == b"\x01\x01\x01"
+    assert cobs_encode(b"\x11\x22\x00\x33") == b"\x03\x11\x22\x02\x33"
+    assert cobs_encode(b"\x11\x00\x00\x00") == b"\x02\x11\x01\x01\x01"
+    assert cobs_encode(bytes(range(1, 255))) == b"\xff" + bytes(range(1, 255)) + b"\x01"
+
+
+@given(st.binary(max_size=600))
+def test_cobs_decode_only_raises_frame_error(data):
+    try:
+        cobs_decode(data)
+    except FrameError:
+        pass
+
+
+# ------------------------------------------------------------------ frames
+frames = st.builds(
+    Frame,
+    type=st.integers(0, 255),
+    seq=st.integers(0, 0xFFFF),
+    req=st.integers(0, 0xFFFF),
+    payload=st.binary(max_size=700),
+    flags=st.integers(0, 255),
+)
+
+
+@given(frames)
+def test_frame_roundtrip(f):
+    enc = encode_frame(f)
+    assert enc.endswith(b"\x00") and 0 not in enc[:-1]
+    assert decode_frame(enc) == f
+
+
+def test_frame_detects_every_single_bit_flip():
+    f = Frame(type=M.RESULT, seq=7, req=3, payload=bytes(range(200)))
+    body = encode_frame(f)[:-1]
+    for pos in range(len(body)):
+        for bit in range(8):
+            bad = bytearray(body)
+            bad[pos] ^= 1 << bit
+            with pytest.raises(FrameError):
+                decode_frame(bytes(bad))
+
+
+def test_frame_bound_enforced():
+    with pytest.raises(FrameError, match="exceeds"):
+        encode_frame(Frame(type=1, seq=0, payload=bytes(MAX_PAYLOAD + 1)))
+    with pytest.raises(FrameError, match="exceeds"):
+        decode_frame(b"\x05" * (MAX_ENCODED + 10))
+
+
+def test_length_field_checked_even_when_crc_matches():
+    body = bytearray(M_header := Frame(type=1, seq=1, payload=b"abc").encode())
+    raw = cobs_decode(bytes(body[:-1]))
+    forged = bytearray(raw[:-4])
+    forged[6] = 5  # claim 5 bytes
+    forged += zlib.crc32(bytes(forged)).to_bytes(4, "little")
+    with pytest.raises(FrameError, match="length field"):
+        decode_frame(cobs_encode(bytes(forged)))
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=3000), st.integers(1, 64))
+def test_stream_decoder_never_raises_on_garbage(data, chunk):
+    dec = FrameDecoder()
+    for i in range(0, len(data), chunk):
+        for ev in dec.feed(data[i : i + chunk]):
+            assert isinstance(ev, (Frame, FrameError))
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=500), st.lists(frames, min_size=1, max_size=4), st.integers(1, 97))
+def test_stream_decoder_resyncs_after_garbage(garbage, fs, chunk):
+    """Any garbage before a delimiter costs at most the frame it sits in."""
+    stream = garbage + b"\x00" + b"".join(encode_frame(f) for f in fs)
+    dec = FrameDecoder()
+    got = []
+    for i in range(0, len(stream), chunk):
+        got += [e for e in dec.feed(stream[i : i + chunk]) if isinstance(e, Frame)]
+    # garbage could itself decode as a (valid-CRC) frame only with probability ~2^-32
+    assert got[-len(fs):] == fs
+
+
+def test_stream_decoder_bounds_its_buffer():
+    dec = FrameDecoder()
+    evs = dec.feed(b"\x07" * (MAX_ENCODED + 5))
+    assert any(isinstance(e, FrameError) and "no delimiter" in str(e) for e in evs)
+    assert len(dec._buf) <= MAX_ENCODED
+    f = Frame(type=2, seq=1, payload=b"x")
+    evs = dec.feed(b"\x07" * 10 + b"\x00" + encode_frame(f))
+    assert [e for e in evs if isinstance(e, Frame)] == [f]
+
+
+# ------------------------------------------------------------------ messages
+@given(st.binary(max_size=300))
+def test_message_unpackers_only_raise_protocol_error(p):
+    for fn in (M.unpack_hello, M.unpack_run, M.unpack_result, M.unpack_done, M.unpack_status,
+               M.unpack_error, M.unpack_config_ok, M.ChipInfo.unpack, M.ChipConfig.unpack):
+        try:
+            fn(p)
+        except ProtocolError:
+            pass
+
+
+def test_config_roundtrip():
+    rng = np.random.default_rng(0)
+    cfg = M.ChipConfig(
+        n_inputs=4,
+        trial_ticks=1234,
+        layers=(
+            M.LayerConfig(codes=rng.integers(-31, 32, (6, 5)).astype(np.int8), w_range=3, tau_us=20.0, i0=1.25,
+                          v0=0.5, bias_ticks=(0, 17)),
+            M.LayerConfig(codes=rng.integers(-31, 32, (5, 3)).astype(np.int8), w_range=0, tau_us=20.0, i0=1.25,
+                          v0=0.5),
+        ),
+    )
+    back = M.ChipConfig.unpack(cfg.pack())
+    assert back.n_inputs == 4 and back.trial_ticks == 1234 and back.n_neurons == 8
+    for a, b in zip(cfg.layers, back.layers):
+        assert np.array_equal(a.codes, b.codes) and a.bias_ticks == b.bias_ticks and a.w_range == b.w_range
+    with pytest.raises(ProtocolError, match="trailing"):
+        M.ChipConfig.unpack(cfg.pack() + b"\x00")
+    with pytest.raises(ProtocolError, match="layer 1"):
+        M.ChipConfig.unpack(cfg.pack()[:-3])
+
+
+def test_run_and_result_roundtrip():
+    t = np.array([[0, 5, M.NO_SPIKE], [7, 8, 9]], dtype=np.uint16)
+    seed, first, back = M.unpack_run(M.pack_run(99, 12, t))
+    assert (seed, first) == (99, 12) and np.array_equal(back, t)
+    first, back = M.unpack_result(M.pack_result(3, t))
+    assert first == 3 and np.array_equal(back, t)
+    assert len(M.pack_run(0, 0, t)) == 12 + 2 * t.size  # compact: 2 bytes per spike time
+
+
+# ------------------------------------------------------------------ link
+class FaultyTransport(FdTransport):
+    """Corrupts what it writes: bit flips at a bit error rate, dropped and duplicated bytes."""
+
+    def __init__(self, fd, rng, ber=0.0, p_drop=0.0, p_dup=0.0):
+        super().__init__(fd)
+        self.rng, self.ber, self.p_drop, self.p_dup = rng, ber, p_drop, p_dup
+
+    def write(self, data: bytes) -> None:
+        out = bytearray()
+        for b in data:
+            if self.rng.random() < self.p_drop:
+                continue
+            for bit in range(8):
+                if self.rng.random() < self.ber:
+                    b ^= 1 << bit
+            out.append(b)
+            if self.rng.random() < self.p_dup:
+                out.append(b)
+        super().write(bytes(out))
+
+
+def _echo_peer(link: Link, stop: threading.Event):
+    while not stop.is_set():
+        try:
+            m = link.recv(0.05)
+            if m is not None:
+                link.send(m.type + 1, m.req, m.payload[::-1])
+        except LinkError:
+            pass
+
+
+def _pair(seed, **faults):
+    a, b = socket.socketpair()
+    rng = random.Random(seed)
+    ta = FaultyTransport(a.fileno(), rng, **faults)
+    tb = FaultyTransport(b.fileno(), random.Random(seed + 1), **faults)
+    host = Link(ta, ack_timeout=0.05, retries=30, max_payload=200, name="host")
+    peer = Link(tb, ack_timeout=0.05, retries=30, max_payload=200, name="peer")
+    return (a, b), host, peer
+
+
+@pytest.mark.parametrize("faults", [{}, {"ber": 3e-4, "p_drop": 1e-3, "p_dup": 1e-3}])
+def test_link_delivers_exactly_once_in_order(faults):
+    socks, host, peer = _pair(1, **faults)
+    stop = threading.Event()
+    th = threading.Thread(target=_echo_peer, args=(peer, stop), daemon=True)
+    th.start()
+    try:
+        rng = np.random.default_rng(2)
+        for req in range(12):
+            payload = rng.integers(0, 256, int(rng.integers(0, 900)), dtype=np.uint8).tobytes()
+            host.send(0x40, req, payload)
+            m = host.recv(10.0)
+            assert m is not None and m.req == req and m.type == 0x41 and m.payload == payload[::-1]
+        assert host.recv(0.2) is None  # nothing delivered twice
+    finally:
+        stop.set()
+        th.join(2)
+        for s in socks:
+            s.close()
+    if faults:
+        assert host.stats["retransmits"] + peer.stats["retransmits"] > 0
+
+
+def test_link_gives_up_with_a_message_that_says_why():
+    a, b = socket.socketpair()  # nobody reads b
+    try:
+        host = Link(FdTransport(a.fileno()), ack_timeout=0.02, retries=3, name="host")
+        with pytest.raises(LinkError, match=r"no ACK for HELLO frame seq \d+ after 4 tries \(4 timed out"):
+            host.send(M.HELLO, 1, b"hi")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_link_bounds_reassembly():
+    socks, host, peer = _pair(3)
+    peer.max_message = 500
+    try:
+        t = threading.Thread(target=host.send, args=(0x40, 9, bytes(1000)))
+        t.start()
+        got = None
+        for _ in range(100):
+            got = peer.recv(0.05) or got
+            if not t.is_alive() and got is not None:
+                break
+        t.join(5)
+        assert got is not None and got.type == 0xFF and got.req == 9  # overflow marker, not a 500-byte truncation
+    finally:
+        for s in socks:
+            s.close()
