@@ -32,8 +32,10 @@ class Dataset:
     ``x`` is float64 of shape (N, n_features), ``y`` int64 of shape (N,) with
     values in ``range(len(classes))``. ``value_min``/``value_max`` are the
     nominal range of every feature (what an encoding maps to its two anchor
-    times), not the observed extremes of this split. Both arrays are read-only
-    copies, so a cached or shared record can never be changed under a caller.
+    times), not the observed extremes of this split. Both arrays are fresh
+    copies owned by this record: every load returns new ones, so a caller
+    that changes them in place harms no one else. They stay writable because
+    torch warns on (and cannot protect) read-only arrays in ``as_tensor``.
     """
 
     name: str
@@ -65,8 +67,6 @@ class Dataset:
             raise DatasetError(f"{where}: need finite value_min < value_max, got {vmin}, {vmax}")
         if not np.all(np.isfinite(x)):
             raise DatasetError(f"{where}: x contains non-finite values")
-        x.setflags(write=False)
-        y.setflags(write=False)
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "classes", classes)
