@@ -1,0 +1,270 @@
+"""The analog core: QIF (theta) neurons integrated numerically, with the
+imperfections of silicon.
+
+Dynamics of neuron k (times in chip microseconds, V dimensionless)::
+
+    tau_k dV/dt = V (V - c_k) + I0_k  + input jumps  + noise
+
+with nominal c = 1, I0 and tau from the configuration, and fixed-pattern
+mismatch drawn from the chip id: tau_k, I0_k, the critical voltage c_k, the
+initial voltage v0_k, and the synaptic gain of every synapse row (presynaptic
+line) and column (neuron). An input spike of effective weight w makes V jump
+by w. Temporal noise is a white current of strength ``noise`` (V diffuses by
+``noise`` per sqrt(tau)), drawn per run from (chip id, run seed, sample
+index), so re-running a sample in the same run reproduces it exactly.
+
+Integration variable. V runs off to +inf in finite time, so it is a bad
+variable for a fixed step. The core integrates the transformed variable
+``psi`` with ``V = 1/2 + r tan(psi)`` where ``r = sqrt(I0_cfg - 1/4)`` uses the
+*configured* (nominal) parameters; a spike is psi crossing +pi/2 (V = +inf,
+i.e. the theta-neuron phase 2 psi crossing pi). The V-dynamics above, with
+all mismatch terms, map to::
+
+    dpsi/dt = [ (h cos + r sin)((h - c_k) cos + r sin) + I0_k cos^2 ] / (r tau_k)
+              + noise cos^2(psi) / (r sqrt(tau_k)) xi(t),        h = 1/2
+
+which is bounded and smooth for all psi (no overflow near the spike). With
+no mismatch the drift is the constant r / tau; with mismatch it varies with
+psi, which is where the numerical integration matters. The scheme is Heun
+(stochastic Heun = Stratonovich, so the change of variable is exact), fixed
+step ``tau / steps_per_tau``.
+
+Inputs arrive at exact times, not on the step grid: an input at t_n + s is
+applied at grid point t_n as psi <- J(psi + f s) - f' s (free flow forward to
+the event, the jump J(psi) = arctan(tan psi + w / r), free flow back), in time
+order. This is exact when the drift is constant and first order in the drift's
+variation otherwise. Spike times are interpolated linearly within the step
+(again exact for constant drift). The time-to-digital converter then
+quantises: tick = floor(t / lsb); the host reads the bin centre.
+
+The chip delivers only a neuron's first spike downstream and reports only
+that one (time-to-first-spike contract). Layers run one after the other:
+layer l's analog spike times (not the TDC readings) drive layer l+1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..wire.messages import NO_SPIKE, ChipConfig
+from .spec import ChipSpec
+
+HALF_PI = math.pi / 2
+
+
+class ConfigInvalid(ValueError):
+    """A configuration the chip cannot hold; ``rule`` names the limit."""
+
+    def __init__(self, rule: str, text: str):
+        self.rule = rule
+        super().__init__(f"{rule}: {text}")
+
+
+def validate_config(cfg: ChipConfig, spec: ChipSpec) -> None:
+    """The chip's own design-rule check (the host checks first, this is the backstop)."""
+    if not 1 <= len(cfg.layers) <= spec.max_layers:
+        raise ConfigInvalid("layer-count", f"{len(cfg.layers)} layers, chip has 1..{spec.max_layers}")
+    if not 1 <= cfg.n_inputs <= spec.max_inputs:
+        raise ConfigInvalid("input-count", f"{cfg.n_inputs} inputs, chip has 1..{spec.max_inputs}")
+    if not 1 <= cfg.trial_ticks <= NO_SPIKE - 1:
+        raise ConfigInvalid("trial-length", f"{cfg.trial_ticks} ticks, TDC counts 1..{NO_SPIKE - 1}")
+    if cfg.n_neurons > spec.max_neurons:
+        raise ConfigInvalid("neuron-count", f"{cfg.n_neurons} neurons, chip has {spec.max_neurons}")
+    n_prev = cfg.n_inputs
+    for i, layer in enumerate(cfg.layers):
+        n_src, n_out = layer.codes.shape
+        nb = len(layer.bias_ticks)
+        if n_src - nb != n_prev:
+            raise ConfigInvalid("layer-shape", f"layer {i} has {n_src - nb} source rows, previous stage has {n_prev}")
+        if n_src > spec.max_fanin:
+            raise ConfigInvalid("fan-in", f"layer {i} has {n_src} synapse rows, chip has {spec.max_fanin}")
+        if nb > spec.max_bias:
+            raise ConfigInvalid("bias-count", f"layer {i} has {nb} bias lines, chip has {spec.max_bias}")
+        if np.abs(layer.codes.astype(int)).max(initial=0) > spec.max_code:
+            raise ConfigInvalid("weight-code", f"layer {i} has a DAC code beyond +-{spec.max_code}")
+        if not 0 <= layer.w_range < spec.n_ranges:
+            raise ConfigInvalid("weight-range", f"layer {i} range {layer.w_range}, chip has 0..{spec.n_ranges - 1}")
+        if not spec.tau_min_us <= layer.tau_us <= spec.tau_max_us:
+            raise ConfigInvalid("tau-range", f"layer {i} tau {layer.tau_us:g} us outside {spec.tau_min_us:g}..{spec.tau_max_us:g}")
+        if not spec.i0_min <= layer.i0 <= spec.i0_max:
+            raise ConfigInvalid("i0-range", f"layer {i} I0 {layer.i0:g} outside {spec.i0_min:g}..{spec.i0_max:g}")
+        if not math.isfinite(layer.v0) or abs(layer.v0) > 16:
+            raise ConfigInvalid("v0-range", f"layer {i} v0 {layer.v0:g} outside -16..16")
+        n_prev = n_out
+
+
+@dataclass
+class Mismatch:
+    """Fixed-pattern deviations of one die, as standard normals scaled by sigma."""
+
+    tau_gain: np.ndarray  # (max_neurons,)
+    i0_gain: np.ndarray
+    c: np.ndarray  # critical voltage (nominal 1)
+    v0_offset: np.ndarray
+    col_gain: np.ndarray  # synaptic gain per neuron (column)
+    row_gain: np.ndarray  # (max_layers, max_fanin) gain per presynaptic line (row)
+
+    @classmethod
+    def for_chip(cls, chip_id: int, sigma: float, spec: ChipSpec) -> "Mismatch":
+        # the pattern depends on the chip id only; sigma scales it (0 = ideal die)
+        rng = np.random.default_rng([chip_id & 0xFFFFFFFF, chip_id >> 32, 0x51F])
+        n = spec.max_neurons
+        z = rng.standard_normal((5, n))
+        zr = rng.standard_normal((spec.max_layers, spec.max_fanin))
+
+        def gain(x):
+            return np.clip(1.0 + sigma * x, 0.2, None)
+
+        return cls(
+            tau_gain=gain(z[0]), i0_gain=gain(z[1]), c=1.0 + sigma * z[2], v0_offset=sigma * z[3],
+            col_gain=gain(z[4]), row_gain=gain(zr),
+        )
+
+
+class AnalogCore:
+    """Runs batches on one configured die. ``noise`` = temporal noise strength."""
+
+    BLOCK = 64  # samples integrated together; noise is drawn per aligned block of this size
+
+    def __init__(self, spec: ChipSpec, chip_id: int, mismatch: float, noise: float):
+        self.spec = spec
+        self.chip_id = int(chip_id)
+        self.noise = float(noise)
+        self.mm = Mismatch.for_chip(self.chip_id, float(mismatch), spec)
+        self.cfg: ChipConfig | None = None
+
+    def configure(self, cfg: ChipConfig) -> None:
+        validate_config(cfg, self.spec)
+        self.cfg = cfg
+        self._layers = []
+        first = 0
+        lsb = self.spec.tdc_lsb_us
+        for li, layer in enumerate(cfg.layers):
+            n_src, n_out = layer.codes.shape
+            sl = slice(first, first + n_out)
+            w = layer.codes.astype(np.float64) / self.spec.max_code * self.spec.w_full_scale(layer.w_range)
+            w = w * self.mm.row_gain[li, :n_src, None] * self.mm.col_gain[None, sl]
+            r = math.sqrt(layer.i0 - 0.25)
+            self._layers.append(
+                dict(
+                    w=w, r=r, tau_cfg=layer.tau_us, tau=layer.tau_us * self.mm.tau_gain[sl],
+                    i0=layer.i0 * self.mm.i0_gain[sl], c=self.mm.c[sl], v0=layer.v0 + self.mm.v0_offset[sl],
+                    bias_t=np.asarray(layer.bias_ticks, dtype=np.float64) * lsb,
+                )
+            )
+            first += n_out
+
+    # ------------------------------------------------------------------ run
+    def run(self, in_ticks: np.ndarray, seed: int, first_sample: int) -> np.ndarray:
+        """(n, n_inputs) input ticks -> (n, n_neurons) TDC ticks of every neuron,
+        layer after layer; samples are numbered from ``first_sample`` for the noise."""
+        assert self.cfg is not None
+        lsb = self.spec.tdc_lsb_us
+        t_end = self.cfg.trial_ticks * lsb
+        t = np.where(in_ticks == NO_SPIKE, np.inf, in_ticks.astype(np.float64) * lsb)
+        t = np.where(t < t_end, t, np.inf)
+        out = []
+        for li, L in enumerate(self._layers):
+            src = np.concatenate([t, np.broadcast_to(L["bias_t"], (t.shape[0], L["bias_t"].size))], axis=1)
+            src = np.where(src < t_end, src, np.inf)
+            t = self.integrate_layer(src, L, t_end, seed, first_sample, li)
+            out.append(t)
+        times = np.concatenate(out, axis=1)
+        ticks = np.floor(times / lsb)
+        return np.where(np.isfinite(times), np.minimum(ticks, NO_SPIKE - 1), NO_SPIKE).astype(np.uint16)
+
+    def _noise_source(self, seed: int, first_sample: int, n: int, layer: int, n_out: int, n_steps: int):
+        """Per step, an (n, n_out) array of standard normals that depends only on
+        (chip, seed, layer, absolute sample index): blocks are aligned to BLOCK."""
+        B = self.BLOCK
+        blocks = range(first_sample // B, (first_sample + n - 1) // B + 1)
+        gens = [np.random.default_rng([self.chip_id & 0xFFFFFFFF, seed, layer, k]) for k in blocks]
+        lo = first_sample - blocks[0] * B
+        for _ in range(n_steps):
+            z = np.concatenate([g.standard_normal((B, n_out)) for g in gens], axis=0)
+            yield z[lo : lo + n]
+
+    def integrate_layer(self, src_t, L, t_end, seed=0, first_sample=0, layer=0, noise=None):
+        """First spike times (chip us, inf = none before t_end) of one layer.
+
+        ``src_t`` (n, n_src): arrival time of every source line, inf = none."""
+        noise = self.noise if noise is None else noise
+        n, n_src = src_t.shape
+        w, r = L["w"], L["r"]
+        tau, i0, c = L["tau"], L["i0"], L["c"]
+        n_out = w.shape[1]
+        dt = L["tau_cfg"] / self.spec.steps_per_tau
+        n_steps = int(math.ceil(t_end / dt))
+        h = 0.5
+
+        def drift(p):
+            cs, sn = np.cos(p), np.sin(p)
+            return ((h * cs + r * sn) * ((h - c) * cs + r * sn) + i0 * cs * cs) / (r * tau)
+
+        def diffusion(p):
+            cs = np.cos(p)
+            return noise * cs * cs / (r * np.sqrt(tau))
+
+        psi = np.broadcast_to(np.arctan((L["v0"] - h) / r), (n, n_out)).copy()
+        t_spk = np.full((n, n_out), np.inf)
+        spiked = np.zeros((n, n_out), dtype=bool)
+
+        # events per sample in time order; kend[k, b] = number of events before (k+1) dt
+        order = np.argsort(src_t, axis=1, kind="stable")
+        ev_t = np.take_along_axis(src_t, order, axis=1)
+        grid = (np.arange(1, n_steps + 1) * dt)
+        kend = np.stack([np.searchsorted(ev_t[b], grid, side="left") for b in range(n)], axis=1) if n else None
+        ptr = np.zeros(n, dtype=np.int64)
+        rows = np.arange(n)
+        zs = self._noise_source(seed, first_sample, n, layer, n_out, n_steps) if noise > 0 else None
+        sq = math.sqrt(dt)
+        lim = HALF_PI - 1e-12
+
+        for k in range(n_steps):
+            t0 = k * dt
+            # inputs inside [t0, t0 + dt), applied at their exact times in order
+            while True:
+                m = ptr < kend[k]
+                if not m.any():
+                    break
+                b = rows[m]
+                s = (ev_t[b, ptr[b]] - t0)[:, None]
+                srcs = order[b, ptr[b]]
+                p0 = psi[b]
+                f0 = drift(p0)
+                pe = p0 + f0 * s
+                hit = (pe >= HALF_PI) & ~spiked[b]
+                if hit.any():
+                    frac = np.where(hit, (HALF_PI - p0) / np.where(pe > p0, pe - p0, 1.0), 0.0)
+                    tt = t0 + s * frac
+                    sb = spiked[b]
+                    tsb = t_spk[b]
+                    tsb[hit] = np.broadcast_to(tt, hit.shape)[hit]
+                    sb |= hit
+                    t_spk[b], spiked[b] = tsb, sb
+                pj = np.arctan(np.tan(np.clip(pe, -lim, lim)) + w[srcs] / r)
+                psi[b] = pj - drift(pj) * s
+                ptr[b] += 1
+            # one Heun step of the (stochastic) psi dynamics
+            f0 = drift(psi)
+            if zs is not None:
+                dW = next(zs) * sq
+                g0 = diffusion(psi)
+                pp = psi + f0 * dt + g0 * dW
+                new = psi + 0.5 * (f0 + drift(pp)) * dt + 0.5 * (g0 + diffusion(pp)) * dW
+            else:
+                pp = psi + f0 * dt
+                new = psi + 0.5 * (f0 + drift(pp)) * dt
+            hit = (new >= HALF_PI) & ~spiked
+            if hit.any():
+                frac = (HALF_PI - psi[hit]) / (new[hit] - psi[hit])
+                t_spk[hit] = t0 + dt * frac
+                spiked |= hit
+            psi = new
+            if spiked.all():
+                break
+        return np.where(t_spk < t_end, t_spk, np.inf)
+

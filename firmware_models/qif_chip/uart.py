@@ -1,0 +1,51 @@
+"""A UART as the firmware sees it: bytes leave and arrive at the baud rate.
+
+A pseudo-terminal moves bytes as fast as the CPU copies them, so a link
+benchmark over a bare pty would measure memcpy, not a serial line. This
+transport paces the chip's side like a UART with 8N1 framing (10 bit times
+per byte): a write returns once the bytes would have left the shift register,
+and received bytes are handed to the firmware no earlier than they could have
+arrived. Pacing both directions on the chip side makes the link behave like a
+real one whatever the host does. ``baud=0`` disables pacing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..wire.transport import FdTransport
+
+
+class PacedUart(FdTransport):
+    CHUNK_S = 0.002  # write granularity: about 2 ms of line time per os.write
+
+    def __init__(self, fd: int, baud: int):
+        super().__init__(fd)
+        self.baud = int(baud)
+        self._byte_s = 10.0 / self.baud if self.baud > 0 else 0.0
+        self._tx_clock = 0.0
+        self._rx_clock = 0.0
+
+    def write(self, data: bytes) -> None:
+        if not self._byte_s:
+            return super().write(data)
+        chunk = max(1, int(self.CHUNK_S / self._byte_s))
+        for i in range(0, len(data), chunk):
+            piece = data[i : i + chunk]
+            now = time.monotonic()
+            self._tx_clock = max(self._tx_clock, now)
+            super().write(piece)
+            self._tx_clock += len(piece) * self._byte_s
+            delay = self._tx_clock - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def read(self, timeout: float) -> bytes:
+        data = super().read(timeout)
+        if data and self._byte_s:
+            now = time.monotonic()
+            self._rx_clock = max(self._rx_clock, now - len(data) * self._byte_s) + len(data) * self._byte_s
+            delay = self._rx_clock - now
+            if delay > 0:
+                time.sleep(delay)
+        return data
