@@ -23,12 +23,15 @@ at Lava step k + l + 2 and its bias sources fire at k + l + 1.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -71,7 +74,7 @@ def run_in_process(layers: list[LavaLayer], steps: int, in_steps: np.ndarray, pr
     from backends.loihi.lava_procs.ttfs.ttfs import SpikeTimeSource, TTFSLif
 
     t0 = time.perf_counter()
-    fixed = precision == "fixed"
+    fixed = precision in ("fixed", "hw")
     S = in_steps.shape[0]
     dtype = np.int32 if fixed else np.float64
     conn_kw = dict(weight_exp=0, num_weight_bits=8, sign_mode=SignMode.MIXED) if fixed else {}
@@ -109,7 +112,12 @@ def run_in_process(layers: list[LavaLayer], steps: int, in_steps: np.ndarray, pr
         lifs.append(lif)
         prev_out = lif.s_out
     n_run = steps + len(layers)
-    cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
+    if precision == "hw":
+        from lava.magma.core.run_configs import Loihi2HwCfg
+
+        cfg = Loihi2HwCfg(select_tag="fixed_pt")
+    else:
+        cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
     t1 = time.perf_counter()
     last = lifs[-1]
     try:
@@ -126,12 +134,13 @@ def run_in_process(layers: list[LavaLayer], steps: int, in_steps: np.ndarray, pr
 
 
 # ------------------------------------------------------------------ worker
-def _worker_main(conn) -> None:
-    os.setpgrp()  # own process group, so the host can kill Lava's children too
+def _worker_main(fd: int) -> None:
+    """Serve jobs on the inherited socket until told to stop (or EOF)."""
+    conn = Connection(fd)
     while True:
         try:
             job = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if job is None:
             return
@@ -142,53 +151,71 @@ def _worker_main(conn) -> None:
 
 
 class LavaWorker:
-    """A spawned Python process that runs Lava jobs one at a time."""
+    """A separate Python process (own session, so its Lava children can be
+    killed with it) that runs Lava jobs one at a time. Started as
+    ``python -m backends.loihi.lava_worker FD`` rather than through
+    multiprocessing's spawn, which would re-run the caller's ``__main__``."""
 
     def __init__(self):
         self._proc = None
         self._conn = None
 
     def _start(self):
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="hwloop-lava-worker")
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, parent
+        ours, theirs = socket.socketpair()
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "backends.loihi.lava_worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
 
     def run(self, layers, steps, in_steps, precision, timeout_s: float) -> dict:
-        """Run a job; raises RuntimeError (message, remote traceback) or TimeoutError."""
-        if self._proc is None or not self._proc.is_alive():
-            self.close()
-            self._start()
-        self._conn.send((layers, int(steps), np.asarray(in_steps, dtype=np.int64), precision))
-        if not self._conn.poll(timeout_s):
+        """Run a job; raises RuntimeError(message, remote traceback) or TimeoutError."""
+        if self._proc is None or self._proc.poll() is not None:
             self.kill()
-            raise TimeoutError(f"Lava did not finish within {timeout_s:.0f} s")
+            self._start()
         try:
-            reply = self._conn.recv()
-        except EOFError:
+            self._conn.send((layers, int(steps), np.asarray(in_steps, dtype=np.int64), precision))
+            ready = self._conn.poll(timeout_s)
+            reply = self._conn.recv() if ready else None
+        except (EOFError, OSError):
             self.kill()
             raise RuntimeError("the Lava worker process died", "") from None
+        if reply is None:
+            self.kill()
+            raise TimeoutError(f"Lava did not finish within {timeout_s:.0f} s")
         if reply[0] == "ok":
             return reply[1]
         self.kill()  # Lava may be in a bad state after an error: start clean next time
         raise RuntimeError(reply[1], reply[2])
 
     def kill(self) -> None:
-        if self._proc is not None and self._proc.pid is not None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self._proc.join(timeout=5)
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                try:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self._proc.wait(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
         self._proc = self._conn = None
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
+        if self._proc is not None and self._proc.poll() is None:
             try:
                 self._conn.send(None)
-                self._proc.join(timeout=5)
-            except (OSError, BrokenPipeError):
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self.kill()
+
+    def __del__(self):
+        try:
+            self.kill()
+        except Exception:
+            pass
+
