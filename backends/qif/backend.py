@@ -1,0 +1,241 @@
+"""The QIF chip targets: ``qif:///dev/ttyXXX?baud=..`` and ``qif-emu?..``.
+
+Both talk to the chip through pyserial and the wire protocol; they differ
+only in where the port comes from. ``qif-emu`` spawns the emulator process
+(`firmware_models.qif_chip`), reads the pseudo-terminal path it prints, and
+opens that path like any serial port, so everything past the spawn is the
+code path a real board gets.
+
+URL options (all optional)::
+
+    baud=921600        line rate (the emulator paces its UART at it; 0 = unpaced)
+    timeout=5          seconds to wait between messages of a reply
+    ack_timeout=0.25   seconds to wait for a frame's ACK (plus its wire time)
+    retries=8          retransmissions of a frame before the link gives up
+    frame=1024         payload bytes per frame (smaller survives noisier lines)
+    recoveries=5       re-handshakes per batch before giving up
+    scale=..           chip microseconds per network time unit (default: finest TDC resolution)
+    seed=0             base of the per-run noise seeds
+    # qif-emu only:
+    chip_id=1  mismatch=0.05  noise=0.01
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from backends.base import Backend, TargetURL
+from firmware_models.wire.errors import LinkError, ProtocolError, RemoteError, WireError
+from firmware_models.wire.transport import SerialTransport
+from hwloop.errors import TargetError
+from hwloop.network import Network
+
+from .client import ChipClient
+from .compiler import QifProgram, compile_network
+
+EMU_DEFAULT_BAUD = 921600
+
+
+def _opt(url: TargetURL, key: str, cast, default):
+    if key not in url.options:
+        return default
+    raw = url.options[key]
+    try:
+        return cast(raw)
+    except (TypeError, ValueError):
+        raise TargetError(f"target {url.raw!r}: option {key}={raw!r} is not a valid {cast.__name__}") from None
+
+
+class QifSerialBackend(Backend):
+    scheme = "qif"
+    description = "analog QIF chip on a serial port (qif:///dev/ttyUSB0?baud=...)"
+    KNOWN_OPTIONS = {"baud", "timeout", "ack_timeout", "retries", "frame", "recoveries", "scale", "seed"}
+
+    def __init__(self, url: TargetURL):
+        super().__init__(url)
+        unknown = set(url.options) - self.KNOWN_OPTIONS
+        if unknown:
+            raise TargetError(f"target {url.raw!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(self.KNOWN_OPTIONS))}")
+        self.baud = _opt(url, "baud", int, self.default_baud())
+        self.scale = _opt(url, "scale", float, None)
+        self.seed = _opt(url, "seed", int, 0)
+        self._runs = 0
+        self.port = None
+        self.client: ChipClient | None = None
+        try:
+            self.port = self._open_port(self.port_path())
+            self.client = ChipClient(
+                SerialTransport(self.port), baud=self.baud or None,
+                ack_timeout=_opt(url, "ack_timeout", float, 0.25), retries=_opt(url, "retries", int, 8),
+                reply_timeout=_opt(url, "timeout", float, 5.0), max_payload=_opt(url, "frame", int, 1024),
+                max_recoveries=_opt(url, "recoveries", int, 5), name=url.raw,
+            )
+            self.client.connect()
+        except (WireError, ValueError) as exc:
+            self.close()
+            raise TargetError(f"{url.raw}: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- where the port comes from (overridden by the emulator target)
+    def default_baud(self) -> int:
+        return 115200
+
+    def port_path(self) -> str:
+        if not self.url.path:
+            raise TargetError(f"target {self.url.raw!r}: no port given; use qif:///dev/ttyUSB0")
+        return self.url.path
+
+    def _open_port(self, path: str):
+        import serial
+
+        try:
+            return serial.serial_for_url(path, baudrate=self.baud or 115200, timeout=0.01)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise TargetError(f"{self.url.raw}: cannot open serial port {path}: {exc}") from None
+
+    # ---- Backend interface
+    @property
+    def chip_info(self):
+        return self.client.info
+
+    def compile(self, net: Network) -> QifProgram:
+        return compile_network(net, self.client.info, scale=self.scale)
+
+    def _deploy(self, prog: QifProgram) -> None:
+        try:
+            self.client.configure(prog.config.pack())
+        except RemoteError as exc:
+            raise TargetError(f"{self.url.raw}: chip rejected the configuration: {exc.text}") from None
+        except WireError as exc:
+            raise TargetError(f"{self.url.raw}: configuring failed: {exc}") from None
+
+    def _run(self, t_features: np.ndarray):
+        prog: QifProgram = self._deployed
+        if (np.asarray(t_features) < 0).any():
+            raise TargetError(f"{self.url.raw}: input spike times must be >= 0")
+        ticks = prog.input_ticks(t_features)
+        seed = (self.seed * 1_000_003 + self._runs) & 0xFFFFFFFF
+        self._runs += 1
+        try:
+            out, stats = self.client.run(ticks, sum(prog.sizes), seed)
+        except (LinkError, ProtocolError, RemoteError) as exc:
+            raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
+        info = dict(stats, tick=prog.tick, scale_us_per_unit=prog.scale, link=dict(self.client.link.stats))
+        return prog.decode(out), float(stats["chip_s"]), info
+
+    def status(self) -> dict:
+        try:
+            return self.client.status()
+        except WireError as exc:
+            raise TargetError(f"{self.url.raw}: status failed: {exc}") from None
+
+    def close(self) -> None:
+        if self.port is not None:
+            try:
+                self.port.close()
+            except Exception:
+                pass
+            self.port = None
+
+    @classmethod
+    def probe(cls) -> list[dict]:
+        try:
+            from serial.tools import list_ports
+
+            ports = list(list_ports.comports())
+        except Exception as exc:  # pragma: no cover - platform specific
+            return [{"url": "qif://", "status": "unavailable", "description": f"cannot list serial ports: {exc}"}]
+        if not ports:
+            return [{"url": "qif://", "status": "no ports", "description": "no serial ports found"}]
+        return [{"url": f"qif://{p.device}", "status": "port found",
+                 "description": f"serial port ({p.description}); open to handshake"} for p in ports]
+
+
+class QifEmuBackend(QifSerialBackend):
+    scheme = "qif-emu"
+    description = "analog QIF chip emulator behind a pseudo-terminal (qif-emu?chip_id=..&mismatch=..&noise=..)"
+    KNOWN_OPTIONS = QifSerialBackend.KNOWN_OPTIONS | {"chip_id", "mismatch", "noise"}
+    START_TIMEOUT = 30.0
+
+    def __init__(self, url: TargetURL):
+        self.proc = None
+        self._stderr = None
+        super().__init__(url)
+
+    def default_baud(self) -> int:
+        return EMU_DEFAULT_BAUD
+
+    def port_path(self) -> str:
+        url = self.url
+        from firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
+
+        args = [
+            "--chip-id", str(_opt(url, "chip_id", lambda s: int(s, 0), 1)),
+            "--mismatch", str(_opt(url, "mismatch", float, DEFAULT_MISMATCH)),
+            "--noise", str(_opt(url, "noise", float, DEFAULT_NOISE)),
+            "--baud", str(self.baud), "--parent-pid", str(os.getpid()),
+        ]
+        self.proc, self._stderr, path = spawn_emulator(args, self.START_TIMEOUT)
+        return path
+
+    def close(self) -> None:
+        super().close()
+        if self.proc is not None:
+            stop_emulator(self.proc)
+            self.proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    @classmethod
+    def probe(cls) -> list[dict]:
+        return [{"url": cls.scheme, "status": "available", "description": cls.description}]
+
+
+def spawn_emulator(args: list[str], timeout: float = 30.0):
+    """Start the emulator process; return (process, stderr file, pty path)."""
+    err = tempfile.TemporaryFile(mode="w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_models.qif_chip", *args], stdout=subprocess.PIPE,
+                            stderr=err, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        r, _, _ = select.select([proc.stdout], [], [], max(0.0, left))
+        chunk = os.read(proc.stdout.fileno(), 256) if r else b""
+        if not chunk:
+            stop_emulator(proc)
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
+            err.close()
+            why = "exited" if proc.poll() is not None else f"printed no port within {timeout:g} s"
+            raise TargetError(f"qif-emu: emulator {why} (exit {proc.returncode}): {' / '.join(tail) or 'no output'}")
+        line += chunk
+    parts = line.decode(errors="replace").split()
+    if len(parts) < 2 or parts[0] != "PORT":
+        stop_emulator(proc)
+        err.close()
+        raise TargetError(f"qif-emu: emulator printed {line!r}, expected 'PORT <path>'")
+    return proc, err, parts[1]
+
+
+def stop_emulator(proc) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(3)
+    if proc.stdout:
+        proc.stdout.close()
