@@ -1,0 +1,709 @@
+"""`Network` <-> NIR graph (Neuromorphic Intermediate Representation).
+
+NIR describes neurons as continuous-time ODEs. Its ``CubaLIF`` node is
+
+    tau_syn dI/dt = -I + w_in * S(t)            S = sum of unit-area Dirac spikes,
+                                                   already weighted by the Affine/Linear node
+    tau_mem dv/dt = (v_leak - v) + r * I
+    spike when v > v_threshold, then v <- v_reset
+
+and our LIF (docs/models-lif.md) is
+
+    dI/dt = -I / tau_s,  I jumps by w at an input spike through weight w
+    tau_m dV/dt = -V + I,  first spike when V crosses theta, nothing after.
+
+Starting both at rest (I = 0, v = v_leak) and writing u = v - v_leak, one
+NIR spike through weight W makes ``r * I`` jump by ``r * w_in * W * a / tau_syn``
+(``a`` = the area of one spike: 1 for NIR's Dirac spikes, ``dt`` for
+discrete-time exporters whose spike is a one-step pulse of height 1), and u
+obeys our V equation with theta = v_threshold - v_leak. So, per neuron j:
+
+    w[i, j] = W[j, i] * r_j * w_in_j * a / tau_syn_j ,   theta = v_threshold - v_leak.
+
+We export with ``r = 1``, ``v_leak = 0``, ``w_in = tau_syn``: the factor is
+``tau_syn / tau_syn == 1.0`` exactly, so the NIR weight matrices hold our
+weights bit for bit (transposed: NIR maps ``y = W x``).
+
+What NIR cannot say (one spike per neuron, trial length, time unit, input
+encoding, class names, bias spike times) travels in ``metadata``. Bias spikes
+are extra ``Input`` nodes, one per layer that has them, each feeding its own
+``Linear`` into the layer's ``CubaLIF`` (NIR sums a node's inputs).
+Neuron models with no NIR primitive (QIF, non-leaky IF) are exported as
+``CubaLIF`` placeholders flagged ``hwloop_model`` + ``hwloop_warning``, and
+import refuses them. `docs/interop.md` is the user-facing version of this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import HwloopError, NetworkFileError, NetworkSpecError
+from ..network import (
+    TIME_UNITS,
+    InputEncoding,
+    Layer,
+    Network,
+    NeuronParams,
+    OutputDecoding,
+    Provenance,
+    now_iso,
+)
+
+NIR_FORMAT = "hwloop-nir"
+NIR_FORMAT_VERSION = 1
+#: ratios tau_mem / tau_syn the LIF model has a closed form for
+SUPPORTED_TAU_RATIOS = (1.0, 2.0)
+_RATIO_RTOL = 1e-6  # foreign exporters compute tau from decay factors in float
+_UNIFORM_RTOL = 1e-9
+
+_NO_PRIMITIVE = {
+    "qif": "quadratic integrate-and-fire (theta) neurons have no NIR primitive",
+    "nlif": "non-leaky integrate-and-fire neurons with exponential synapses have no NIR primitive",
+}
+
+
+def _nir():
+    try:
+        import nir  # noqa: PLC0415
+    except ImportError:
+        raise HwloopError("NIR support needs the 'nir' package: pip install 'nir>=1.0,<2'") from None
+    return nir
+
+
+# ======================================================================= export
+def network_to_nir(net: Network):
+    """The NIR graph of ``net`` (a ``nir.NIRGraph``), with hwloop metadata."""
+    nir = _nir()
+    nodes: dict[str, Any] = {}
+    edges: list[tuple[str, str]] = []
+    nodes["input"] = nir.Input(
+        input_type={"input": np.array([net.encoding.n_features])},
+        metadata={"hwloop_role": "features"},
+    )
+    prev = "input"
+    warnings = []
+    for i, layer in enumerate(net.layers):
+        p = layer.neuron
+        n_out, n_in = layer.n_out, layer.n_in
+        ones = np.ones(n_out)
+        meta: dict[str, Any] = {
+            "hwloop_model": p.model,
+            "hwloop_layer": i,
+            "hwloop_first_spike_only": True,
+            "hwloop_options": json.dumps(dict(p.options), sort_keys=True),
+        }
+        if p.model in _NO_PRIMITIVE:
+            warning = (
+                f"NOT a CubaLIF neuron: hwloop layer {i} is a {p.model!r} layer ({_NO_PRIMITIVE[p.model]}); "
+                "these CubaLIF parameters are placeholders carrying tau_syn, tau_mem and threshold only, "
+                "and running this node as CubaLIF gives different spike times"
+            )
+            meta["hwloop_warning"] = warning
+            warnings.append(warning)
+        fc, lif = f"fc{i}", f"lif{i}"
+        # NIR maps y = W x, so W is (n_out, n_in): our weight transposed
+        nodes[fc] = nir.Linear(weight=np.ascontiguousarray(layer.weight[:n_in].T))
+        nodes[lif] = nir.CubaLIF(
+            tau_syn=ones * p.tau_syn,
+            tau_mem=ones * p.tau_mem,
+            r=ones.copy(),
+            v_leak=np.zeros(n_out),
+            v_threshold=ones * p.threshold,
+            v_reset=np.zeros(n_out),
+            w_in=ones * p.tau_syn,  # makes a unit Dirac spike through W jump I by exactly W
+            metadata=meta,
+        )
+        edges += [(prev, fc), (fc, lif)]
+        if layer.bias_times:
+            b_in, b_fc = f"bias{i}", f"fc{i}_bias"
+            k = len(layer.bias_times)
+            nodes[b_in] = nir.Input(
+                input_type={"input": np.array([k])},
+                metadata={
+                    "hwloop_role": "bias",
+                    "hwloop_layer": i,
+                    "hwloop_bias_times": np.array(layer.bias_times, dtype=np.float64),
+                    "hwloop_time_unit": net.time_unit,
+                },
+            )
+            nodes[b_fc] = nir.Linear(weight=np.ascontiguousarray(layer.weight[n_in:].T))
+            edges += [(b_in, b_fc), (b_fc, lif)]
+        prev = lif
+    nodes["output"] = nir.Output(output_type={"output": np.array([net.layers[-1].n_out])})
+    edges.append((prev, "output"))
+
+    enc = dataclasses.asdict(net.encoding)
+    meta = {
+        "hwloop_format": NIR_FORMAT,
+        "hwloop_format_version": NIR_FORMAT_VERSION,
+        "hwloop_spikes_per_neuron": 1,
+        "hwloop_spike_convention": "dirac",
+        "hwloop_time_unit": net.time_unit,
+        "hwloop_t_max": float(net.t_max),
+        "hwloop_encoding": json.dumps(enc, sort_keys=True),
+        "hwloop_decoding": json.dumps({"kind": net.decoding.kind, "classes": list(net.decoding.classes)}),
+        "hwloop_provenance": json.dumps(net.provenance.to_json(), sort_keys=True, allow_nan=False),
+    }
+    if warnings:
+        meta["hwloop_warning"] = " | ".join(warnings)
+    try:
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=True)
+    except (ValueError, AssertionError) as exc:  # would be our bug, say so plainly
+        raise NetworkSpecError(f"cannot build a NIR graph of this network: {exc}") from None
+
+
+def export_nir(net: Network, path: str | os.PathLike) -> Path:
+    """Write ``net`` as a NIR file, atomically (temporary file, then rename)."""
+    nir = _nir()
+    graph = network_to_nir(net)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        nir.write(tmp, graph)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+# ======================================================================= import
+@dataclass
+class ImportedNetwork:
+    """An imported network and what the importer had to assume or change."""
+
+    network: Network
+    notes: list[str] = field(default_factory=list)
+    foreign: bool = True  # False when the graph carries hwloop metadata
+
+
+def import_nir(
+    path: str | os.PathLike,
+    *,
+    t_max: float | None = None,
+    time_unit: str | None = None,
+    dt: float | None = None,
+    classes: Sequence[str] | None = None,
+    encoding: InputEncoding | Mapping[str, Any] | None = None,
+) -> ImportedNetwork:
+    """Read a NIR file and turn it into a `Network` (see `nir_to_network`).
+
+    A file that is not a readable NIR graph raises `NetworkFileError`; a graph
+    hwloop cannot run raises `NetworkSpecError` naming the node and the problem.
+    """
+    nir = _nir()
+    path = Path(path)
+    if not path.exists():
+        raise NetworkFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise NetworkFileError(f"{path}: not a regular file")
+    try:
+        graph = nir.read(str(path), type_check=False)  # shapes are checked below, with node names
+    except OSError as exc:
+        raise NetworkFileError(f"{path}: not a NIR file (not HDF5, or truncated: {exc})") from None
+    except (KeyError, ValueError, TypeError, AssertionError, AttributeError) as exc:
+        raise NetworkFileError(f"{path}: {_which_node_is_malformed(path) or 'not a valid NIR graph'} "
+                               f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(graph, nir.NIRGraph):
+        raise NetworkFileError(f"{path}: holds a single {type(graph).__name__} node, not a NIRGraph")
+    return nir_to_network(graph, t_max=t_max, time_unit=time_unit, dt=dt, classes=classes,
+                          encoding=encoding, source=str(path))
+
+
+def _which_node_is_malformed(path: Path) -> str | None:
+    """nir.read fails on the first bad node without naming it; find its name."""
+    nir = _nir()
+    try:
+        import h5py  # noqa: PLC0415
+        from nir.serialization import hdf2dict  # noqa: PLC0415
+
+        with h5py.File(path, "r") as f:
+            d = hdf2dict(f["node"])
+        for name, node in dict(d.get("nodes", {})).items():
+            try:
+                nir.dict2NIRNode(dict(node))
+            except Exception:  # noqa: BLE001 - any failure here is "this node is malformed"
+                return f"node {name!r} ({node.get('type', '?')}) is malformed"
+    except Exception:  # noqa: BLE001 - diagnosis only; the caller reports the original error
+        return None
+    return None
+
+
+def nir_to_network(
+    graph,
+    *,
+    t_max: float | None = None,
+    time_unit: str | None = None,
+    dt: float | None = None,
+    classes: Sequence[str] | None = None,
+    encoding: InputEncoding | Mapping[str, Any] | None = None,
+    source: str = "NIR graph",
+) -> ImportedNetwork:
+    """Map a NIR graph onto a LIF `Network`.
+
+    Runnable graphs are layered feed-forward chains
+    ``Input [-> Flatten] -> (Affine|Linear) -> CubaLIF -> ... -> CubaLIF -> Output``
+    with uniform time constants per layer and tau_mem / tau_syn = 1 or 2,
+    plus, for graphs we exported, bias ``Input`` nodes.
+
+    Arguments fill in what NIR does not store and override the graph's hwloop
+    metadata where given: ``t_max`` and ``time_unit`` (required for foreign
+    graphs: every NIR time is taken to be in ``time_unit``), ``dt`` (the
+    exporter's step when its spikes are one-step pulses of height 1, e.g.
+    snnTorch; omit for NIR's unit-area Dirac spikes), ``classes`` and
+    ``encoding`` (an `InputEncoding`, or a mapping of some of its fields).
+    """
+    return _Importer(graph, source).run(t_max, time_unit, dt, classes, encoding)
+
+
+def _meta_value(v):
+    """HDF5 gives back bytes and numpy scalars; normalise to Python values."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        return v.item()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class _Importer:
+    """One import: graph checks in the order a user would want to hear them."""
+
+    def __init__(self, graph, source: str):
+        self.nir = _nir()
+        self.g = graph
+        self.src = source
+        self.meta = {k: _meta_value(v) for k, v in dict(getattr(graph, "metadata", None) or {}).items()}
+        self.notes: list[str] = []
+
+    def fail(self, msg: str) -> NetworkSpecError:
+        return NetworkSpecError(f"{self.src}: {msg}")
+
+    def node_fail(self, name: str, msg: str) -> NetworkSpecError:
+        return self.fail(f"node {name!r} ({type(self.g.nodes[name]).__name__}): {msg}")
+
+    def node_meta(self, name: str) -> dict:
+        return {k: _meta_value(v) for k, v in dict(getattr(self.g.nodes[name], "metadata", None) or {}).items()}
+
+    # ------------------------------------------------------------------ run
+    def run(self, t_max, time_unit, dt, classes, encoding) -> ImportedNetwork:
+        ours = self.meta.get("hwloop_format") == NIR_FORMAT
+        if ours:
+            version = self.meta.get("hwloop_format_version")
+            if version != NIR_FORMAT_VERSION:
+                raise self.fail(f"hwloop NIR metadata version {version!r} is not supported "
+                                f"(this hwloop reads version {NIR_FORMAT_VERSION})")
+        self._refuse_unrunnable_models()
+        self._check_node_types()
+        self._check_edges()
+        chain, inputs, out_name = self._layer_chain()
+
+        area = 1.0
+        if dt is not None:
+            if not (math.isfinite(dt) and dt > 0):
+                raise self.fail(f"dt must be a finite number > 0, got {dt!r}")
+            area = float(dt)
+        elif not ours:
+            self.notes.append("no dt given: spikes taken as NIR's unit-area Dirac impulses; graphs from "
+                              "discrete-time frameworks (e.g. snnTorch) need dt = their time step")
+        if not ours:
+            self.notes.append("graph carries no hwloop metadata: its neurons now fire at most once per trial "
+                              "(first spike only), whatever they did in the exporting framework")
+
+        t_max = self._trial_length(t_max, ours)
+        time_unit = self._time_unit(time_unit, ours)
+        n_features = inputs["n_features"]
+        layers = [self._layer(k, stage, area) for k, stage in enumerate(chain)]
+        encoding = self._encoding(encoding, ours, n_features, t_max)
+        decoding = self._decoding(classes, ours, layers[-1].n_out, out_name)
+        provenance = self._provenance(ours)
+        try:
+            net = Network(layers=tuple(layers), encoding=encoding, decoding=decoding, t_max=t_max,
+                          time_unit=time_unit, provenance=provenance)
+        except NetworkSpecError as exc:
+            raise self.fail(f"the imported network is inconsistent: {exc}") from None
+        return ImportedNetwork(network=net, notes=self.notes, foreign=not ours)
+
+    # --------------------------------------------------------------- checks
+    def _refuse_unrunnable_models(self) -> None:
+        for name in self.g.nodes:
+            model = self.node_meta(name).get("hwloop_model")
+            if model is not None and model != "lif":
+                why = _NO_PRIMITIVE.get(model, "it is not a model hwloop can import from NIR")
+                raise self.node_fail(
+                    name, f"is marked hwloop_model={model!r}: an hwloop {model} layer exported as a CubaLIF "
+                          f"placeholder ({why}); it cannot be imported as a runnable network. "
+                          "Exchange the .hwnet file instead")
+
+    def _check_node_types(self) -> None:
+        nir = self.nir
+        supported = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.CubaLIF, nir.Flatten)
+        hints = {
+            "LIF": "it has no synaptic current (tau_syn = 0); hwloop's LIF needs tau_mem/tau_syn = 1 or 2",
+            "IF": "it has no leak and no synaptic current; hwloop's LIF needs tau_mem/tau_syn = 1 or 2",
+            "CubaLI": "it never spikes (a readout integrator); hwloop needs spiking output neurons",
+            "LI": "it never spikes (a readout integrator); hwloop needs spiking output neurons",
+            "NIRGraph": "nested subgraphs (e.g. recurrent layers) are not supported; hwloop runs flat "
+                        "feed-forward chains",
+        }
+        for name, node in self.g.nodes.items():
+            if not isinstance(node, supported):
+                kind = type(node).__name__
+                hint = hints.get(kind, "hwloop imports Input, Affine, Linear, CubaLIF, Flatten and Output nodes")
+                raise self.node_fail(name, f"unsupported node type {kind}: {hint}")
+
+    def _check_edges(self) -> None:
+        names = set(self.g.nodes)
+        self.succ: dict[str, list[str]] = {n: [] for n in names}
+        self.pred: dict[str, list[str]] = {n: [] for n in names}
+        for edge in self.g.edges:
+            a, b = edge
+            for end in (a, b):
+                if end not in names:
+                    raise self.fail(f"edge ({a!r} -> {b!r}) names a node {end!r} the graph does not have")
+            if b in self.succ[a]:
+                raise self.fail(f"duplicate edge ({a!r} -> {b!r})")
+            self.succ[a].append(b)
+            self.pred[b].append(a)
+        # depth-first search; an edge back to a node still on the stack closes a cycle
+        state = {n: 0 for n in names}  # 0 new, 1 on stack, 2 done
+        for root in sorted(names):
+            if state[root]:
+                continue
+            stack = [(root, iter(self.succ[root]))]
+            state[root] = 1
+            while stack:
+                node, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    state[node] = 2
+                    stack.pop()
+                elif state[nxt] == 1:
+                    raise self.fail(f"recurrent edge ({node!r} -> {nxt!r}) closes a cycle; hwloop runs "
+                                    "feed-forward networks only")
+                elif state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, iter(self.succ[nxt])))
+
+    def _layer_chain(self):
+        """Walk input -> ... -> output; returns (stages, input info, output name).
+
+        A stage is a dict: ``lif`` (CubaLIF name), ``main`` (weight node from
+        the previous stage), ``bias`` (list of (bias Input, weight node)).
+        """
+        nir = self.nir
+        nodes = self.g.nodes
+        outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
+        if len(outputs) != 1:
+            raise self.fail(f"graph has {len(outputs)} Output nodes ({', '.join(outputs) or 'none'}); "
+                            "hwloop networks have exactly one output layer")
+        feature_inputs, bias_inputs = [], []
+        for n, v in nodes.items():
+            if isinstance(v, nir.Input):
+                (bias_inputs if self.node_meta(n).get("hwloop_role") == "bias" else feature_inputs).append(n)
+        if len(feature_inputs) != 1:
+            raise self.fail(f"graph has {len(feature_inputs)} Input nodes without hwloop bias metadata "
+                            f"({', '.join(feature_inputs) or 'none'}); hwloop networks take one input vector")
+        start = feature_inputs[0]
+        n_features = self._input_size(start)
+        # skip Flatten nodes right after the input: our input is a flat vector anyway
+        head = start
+        while True:
+            nxt = self.succ[head]
+            if len(nxt) == 1 and isinstance(nodes[nxt[0]], nir.Flatten):
+                fl = nxt[0]
+                if len(self.pred[fl]) != 1:
+                    raise self.node_fail(fl, "a Flatten after the input must have exactly one source")
+                head = fl
+                continue
+            break
+        for n, v in nodes.items():
+            if isinstance(v, nir.Flatten) and n not in self._flatten_after(start):
+                raise self.node_fail(n, "Flatten is supported only between the Input and the first weight node")
+
+        stages = []
+        visited = {start, *self._flatten_after(start)}
+        cur, n_cur = head, n_features
+        while True:
+            succ = self.succ[cur]
+            if not succ:
+                raise self.node_fail(cur, "leads nowhere: the chain from the input must end in the Output node")
+            if len(succ) > 1:
+                raise self.node_fail(cur, f"feeds {len(succ)} nodes ({', '.join(succ)}); hwloop runs "
+                                          "layered chains without branches or skip connections")
+            nxt = succ[0]
+            if isinstance(nodes[nxt], nir.Output):
+                if not stages:
+                    raise self.fail("the input is connected straight to the output; no neuron layer")
+                if not isinstance(nodes[cur], nir.CubaLIF):
+                    raise self.node_fail(nxt, "Output must be fed by a CubaLIF layer")
+                if len(self.pred[nxt]) != 1:
+                    raise self.node_fail(nxt, f"has {len(self.pred[nxt])} sources; expected the last layer only")
+                self._check_output_shape(nxt, n_cur)
+                visited.add(nxt)
+                break
+            if not isinstance(nodes[nxt], (nir.Affine, nir.Linear)):
+                raise self.node_fail(nxt, f"follows {cur!r}, but every neuron layer must be reached through a "
+                                          "weight node (Affine or Linear)")
+            fc = nxt
+            w_succ = self.succ[fc]
+            if len(w_succ) != 1 or not isinstance(nodes[w_succ[0]], nir.CubaLIF):
+                raise self.node_fail(fc, "a weight node must feed exactly one CubaLIF node")
+            if len(self.pred[fc]) != 1:
+                raise self.node_fail(fc, f"has {len(self.pred[fc])} sources; expected one")
+            lif = w_succ[0]
+            stage = {"lif": lif, "main": fc, "n_src": n_cur, "src": cur, "bias": []}
+            for fc_in in self.pred[lif]:
+                if fc_in == fc:
+                    continue
+                if not isinstance(nodes[fc_in], (nir.Affine, nir.Linear)):
+                    raise self.node_fail(lif, f"receives directly from {fc_in!r}; every input of a neuron "
+                                              "layer must come through a weight node")
+                srcs = self.pred[fc_in]
+                if len(srcs) != 1 or srcs[0] not in bias_inputs:
+                    raise self.node_fail(lif, f"receives from {', '.join(srcs) or 'nothing'} via {fc_in!r} as "
+                                              f"well as from {cur!r}; hwloop layers take one previous layer "
+                                              "(plus hwloop bias inputs), no skip connections")
+                if len(self.succ[fc_in]) != 1:
+                    raise self.node_fail(fc_in, "a weight node must feed exactly one CubaLIF node")
+                stage["bias"].append((srcs[0], fc_in))
+                visited.update((srcs[0], fc_in))
+            stages.append(stage)
+            visited.update((fc, lif))
+            n_cur = self._weight(fc, stage["n_src"], cur).shape[0]
+            cur = lif
+        stray = sorted(set(nodes) - visited)
+        if stray:
+            raise self.node_fail(stray[0], "is not on the chain from the input to the output")
+        for b in bias_inputs:
+            if len(self.succ[b]) != 1:
+                raise self.node_fail(b, "a bias input must feed exactly one weight node")
+        return stages, {"n_features": n_features, "name": start}, outputs[0]
+
+    def _flatten_after(self, start: str) -> list[str]:
+        out, head = [], start
+        while len(self.succ[head]) == 1 and isinstance(self.g.nodes[self.succ[head][0]], self.nir.Flatten):
+            head = self.succ[head][0]
+            out.append(head)
+        return out
+
+    # --------------------------------------------------------------- shapes
+    def _input_size(self, name: str) -> int:
+        shape = np.asarray(self.g.nodes[name].input_type.get("input", []), dtype=np.int64).reshape(-1)
+        if shape.size == 0 or np.any(shape < 1):
+            raise self.node_fail(name, f"input shape {shape.tolist()} is not a positive size")
+        if shape.size > 1 and not self._flatten_after(name):
+            raise self.node_fail(name, f"input shape {shape.tolist()} is not flat; add a Flatten node or export "
+                                       "a 1-D input")
+        return int(np.prod(shape))
+
+    def _check_output_shape(self, name: str, n: int) -> None:
+        shape = np.asarray(self.g.nodes[name].output_type.get("output", []), dtype=np.int64).reshape(-1)
+        if shape.size and int(np.prod(shape)) != n:
+            raise self.node_fail(name, f"output shape {shape.tolist()} but the last layer has {n} neurons")
+
+    def _weight(self, name: str, n_src: int, src: str) -> np.ndarray:
+        node = self.g.nodes[name]
+        w = np.asarray(node.weight, dtype=np.float64)
+        if w.ndim != 2:
+            raise self.node_fail(name, f"weight must be a 2-D matrix (n_out, n_in), got shape {w.shape}")
+        if w.shape[1] != n_src:
+            raise self.node_fail(name, f"weight has {w.shape[1]} columns but its source {src!r} has "
+                                       f"{n_src} outputs (shape mismatch)")
+        if not np.all(np.isfinite(w)):
+            raise self.node_fail(name, "weight has non-finite values")
+        if isinstance(node, self.nir.Affine):
+            b = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+            if b.size not in (1, w.shape[0]):
+                raise self.node_fail(name, f"bias has {b.size} entries but the weight has {w.shape[0]} rows")
+            if np.any(b != 0):
+                raise self.node_fail(
+                    name, "has a nonzero bias, i.e. a constant input current, which hwloop's LIF cannot "
+                          "represent (its biases are spikes at fixed times); export without bias "
+                          "(e.g. nn.Linear(..., bias=False)) or zero it")
+        return w
+
+    def _param(self, lif: str, key: str, n: int) -> np.ndarray:
+        node = self.g.nodes[lif]
+        raw = getattr(node, key, None)
+        if raw is None:
+            raise self.node_fail(lif, f"has no {key}")
+        v = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if v.size == 1:
+            v = np.full(n, v[0])
+        elif v.size != n:
+            raise self.node_fail(lif, f"{key} has {v.size} entries but the layer has {n} neurons (shape mismatch)")
+        if not np.all(np.isfinite(v)):
+            raise self.node_fail(lif, f"{key} has non-finite values")
+        return v
+
+    def _uniform(self, lif: str, key: str, v: np.ndarray) -> float:
+        if np.any(np.abs(v - v[0]) > _UNIFORM_RTOL * abs(v[0])):
+            raise self.node_fail(lif, f"{key} differs between neurons ({v.min():g} .. {v.max():g}); "
+                                      "hwloop layers share one value")
+        return float(v[0])
+
+    # ---------------------------------------------------------------- layers
+    def _layer(self, k: int, stage: dict, area: float) -> Layer:
+        lif = stage["lif"]
+        w_main = self._weight(stage["main"], stage["n_src"], stage["src"])
+        n = w_main.shape[0]
+        blocks = [w_main]
+        bias_times: list[float] = []
+        for b_in, b_fc in stage["bias"]:
+            n_b = self._input_size(b_in)
+            w_b = self._weight(b_fc, n_b, b_in)
+            if w_b.shape[0] != n:
+                raise self.node_fail(b_fc, f"weight has {w_b.shape[0]} rows but layer {lif!r} has {n} neurons")
+            times = np.asarray(self.node_meta(b_in).get("hwloop_bias_times", []), dtype=np.float64).reshape(-1)
+            if times.size != n_b:
+                raise self.node_fail(b_in, f"hwloop_bias_times has {times.size} entries for {n_b} bias sources")
+            blocks.append(w_b)
+            bias_times += times.tolist()
+        w_nir = np.concatenate(blocks, axis=1)  # (n, n_src + n_bias)
+
+        tau_syn = self._uniform(lif, "tau_syn", self._param(lif, "tau_syn", n))
+        tau_mem = self._uniform(lif, "tau_mem", self._param(lif, "tau_mem", n))
+        if tau_syn <= 0 or tau_mem <= 0:
+            raise self.node_fail(lif, f"time constants must be > 0 (tau_syn={tau_syn:g}, tau_mem={tau_mem:g})")
+        ratio = tau_mem / tau_syn
+        match = [q for q in SUPPORTED_TAU_RATIOS if abs(ratio - q) <= _RATIO_RTOL * q]
+        if not match:
+            raise self.node_fail(lif, f"tau_mem/tau_syn = {ratio:.6g} (tau_mem={tau_mem:g}, tau_syn={tau_syn:g}) "
+                                      "is not supported; hwloop's LIF model has closed forms for ratios 1 and 2")
+        if tau_mem != match[0] * tau_syn:
+            self.notes.append(f"{lif}: tau_mem snapped from {tau_mem!r} to {match[0]:g} * tau_syn")
+            tau_mem = match[0] * tau_syn
+        r = self._param(lif, "r", n)
+        w_in = self._param(lif, "w_in", n)
+        theta = self._param(lif, "v_threshold", n) - self._param(lif, "v_leak", n)
+        if np.any(theta <= 0):
+            j = int(np.argmin(theta))
+            raise self.node_fail(lif, f"neuron {j}: v_threshold - v_leak = {theta[j]:g} <= 0, it would fire "
+                                      "at rest")
+        scale = r * w_in * area / tau_syn  # jump of r*I per unit NIR weight, per neuron
+        if np.any(scale == 0):
+            raise self.node_fail(lif, "r * w_in is zero for some neuron: its input can never reach it")
+        if np.all(np.abs(theta - theta[0]) <= _UNIFORM_RTOL * theta[0]):
+            threshold = float(theta[0])
+        else:
+            # thresholds differ per neuron: V is linear in the weights, so divide each
+            # neuron's incoming weights by its threshold and use threshold 1
+            scale = scale / theta
+            threshold = 1.0
+            self.notes.append(f"{lif}: per-neuron thresholds folded into the weights (threshold 1)")
+        weight = w_nir.T * scale[None, :]
+        options: Mapping[str, Any] = {}
+        opt_json = self.node_meta(lif).get("hwloop_options")
+        if opt_json:
+            try:
+                options = json.loads(opt_json)
+            except (TypeError, json.JSONDecodeError) as exc:
+                raise self.node_fail(lif, f"hwloop_options is not valid JSON ({exc})") from None
+        neuron = NeuronParams(model="lif", tau_syn=tau_syn, tau_mem=tau_mem, threshold=threshold, options=options)
+        return Layer(weight=weight, neuron=neuron, bias_times=tuple(bias_times))
+
+    # ----------------------------------------------------- network metadata
+    def _json_meta(self, key: str):
+        raw = self.meta.get(key)
+        if raw is None:
+            raise self.fail(f"hwloop metadata lacks {key}")
+        try:
+            return json.loads(raw)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise self.fail(f"hwloop metadata {key} is not valid JSON ({exc})") from None
+
+    def _trial_length(self, t_max, ours: bool) -> float:
+        if t_max is None:
+            if not ours:
+                raise self.fail("the graph carries no hwloop metadata and NIR stores no trial length: "
+                                "pass t_max (CLI: --t-max) and time_unit (--time-unit)")
+            t_max = self.meta.get("hwloop_t_max")
+        try:
+            t_max = float(t_max)
+        except (TypeError, ValueError):
+            raise self.fail(f"t_max must be a number, got {t_max!r}") from None
+        if not (math.isfinite(t_max) and t_max > 0):
+            raise self.fail(f"t_max must be a finite number > 0, got {t_max!r}")
+        return t_max
+
+    def _time_unit(self, unit, ours: bool) -> str:
+        if unit is None:
+            if not ours:
+                raise self.fail("the graph carries no hwloop metadata and NIR stores no time unit: pass "
+                                f"time_unit (CLI: --time-unit, one of {', '.join(TIME_UNITS)}): the unit every "
+                                "tau in the graph is in")
+            unit = self.meta.get("hwloop_time_unit")
+        if unit not in TIME_UNITS:
+            raise self.fail(f"time unit must be one of {', '.join(TIME_UNITS)}, got {unit!r}")
+        return unit
+
+    def _encoding(self, enc, ours: bool, n_features: int, t_max: float) -> InputEncoding:
+        """``enc``: an `InputEncoding`, or a mapping of fields overriding the
+        graph's (or the default) encoding, or None."""
+        if isinstance(enc, InputEncoding):
+            if enc.n_features != n_features:
+                raise self.fail(f"the given encoding has {enc.n_features} features but the graph's input has "
+                                f"{n_features}")
+            return enc
+        overrides = dict(enc or {})
+        if ours:
+            d = self._json_meta("hwloop_encoding")
+            if not isinstance(d, dict):
+                raise self.fail("hwloop_encoding metadata is malformed (not an object)")
+        else:
+            d = {"kind": "linear-latency", "value_min": 0.0, "value_max": 1.0, "t_at_min": 0.0,
+                 "t_at_max": t_max / 2, "silent_at_min": False}
+            if not overrides:
+                self.notes.append(f"no input encoding given: features in [0, 1] map linearly to spike times "
+                                  f"0 .. {t_max / 2:g}")
+        d = {**d, **overrides, "n_features": n_features}
+        try:
+            enc = InputEncoding(
+                n_features=int(d["n_features"]), kind=str(d["kind"]), value_min=float(d["value_min"]),
+                value_max=float(d["value_max"]), t_at_min=float(d["t_at_min"]),
+                t_at_max=float(d["t_at_max"]), silent_at_min=bool(d.get("silent_at_min", False)))
+            enc.validate()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self.fail(f"input encoding is malformed ({type(exc).__name__}: {exc})") from None
+        except NetworkSpecError as exc:
+            raise self.fail(f"input encoding is invalid: {exc}") from None
+        return enc
+
+    def _decoding(self, classes, ours: bool, n_out: int, out_name: str) -> OutputDecoding:
+        if classes is None and ours:
+            d = self._json_meta("hwloop_decoding")
+            if not isinstance(d, dict) or "classes" not in d:
+                raise self.fail("hwloop_decoding metadata is malformed (no classes)")
+            return OutputDecoding(classes=tuple(d["classes"]), kind=str(d.get("kind", "first-spike")))
+        if classes is None:
+            classes = [str(i) for i in range(n_out)]
+        if len(classes) != n_out:
+            raise self.fail(f"{len(classes)} class names given but {out_name!r} has {n_out} neurons")
+        return OutputDecoding(classes=tuple(classes))
+
+    def _provenance(self, ours: bool) -> Provenance:
+        if ours and self.meta.get("hwloop_provenance"):
+            try:
+                return Provenance.from_json(self._json_meta("hwloop_provenance"))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise self.fail(f"hwloop_provenance metadata is malformed ({exc})") from None
+        from .. import __version__  # noqa: PLC0415
+
+        return Provenance(model="lif", hwloop_version=__version__, created=now_iso(),
+                          extra={"imported_from": self.src, "format": "nir"})
