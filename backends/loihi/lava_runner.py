@@ -98,6 +98,7 @@ def run_in_process(layers: list[LavaLayer], steps: int, in_steps: np.ndarray, pr
             vth=int(layer.vth) if fixed else float(layer.vth),
             bias_mant=np.tile(np.asarray(layer.bias_mant, dtype=dtype), S),
             bias_exp=np.tile(np.asarray(layer.bias_exp, dtype=dtype), S),
+            t_start=lava_offset(li),
         )
         main = Sparse(weights=csr_matrix(kron(eye, csr_matrix(np.asarray(layer.weight, dtype=dtype).T))), **kw)
         prev_out.connect(main.s_in)

@@ -35,10 +35,15 @@ class TTFSLif(AbstractProcess):
     ``t_spike`` holds the Lava time step of each neuron's spike, -1 while silent.
     Fixed point: ``du``, ``dv`` 12-bit ints, ``vth`` 17-bit int, ``bias_mant``
     13-bit, ``bias_exp`` 3-bit. Float: ``du``, ``dv`` decay fractions.
+    The neurons hold still (u = v = 0, no spikes) before Lava step
+    ``t_start``, the layer's time zero: each connection delays by one step,
+    so layer l starts at step l + 2, and a constant bias must not be
+    integrated before then.
     """
 
-    def __init__(self, *, shape, du=0, dv=0, vth=10, bias_mant=0, bias_exp=0, name=None):
-        super().__init__(shape=shape, du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp, name=name)
+    def __init__(self, *, shape, du=0, dv=0, vth=10, bias_mant=0, bias_exp=0, t_start=1, name=None):
+        super().__init__(shape=shape, du=du, dv=dv, vth=vth, bias_mant=bias_mant, bias_exp=bias_exp,
+                         t_start=t_start, name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.u = Var(shape=shape, init=0)
@@ -49,6 +54,7 @@ class TTFSLif(AbstractProcess):
         self.bias_mant = Var(shape=shape, init=bias_mant)
         self.bias_exp = Var(shape=shape, init=bias_exp)
         self.t_spike = Var(shape=shape, init=-1)
+        self.t_start = Var(shape=(1,), init=t_start)
 
 
 class SpikeTimeSource(AbstractProcess):
@@ -60,6 +66,15 @@ class SpikeTimeSource(AbstractProcess):
         super().__init__(shape=spike_step.shape, name=name)
         self.s_out = OutPort(shape=spike_step.shape)
         self.spike_step = Var(shape=spike_step.shape, init=spike_step)
+
+
+def _held(model, dtype) -> bool:
+    """Before the layer's time zero: consume the input, send nothing."""
+    if model.time_step >= model.t_start:
+        return False
+    model.a_in.recv()
+    model.s_out.send(np.zeros(model.v.shape, dtype=dtype))
+    return True
 
 
 def _first_spikes(model, above):
@@ -76,10 +91,15 @@ class PyTTFSLifModelFixed(AbstractPyLifModelFixed):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     vth: int = LavaPyType(int, np.int32, precision=17)
     t_spike: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
+    t_start: int = LavaPyType(int, np.int32, precision=32)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.effective_vth = 0
+
+    def run_spk(self):
+        if not _held(self, np.int32):
+            super().run_spk()
 
     def scale_threshold(self):
         self.effective_vth = np.left_shift(self.vth, self.vth_shift)
@@ -96,6 +116,11 @@ class PyTTFSLifModelFloat(AbstractPyLifModelFloat):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     vth: float = LavaPyType(float, float)
     t_spike: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
+    t_start: int = LavaPyType(int, np.int32, precision=32)
+
+    def run_spk(self):
+        if not _held(self, float):
+            super().run_spk()
 
     def spiking_activation(self):
         return _first_spikes(self, self.v > self.vth)
