@@ -15,9 +15,9 @@ def register(sub):
     p.add_argument("network", help=".hwnet file")
     p.add_argument("out", help="output file (.nir or .net)")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--dt", type=float, default=None,
-                   help="netx only: Loihi time step in the network's time unit (default: the Loihi "
-                        "compiler's default)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="netx only: Loihi time steps per trial (dt = t_max / steps; default: the Loihi "
+                        "compiler's, as for the bitexact target)")
     p.set_defaults(func=run)
     return p
 
@@ -27,8 +27,8 @@ def run(args) -> dict:
 
     net = Network.load(args.network)
     if args.format == "nir":
-        if args.dt is not None:
-            raise HwloopError("--dt applies to --format netx only (NIR graphs are continuous-time)")
+        if args.steps is not None:
+            raise HwloopError("--steps applies to --format netx only (NIR graphs are continuous-time)")
         from ..interop.nir_io import export_nir
 
         path = export_nir(net, args.out)
@@ -39,8 +39,15 @@ def run(args) -> dict:
     else:
         from ..interop.netx import export_netx
 
-        path, info = export_netx(net, args.out, dt=args.dt)
+        path, info = export_netx(net, args.out, steps=args.steps)
         warnings = []
+        if any(e != 0 for e in info["weight_exp"]):
+            warnings.append("lava-dl's netx derives its own weight exponent and ignores neuron/wgtExp: loaded "
+                            "with netx, layers with wgtExp != 0 get weights scaled by 2^-wgtExp "
+                            "(see docs/interop.md); hwloop's reader and the bitexact target use wgtExp")
+        if any(layer.bias_times for layer in net.layers):
+            warnings.append("bias spikes are stored in the hwloop extension keys hwlBiasWeight/hwlBiasStep, "
+                            "which netx ignores")
     if not args.json:
         print(f"wrote {path} ({args.format}): {net.summary()}")
         for w in warnings:

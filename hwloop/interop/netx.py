@@ -1,0 +1,212 @@
+"""Write (and read back) the HDF5 network layout Lava-DL's ``netx`` loads.
+
+The integers come from the Loihi compiler (`backends.loihi.mapping`), the
+same ones the ``bitexact`` and ``lava-sim`` targets run, so the file is the
+compiled network, not a second quantisation of the float one.
+
+Layout (written with h5py; lava-dl is not needed)::
+
+    simulation/Ts, simulation/tSample     time step (network time unit), steps per trial
+    layer/0/  type="input", shape=[n_features, 1, 1], neuron/...   (the spike sources)
+    layer/k/  type="dense", shape=[n_out, 1, 1]                    (k = 1 .. n_layers)
+              weight        int (n_out, n_in): the 8-bit synaptic mantissas
+              neuron/type   "CUBA"
+              neuron/iDecay du + 1   (netx hands Lava's LIF du = iDecay - 1; Lava decays u by du + 1)
+              neuron/vDecay dv
+              neuron/vThMant vth     (the neuron fires when v > vth << 6)
+              neuron/refDelay steps  (a refractory period of a whole trial: one spike per neuron)
+              neuron/wgtExp  weight exponent (synaptic input = weight << wgtExp << 6)
+              hwlBiasWeight int (n_out, n_bias), hwlBiasStep int (n_bias,)   [hwloop extension]
+    hwloop/   format, format_version, time_unit, t_max, dt, steps, encoding, classes  [hwloop extension]
+
+A ``bias`` dataset (netx: a constant bias current ``bias << 6``) is written
+only where the compiled layer has a nonzero constant bias; layers compiled
+from a `Network` never do (our biases are spikes: ``hwlBias*``). Keys netx
+does not know (``hwlBias*``, ``hwloop/``) are ignored by it; see
+`docs/interop.md` for what that means when the file is loaded with netx.
+
+`read_netx` is a small independent reader of this layout, used by the tests
+to run an exported file on the bit-accurate core model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HwloopError, NetworkFileError
+from ..network import Network
+
+NETX_FORMAT = "hwloop-netx"
+NETX_FORMAT_VERSION = 1
+BIAS_SHIFT = 6  # netx's Dense passes bias_exp=6: a bias entry b adds b << 6 to v each step
+
+
+def _h5py():
+    try:
+        import h5py  # noqa: PLC0415
+    except ImportError:
+        raise HwloopError("netx export needs the 'h5py' package: pip install 'h5py>=3.9,<4'") from None
+    return h5py
+
+
+def _str(group, key: str, value: str) -> None:
+    # netx reads 'type' as bytes and decodes ASCII; a fixed-length ASCII string is what it expects
+    group.create_dataset(key, data=np.bytes_(value.encode("ascii")))
+
+
+def export_netx(net: Network, path: str | os.PathLike, steps: int | None = None) -> tuple[Path, dict]:
+    """Compile ``net`` for Loihi (``steps`` per trial) and write the netx file atomically.
+
+    Returns the path and a summary (steps, dt, per-layer quantisation report).
+    Raises `DesignRuleError` when the network does not fit Loihi (e.g. a QIF
+    network), before anything is written.
+    """
+    from backends.loihi.mapping import DEFAULT_STEPS, compile_network  # noqa: PLC0415
+
+    h5py = _h5py()
+    compiled = compile_network(net, DEFAULT_STEPS if steps is None else steps)
+    core = compiled.core
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            sim = f.create_group("simulation")
+            sim.create_dataset("Ts", data=float(compiled.dt))
+            sim.create_dataset("tSample", data=int(compiled.steps))
+            layers = f.create_group("layer")
+            g = layers.create_group("0")
+            _str(g, "type", "input")
+            g.create_dataset("shape", data=np.array([net.encoding.n_features, 1, 1], dtype=np.int64))
+            neuron = g.create_group("neuron")
+            # a relay: any input drives it over threshold at once; the current does not linger
+            _str(neuron, "type", "CUBA")
+            for key, value in (("iDecay", 4096), ("vDecay", 4096), ("vThMant", 1), ("refDelay", compiled.steps)):
+                neuron.create_dataset(key, data=np.int64(value))
+            for k, layer in enumerate(core.layers, start=1):
+                g = layers.create_group(str(k))
+                _str(g, "type", "dense")
+                g.create_dataset("shape", data=np.array([layer.n_out, 1, 1], dtype=np.int64))
+                g.create_dataset("weight", data=np.ascontiguousarray(layer.weight.T, dtype=np.int64))
+                neuron = g.create_group("neuron")
+                _str(neuron, "type", "CUBA")
+                for key, value in (("iDecay", layer.du + 1), ("vDecay", layer.dv), ("vThMant", layer.vth),
+                                   ("refDelay", compiled.steps), ("wgtExp", layer.weight_exp)):
+                    neuron.create_dataset(key, data=np.int64(value))
+                bias = _constant_bias(layer, k)
+                if bias is not None:
+                    g.create_dataset("bias", data=bias)
+                if layer.bias_steps.size:
+                    g.create_dataset("hwlBiasWeight", data=np.ascontiguousarray(layer.bias_weight.T, dtype=np.int64))
+                    g.create_dataset("hwlBiasStep", data=layer.bias_steps.astype(np.int64))
+            meta = f.create_group("hwloop")
+            for key, value in (("format", NETX_FORMAT), ("time_unit", net.time_unit),
+                               ("encoding", json.dumps(asdict(net.encoding), sort_keys=True)),
+                               ("classes", json.dumps(list(net.decoding.classes))),
+                               ("spike_time", "(k + 1/2) * dt for a spike at local step k")):
+                meta.create_dataset(key, data=value, dtype=h5py.string_dtype())
+            meta.create_dataset("format_version", data=np.int64(NETX_FORMAT_VERSION))
+            meta.create_dataset("t_max", data=float(net.t_max))
+            meta.create_dataset("dt", data=float(compiled.dt))
+            meta.create_dataset("steps", data=np.int64(compiled.steps))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    info = {"steps": compiled.steps, "dt": compiled.dt, "time_unit": compiled.time_unit,
+            "weight_exp": [layer.weight_exp for layer in core.layers], "report": compiled.report}
+    return path, info
+
+
+def _constant_bias(layer, k: int) -> np.ndarray | None:
+    """The layer's constant bias register as netx's ``bias`` (added as ``bias << 6``)."""
+    full = np.asarray(layer.bias_mant, np.int64) << np.asarray(layer.bias_exp, np.int64)
+    if not full.any():
+        return None
+    if np.any(full % (1 << BIAS_SHIFT)):
+        raise NetworkFileError(f"layer {k}: constant bias {full.tolist()} is not a multiple of 2^{BIAS_SHIFT}; "
+                               "netx's fixed bias exponent cannot express it")
+    return full >> BIAS_SHIFT
+
+
+def read_netx(path: str | os.PathLike):
+    """Read a netx file of the layout above into a core configuration.
+
+    Returns ``(CoreConfig, info)``; ``info`` has ``steps``, ``dt`` and the
+    hwloop metadata when present. Raises `NetworkFileError` naming the layer
+    and key on anything missing or out of range.
+    """
+    from firmware_models.loihi import CoreConfig, CoreLayer  # noqa: PLC0415
+
+    h5py = _h5py()
+    path = Path(path)
+    if not path.is_file():
+        raise NetworkFileError(f"{path}: no such file")
+
+    def fail(msg: str) -> NetworkFileError:
+        return NetworkFileError(f"{path}: {msg}")
+
+    def text(ds) -> str:
+        v = ds[()]
+        if isinstance(v, np.ndarray):
+            v = v.reshape(-1)[0]
+        return v.decode("ascii") if isinstance(v, bytes) else str(v)
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise fail(f"not an HDF5 file, or truncated ({exc})") from None
+    with f:
+        try:
+            steps = int(f["simulation/tSample"][()])
+            dt = float(f["simulation/Ts"][()])
+            lg = f["layer"]
+            names = sorted(lg.keys(), key=int)
+            if text(lg[names[0]]["type"]) != "input":
+                raise fail("layer 0 is not an input layer")
+            n_prev = int(np.prod(lg[names[0]]["shape"][()]))
+            layers = []
+            for name in names[1:]:
+                g = lg[name]
+                kind = text(g["type"])
+                if kind != "dense":
+                    raise fail(f"layer {name}: type {kind!r}; this reader handles dense layers only")
+                w = np.asarray(g["weight"][()], dtype=np.int64)
+                n_out = int(np.prod(g["shape"][()]))
+                if w.shape != (n_out, n_prev):
+                    raise fail(f"layer {name}: weight shape {w.shape} != (shape {n_out}, previous layer {n_prev})")
+                nrn = g["neuron"]
+                if text(nrn["type"]) not in ("CUBA", "LOIHI"):
+                    raise fail(f"layer {name}: neuron type {text(nrn['type'])!r} is not a CUBA LIF")
+                exp = int(nrn["wgtExp"][()]) if "wgtExp" in nrn else 0
+                bias = np.asarray(g["bias"][()], np.int64) if "bias" in g else np.zeros(n_out, np.int64)
+                if "hwlBiasWeight" in g:
+                    bw = np.asarray(g["hwlBiasWeight"][()], np.int64).T
+                    bs = np.asarray(g["hwlBiasStep"][()], np.int64)
+                else:
+                    bw, bs = np.zeros((0, n_out), np.int64), np.zeros(0, np.int64)
+                layers.append(CoreLayer(weight=w.T, weight_exp=exp, du=int(nrn["iDecay"][()]) - 1,
+                                        dv=int(nrn["vDecay"][()]), vth=int(nrn["vThMant"][()]),
+                                        bias_weight=bw, bias_steps=bs, bias_mant=bias, bias_exp=BIAS_SHIFT))
+                n_prev = n_out
+            info = {"steps": steps, "dt": dt}
+            if "hwloop" in f:
+                m = f["hwloop"]
+                info.update({k: (m[k][()].decode() if isinstance(m[k][()], bytes) else m[k][()]) for k in m})
+        except NetworkFileError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise fail(f"not a readable netx network ({type(exc).__name__}: {exc})") from None
+    if not layers:
+        raise fail("no dense layers")
+    return CoreConfig(tuple(layers), steps), info

@@ -1,0 +1,119 @@
+"""Lava-DL netx export (hwloop.interop.netx, `hwloop export --format netx`).
+
+The exported file is read back by our own small reader of the layout and run
+on the bit-accurate core model; it must spike exactly like the compiled
+network it came from, on the `bitexact` target.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+h5py = pytest.importorskip("h5py")
+
+from backends import open_target  # noqa: E402
+from backends.loihi.mapping import compile_network  # noqa: E402
+from firmware_models.loihi import simulate  # noqa: E402
+from hwloop.cli import main as cli_main  # noqa: E402
+from hwloop.errors import DesignRuleError, NetworkFileError  # noqa: E402
+from hwloop.interop.netx import export_netx, read_netx  # noqa: E402
+from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding  # noqa: E402
+
+STEPS = 240
+
+
+def make_net(seed=0, model="lif") -> Network:
+    rng = np.random.default_rng(seed)
+    layers = (
+        Layer(rng.normal(0.9, 0.8, size=(4 + 1, 9)), NeuronParams(model, 5.0, 10.0, 1.0), (1.5,)),
+        Layer(rng.normal(0.6, 0.9, size=(9 + 2, 3)), NeuronParams(model, 5.0, 5.0, 0.8), (0.5, 4.0)),
+    )
+    return Network(layers=layers, encoding=InputEncoding(4, t_at_min=0.0, t_at_max=10.0),
+                   decoding=OutputDecoding(("a", "b", "c")), t_max=60.0, time_unit="ms")
+
+
+def test_netx_file_has_the_layout(tmp_path):
+    net = make_net(1)
+    path, info = export_netx(net, tmp_path / "net.net", steps=STEPS)
+    compiled = compile_network(net, STEPS)
+    with h5py.File(path, "r") as f:
+        assert int(f["simulation/tSample"][()]) == STEPS
+        assert float(f["simulation/Ts"][()]) == compiled.dt
+        assert sorted(f["layer"].keys(), key=int) == ["0", "1", "2"]
+        assert f["layer/0/type"][()].decode("ascii") == "input"
+        assert f["layer/0/shape"][()].tolist() == [4, 1, 1]
+        for k, core_layer in enumerate(compiled.core.layers, start=1):
+            g = f[f"layer/{k}"]
+            assert g["type"][()].decode("ascii") == "dense"
+            assert int(np.prod(g["shape"][()])) == core_layer.n_out
+            assert g["weight"].dtype.kind == "i"
+            np.testing.assert_array_equal(g["weight"][()], core_layer.weight.T)  # (n_out, n_in) mantissas
+            n = g["neuron"]
+            assert n["type"][()].decode("ascii") == "CUBA"
+            assert int(n["iDecay"][()]) == core_layer.du + 1  # netx: du = iDecay - 1
+            assert int(n["vDecay"][()]) == core_layer.dv
+            assert int(n["vThMant"][()]) == core_layer.vth
+            assert int(n["wgtExp"][()]) == core_layer.weight_exp
+            assert int(n["refDelay"][()]) >= STEPS  # one spike per trial
+            assert "bias" not in g  # our biases are spikes, not constant currents
+            np.testing.assert_array_equal(g["hwlBiasStep"][()], core_layer.bias_steps)
+        assert json.loads(f["hwloop/classes"][()].decode()) == ["a", "b", "c"]
+    assert info["steps"] == STEPS and info["dt"] == compiled.dt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.net"]  # atomic: no temporaries left
+
+
+def test_netx_read_back_runs_on_bitexact_like_the_compiled_network(tmp_path):
+    net = make_net(2)
+    path, _ = export_netx(net, tmp_path / "net.net", steps=STEPS)
+    core, info = read_netx(path)
+    ref = compile_network(net, STEPS).core
+    assert core.steps == ref.steps
+    for a, b in zip(core.layers, ref.layers):
+        for key in ("weight", "bias_weight", "bias_steps", "bias_mant"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+        assert (a.du, a.dv, a.vth, a.weight_exp) == (b.du, b.dv, b.vth, b.weight_exp)
+
+    t_in = net.encoding.encode(np.random.default_rng(3).uniform(0, 1, size=(50, 4)))
+    with open_target(f"bitexact?steps={STEPS}&engine=numpy") as target:
+        compiled = target.load(net)
+        measured = target.run(t_in)
+    k_in = compiled.to_steps(t_in)
+    ours = simulate(core, k_in, engine="numpy")
+    dt = info["dt"]
+    for layer_steps, layer_times in zip(ours, measured.times):
+        times = np.where(layer_steps >= 0, (layer_steps + 0.5) * dt, np.inf)
+        np.testing.assert_array_equal(times, layer_times)
+    assert np.isfinite(measured.output).sum() > 0, "nothing spiked: the comparison would be empty"
+
+
+def test_netx_export_refuses_what_loihi_cannot_run_and_writes_nothing(tmp_path):
+    with pytest.raises(DesignRuleError, match="neuron-model"):
+        export_netx(make_net(0, model="qif"), tmp_path / "qif.net", steps=STEPS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_netx_rejects_bad_files(tmp_path):
+    path, _ = export_netx(make_net(0), tmp_path / "net.net", steps=STEPS)
+    data = path.read_bytes()
+    bad = tmp_path / "trunc.net"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(NetworkFileError, match=r"trunc.net: not an HDF5 file"):
+        read_netx(bad)
+    with h5py.File(path, "a") as f:
+        del f["layer/2/neuron/vThMant"]
+    with pytest.raises(NetworkFileError, match=r"net.net: not a readable netx network .*vThMant"):
+        read_netx(path)
+
+
+def test_cli_export_netx(tmp_path, capsys):
+    src = make_net(4).save(tmp_path / "n.hwnet")
+    out = tmp_path / "n.net"
+    assert cli_main(["export", str(src), str(out), "--format", "netx", "--steps", str(STEPS), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["ok"] and res["steps"] == STEPS and len(res["report"]) == 2
+    assert any("hwlBias" in w for w in res["warnings"])
+    core, _ = read_netx(out)
+    assert [layer.n_out for layer in core.layers] == [9, 3]
