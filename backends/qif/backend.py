@@ -14,6 +14,7 @@ URL options (all optional)::
     retries=8          retransmissions of a frame before the link gives up
     frame=1024         payload bytes per frame (smaller survives noisier lines)
     recoveries=5       re-handshakes per batch before giving up
+    connect_timeout=10 seconds a handshake may take (a restarting chip needs to boot)
     scale=..           chip microseconds per network time unit (default: finest TDC resolution)
     seed=0             base of the per-run noise seeds
     # qif-emu only:
@@ -56,7 +57,8 @@ def _opt(url: TargetURL, key: str, cast, default):
 class QifSerialBackend(Backend):
     scheme = "qif"
     description = "analog QIF chip on a serial port (qif:///dev/ttyUSB0?baud=...)"
-    KNOWN_OPTIONS = {"baud", "timeout", "ack_timeout", "retries", "frame", "recoveries", "scale", "seed"}
+    KNOWN_OPTIONS = {"baud", "timeout", "ack_timeout", "retries", "frame", "recoveries", "scale", "seed",
+                     "connect_timeout"}
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
@@ -67,7 +69,9 @@ class QifSerialBackend(Backend):
         self.baud = _opt(url, "baud", int, self.default_baud())
         self.scale = _opt(url, "scale", float, None)
         self.seed = _opt(url, "seed", int, 0)
-        self._runs = 0
+        #: runs so far; the noise seed of a run is derived from (seed, run_index), so
+        #: setting it back replays a run's temporal noise exactly
+        self.run_index = 0
         self.port = None
         self.client: ChipClient | None = None
         try:
@@ -76,7 +80,8 @@ class QifSerialBackend(Backend):
                 SerialTransport(self.port), baud=self.baud or None,
                 ack_timeout=_opt(url, "ack_timeout", float, 0.25), retries=_opt(url, "retries", int, 8),
                 reply_timeout=_opt(url, "timeout", float, 5.0), max_payload=_opt(url, "frame", int, 1024),
-                max_recoveries=_opt(url, "recoveries", int, 5), name=url.raw,
+                max_recoveries=_opt(url, "recoveries", int, 5),
+                connect_timeout=_opt(url, "connect_timeout", float, 10.0), name=url.raw,
             )
             self.client.connect()
         except (WireError, ValueError) as exc:
@@ -124,8 +129,8 @@ class QifSerialBackend(Backend):
         if (np.asarray(t_features) < 0).any():
             raise TargetError(f"{self.url.raw}: input spike times must be >= 0")
         ticks = prog.input_ticks(t_features)
-        seed = (self.seed * 1_000_003 + self._runs) & 0xFFFFFFFF
-        self._runs += 1
+        seed = (self.seed * 1_000_003 + self.run_index) & 0xFFFFFFFF
+        self.run_index += 1
         try:
             out, stats = self.client.run(ticks, sum(prog.sizes), seed)
         except (LinkError, ProtocolError, RemoteError) as exc:
