@@ -1,0 +1,425 @@
+"""Oscillatory QIF ("theta") neurons with δ-pulse inputs and pseudospikes.
+
+Klos & Memmesheimer (arXiv 2309.14523): ``τ dV/dt = V(V−1) + I0`` with
+``I0 > 1/4`` and input jumps ``V → V + w``. Spikes (``V = +∞``) can only
+appear or vanish at the trial end, so first-spike times are continuous in the
+weights; silent neurons get *pseudospike* times after the trial end, so they
+have gradients too. The equations, the pseudospike definition and the
+trainer-facing API are specified in ``docs/models-qif.md``; this module
+follows its numbering.
+
+How the simulation is organised (why it is fast and never overflows): the
+state of a neuron is the unit vector ``(cos α, sin α)``, ``V = ½ − r cot α``.
+In the frame rotating with the free flow, free flow is the identity and an
+input at time ``s`` is a *linear* shear, so a layer is a sweep over the
+time-sorted inputs doing a few multiply-adds per (sample, neuron), with no
+trigonometry and no poles of ``tan``. The sign of ``sin α`` just before each
+input tells whether the neuron has spiked since the previous one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import NetworkSpecError
+from ..network import Layer, NeuronParams
+
+_OPTIONS = ("i0", "v0")
+#: elements of per-step state kept for the backward sweep before the batch is split
+_VJP_STORE_LIMIT = 1 << 24
+#: renormalise the forward state vector this often (pure overflow guard)
+_RENORM_EVERY = 16
+
+
+@dataclass(frozen=True)
+class ThetaConstants:
+    """Derived constants of one QIF layer (section 1 of the doc)."""
+
+    tau: float
+    i0: float
+    v0: float
+
+    @property
+    def r(self) -> float:
+        return math.sqrt(self.i0 - 0.25)
+
+    @property
+    def omega(self) -> float:  # angular speed of the free flow, α = ω φ
+        return self.r / self.tau
+
+    @property
+    def period(self) -> float:  # Θ, the free period = phase threshold
+        return math.pi / self.omega
+
+    @property
+    def alpha0(self) -> float:  # angle of V(0) = v0
+        return math.atan2(self.r, 0.5 - self.v0)
+
+    @classmethod
+    def of(cls, params: NeuronParams) -> "ThetaConstants":
+        opts = dict(params.options)
+        unknown = sorted(set(opts) - set(_OPTIONS))
+        if unknown:
+            raise NetworkSpecError(f"qif: unknown option(s) {unknown}; known: {list(_OPTIONS)}")
+        i0 = float(opts.get("i0", 1.25))
+        v0 = float(opts.get("v0", 0.5))
+        tau = float(params.tau_mem)
+        if not (math.isfinite(i0) and i0 > 0.25):
+            raise NetworkSpecError(f"qif: option i0 must be > 1/4 (oscillatory regime), got {i0}")
+        if not math.isfinite(v0):
+            raise NetworkSpecError(f"qif: option v0 must be finite, got {v0}")
+        if not (math.isfinite(tau) and tau > 0):
+            raise NetworkSpecError(f"qif: tau_mem must be > 0, got {tau}")
+        return cls(tau=tau, i0=i0, v0=v0)
+
+
+def pseudo_rate(t: torch.Tensor, t_max: float, period: float) -> torch.Tensor:
+    """ρ(t): weight factor of an input that was not delivered in the trial
+    (section 3): 1 − (t − T)/Θ for T < t < T + Θ, else 0."""
+    inside = (t > t_max) & (t < t_max + period)
+    return torch.where(inside, 1.0 - (t - t_max) / period, torch.zeros_like(t))
+
+
+def _check(t_in: torch.Tensor, w: torch.Tensor, t_max: float) -> torch.dtype:
+    if t_in.dim() != 2 or w.dim() != 2 or t_in.shape[1] != w.shape[0]:
+        raise NetworkSpecError(
+            f"qif: need t_in (batch, n_src) and w (n_src, n_out), got {tuple(t_in.shape)} and {tuple(w.shape)}"
+        )
+    if not (math.isfinite(t_max) and t_max > 0):
+        raise NetworkSpecError(f"qif: t_max must be finite and > 0, got {t_max}")
+    return torch.promote_types(t_in.dtype, w.dtype)
+
+
+class _Schedule:
+    """The delivered inputs (``t ≤ T``) of a batch as a sequence of jumps.
+
+    Step ``k`` of sample ``b`` happens at ``times[b, k]`` and adds ``u_k[b]``
+    (weights / r) to ``cot``-space; a final weightless step at ``T`` closes
+    the trial. Two layouts with identical results:
+
+    * ``gather``: one step per input in time order (padding: weightless steps at T);
+    * ``merged``: one step per distinct input time, the weights of
+      simultaneous inputs summed by a matmul. Chosen when a batch has few
+      distinct times (binary pixels, quantised encodings).
+    """
+
+    def __init__(self, t_in: torch.Tensor, w: torch.Tensor, t_max: float, c: ThetaConstants,
+                 dtype: torch.dtype, merge: bool | None = None):
+        B, S = t_in.shape
+        self.B, self.S, self.n = B, S, w.shape[1]
+        self.t_in = t_in
+        self.u_src = (w / c.r).to(dtype)
+        delivered = t_in <= t_max  # False for inf and nan
+        key = torch.where(delivered, t_in, torch.full_like(t_in, math.inf))
+        s_sorted, order = torch.sort(key, dim=1, stable=True)
+        n_del = delivered.sum(1)
+        K = int(n_del.max()) if B else 0
+        s_sorted, order = s_sorted[:, :K], order[:, :K]
+        valid = torch.arange(K)[None, :] < n_del[:, None]
+        new = valid.clone()
+        if K > 1:
+            new[:, 1:] &= s_sorted[:, 1:] != s_sorted[:, :-1]
+        n_events = new.sum(1)
+        E = int(n_events.max()) if B else 0
+        self.mode = "merged" if (merge if merge is not None else 8 * E < K) else "gather"
+        if self.mode == "gather":
+            times = torch.where(valid, s_sorted, torch.full_like(s_sorted, t_max))
+            self.idx = torch.where(valid, order, torch.full_like(order, S)).t().contiguous()  # (K, B)
+            self.u_table = torch.cat([self.u_src, self.u_src.new_zeros(1, self.n)])
+        else:
+            ev = (torch.cumsum(new.long(), 1) - 1).clamp(min=0)  # event id of each sorted input
+            ev_in = torch.full((B, S), -1, dtype=torch.long)
+            ev_in.scatter_(1, order, torch.where(valid, ev, torch.full_like(ev, -1)))
+            self.ev_in = ev_in
+            times = torch.full((B, E), math.inf, dtype=dtype)
+            src = torch.where(valid, s_sorted, torch.full_like(s_sorted, math.inf)).to(dtype)
+            times.scatter_reduce_(1, ev, src, reduce="amin")
+            # padding events (samples with fewer events) sit at T with zero weight
+            times = torch.where(torch.isinf(times), torch.full_like(times, t_max), times)
+        times = torch.cat([times.to(dtype), torch.full((B, 1), float(t_max), dtype=dtype)], dim=1)
+        self.times = times  # (B, steps)
+        self.steps = times.shape[1]
+        ang = c.omega * times
+        self.cos, self.sin = torch.cos(ang).t().contiguous(), torch.sin(ang).t().contiguous()  # (steps, B)
+        gaps = torch.diff(times, dim=1, prepend=torch.zeros(B, 1, dtype=dtype))
+        long = (gaps >= c.period).t().contiguous()
+        self.long = long if bool(long.any()) else None
+
+    def u(self, k: int) -> torch.Tensor:
+        """Jump of step k in cot-space units (w / r), (B, n)."""
+        if k == self.steps - 1:
+            return self.u_src.new_zeros(self.B, self.n)
+        if self.mode == "gather":
+            return self.u_table.index_select(0, self.idx[k])
+        return (self.ev_in == k).to(self.u_src.dtype) @ self.u_src
+
+    def add_weight_grad(self, k: int, contrib: torch.Tensor, g_w: torch.Tensor) -> None:
+        """g_w[i] += Σ_b contrib[b] over the inputs i of step k (g_w has a spare last row)."""
+        if k == self.steps - 1:
+            return
+        if self.mode == "gather":
+            g_w.index_add_(0, self.idx[k], contrib)
+        else:
+            g_w[:-1] += (self.ev_in == k).to(contrib.dtype).t() @ contrib
+
+
+def _sweep(sched: _Schedule, c: ThetaConstants, dtype, freeze: bool):
+    """Forward sweep with spike detection (section 2).
+
+    Returns (z̃x, z̃y, alive, n_alive): the final rotating-frame state (frozen
+    at the first spike when ``freeze``), whether the neuron is still without a
+    spike at T, and how many steps it took while alive (its last one before
+    the spike is step ``n_alive − 1``).
+    """
+    B, n = sched.B, sched.n
+    zx = torch.full((B, n), math.cos(c.alpha0), dtype=dtype)
+    zy = torch.full((B, n), math.sin(c.alpha0), dtype=dtype)
+    alive = torch.ones(B, n, dtype=torch.bool)
+    n_alive = torch.zeros(B, n, dtype=dtype)
+    d = torch.empty(B, n, dtype=dtype)
+    for k in range(sched.steps):
+        ck, sk = sched.cos[k][:, None], sched.sin[k][:, None]
+        torch.mul(zx, sk, out=d)
+        d.addcmul_(zy, ck)  # physical sin α just before step k (scaled)
+        alive &= d > 0
+        if sched.long is not None:
+            alive &= ~sched.long[k][:, None]
+        n_alive += alive
+        q = sched.u(k) * d
+        if freeze:
+            q *= alive
+        zx.addcmul_(q, ck, value=-1.0)
+        zy.addcmul_(q, sk)
+        if k % _RENORM_EVERY == _RENORM_EVERY - 1:
+            nrm = torch.hypot(zx, zy)
+            zx /= nrm
+            zy /= nrm
+    return zx, zy, alive, n_alive
+
+
+def _physical(zx, zy, cos, sin):
+    """Physical (cos α, sin α) direction at the time whose ωt has these cos/sin."""
+    return cos * zx - sin * zy, sin * zx + cos * zy
+
+
+def _pseudo_from_state(x, y, inp, c: ThetaConstants, t_max: float):
+    """t̃ = T + Θ − H(φ(T), I) from the physical direction (x, y) at T."""
+    nrm = torch.hypot(x, y)
+    x, y = x / nrm, y / nrm
+    xp = x - (inp / c.r) * y
+    a_post = torch.atan2(y, xp)  # in (0, π) when y > 0
+    t = t_max + (math.pi - a_post) / c.omega
+    after = torch.nextafter(torch.tensor(float(t_max), dtype=t.dtype), torch.tensor(math.inf, dtype=t.dtype))
+    return torch.maximum(t, after)
+
+
+class QIF:
+    """The theta neuron as a `TTFSModel` (see module and docs/models-qif.md)."""
+
+    name = "qif"
+
+    # ------------------------------------------------------------- forward
+    def _forward(self, t_in, w, params, t_max, extended: bool, merge=None):
+        dtype = _check(t_in, w, t_max)
+        c = ThetaConstants.of(params)
+        t_in, w = t_in.detach().to(dtype), w.detach().to(dtype)
+        sched = _Schedule(t_in, w, t_max, c, dtype, merge)
+        zx, zy, alive, n_alive = _sweep(sched, c, dtype, freeze=True)
+        # spike time of the neurons that spiked: last step taken alive is the reference
+        ref = (n_alive.long() - 1).clamp(min=0)
+        s_ref = torch.gather(sched.times, 1, ref)
+        cos_ref = torch.gather(sched.cos.t(), 1, ref)
+        sin_ref = torch.gather(sched.sin.t(), 1, ref)
+        x, y = _physical(zx, zy, cos_ref, sin_ref)
+        took = n_alive > 0
+        s_ref = torch.where(took, s_ref, torch.zeros_like(s_ref))
+        x = torch.where(took, x, torch.full_like(x, math.cos(c.alpha0)))
+        y = torch.where(took, y, torch.full_like(y, math.sin(c.alpha0)))
+        t_spk = s_ref + (math.pi - torch.atan2(y, x)) / c.omega
+        t_spk = torch.clamp(t_spk, max=float(t_max))
+        out = torch.where(alive, torch.full_like(t_spk, math.inf), t_spk)
+        if extended and bool(alive.any()):
+            xT, yT = _physical(zx, zy, sched.cos[-1][:, None], sched.sin[-1][:, None])
+            inp = self._pseudo_input(t_in, w, t_max, c)
+            out = torch.where(alive, _pseudo_from_state(xT, yT, inp, c, t_max), out)
+        return out
+
+    @staticmethod
+    def _pseudo_input(t_in, w, t_max, c):
+        rho = pseudo_rate(t_in, t_max, c.period)
+        return rho @ w
+
+    def spike_times(self, t_in: torch.Tensor, w: torch.Tensor, params: NeuronParams, t_max: float) -> torch.Tensor:
+        """Ordinary first spike times, ``inf`` for neurons silent in [0, t_max]."""
+        return self._forward(t_in, w, params, t_max, extended=False)
+
+    def pseudo_spike_times(self, t_in, w, params: NeuronParams, t_max: float) -> torch.Tensor:
+        """Extended times: ordinary where the neuron spikes, its pseudospike
+        time (> t_max) where it is silent (section 3)."""
+        return self._forward(t_in, w, params, t_max, extended=True)
+
+    def pseudospikes_for_measured(self, t_src, w, t_measured, params: NeuronParams, t_max: float):
+        """``t_measured`` with every ``inf`` (silent on the target) replaced by
+        the pseudospike time computed from the *measured* inputs ``t_src``.
+
+        The neuron's phase at T is the model's, through all delivered inputs.
+        If the model says that phase already passed Θ (the target is silent
+        where the model spikes), the pseudospike is put just after T: the
+        nearest value consistent with the measured silence.
+        """
+        dtype = _check(t_src, w, t_max)
+        c = ThetaConstants.of(params)
+        t_src, w = t_src.detach().to(dtype), w.detach().to(dtype)
+        t_measured = t_measured.detach().to(dtype)
+        silent = torch.isinf(t_measured)
+        if not bool(silent.any()):
+            return t_measured
+        sched = _Schedule(t_src, w, t_max, c, dtype)
+        zx, zy, alive, _ = _sweep(sched, c, dtype, freeze=False)
+        xT, yT = _physical(zx, zy, sched.cos[-1][:, None], sched.sin[-1][:, None])
+        t_ps = _pseudo_from_state(xT, yT, self._pseudo_input(t_src, w, t_max, c), c, t_max)
+        after = torch.nextafter(torch.tensor(float(t_max), dtype=dtype), torch.tensor(math.inf, dtype=dtype))
+        t_ps = torch.where(alive, t_ps, after.expand_as(t_ps))
+        return torch.where(silent, t_ps, t_measured)
+
+    # ------------------------------------------------------------ backward
+    def vjp(self, t_in, w, t_out, grad_out, params: NeuronParams, t_max: float, merge=None):
+        """Exact gradients at the given output times (section 4)."""
+        dtype = _check(t_in, w, t_max)
+        c = ThetaConstants.of(params)
+        t_in, w = t_in.detach().to(dtype), w.detach().to(dtype)
+        t_out, grad_out = t_out.detach().to(dtype), grad_out.detach().to(dtype)
+        B, S = t_in.shape
+        g_w = torch.zeros_like(w)
+        g_in = torch.zeros_like(t_in)
+        if B == 0:
+            return g_in, g_w
+        steps_bound = int((t_in <= t_max).sum(1).max()) + 1
+        chunk = max(1, _VJP_STORE_LIMIT // max(1, steps_bound * w.shape[1]))
+        for b0 in range(0, B, chunk):
+            sl = slice(b0, b0 + chunk)
+            gi, gw = self._vjp_chunk(t_in[sl], w, t_out[sl], grad_out[sl], c, t_max, dtype, merge)
+            g_in[sl] = gi
+            g_w += gw
+        return g_in, g_w
+
+    def _vjp_chunk(self, t_in, w, t_out, grad_out, c, t_max, dtype, merge):
+        B, S = t_in.shape
+        n = w.shape[1]
+        sched = _Schedule(t_in, w, t_max, c, dtype, merge)
+        K = sched.steps
+        finite = torch.isfinite(t_out)
+        pseudo = finite & (t_out > t_max)
+        go = torch.where(finite & torch.isfinite(grad_out), grad_out, torch.zeros_like(grad_out))
+        # forward again over the causal inputs (t_i < t_out), unit vectors, storing
+        # ∂H/∂φ and ∂H/∂w of every step
+        zx = torch.full((B, n), math.cos(c.alpha0), dtype=dtype)
+        zy = torch.full((B, n), math.sin(c.alpha0), dtype=dtype)
+        h_phi = torch.empty(K, B, n, dtype=dtype)
+        h_w = torch.empty(K, B, n, dtype=dtype)
+        merged = sched.mode == "merged"
+        if merged:
+            post_a = torch.empty(K, B, n, dtype=dtype)  # y'^2/N' and 2x'y'/N' (physical, post-step)
+            post_c = torch.empty(K, B, n, dtype=dtype)
+        kw = c.tau / c.r ** 2
+        for k in range(K):
+            ck, sk = sched.cos[k][:, None], sched.sin[k][:, None]
+            d = zx * sk + zy * ck
+            causal = sched.times[:, k:k + 1] < t_out
+            q = sched.u(k) * d * causal
+            zx = zx - q * ck
+            zy = zy + q * sk
+            nsq = zx * zx + zy * zy
+            inv = 1.0 / nsq
+            h_phi[k] = inv
+            h_w[k] = (kw * d * d) * inv * causal
+            if merged:
+                xp = ck * zx - sk * zy
+                post_a[k] = d * d * inv * causal
+                post_c[k] = 2.0 * xp * d * inv * causal
+            nrm = torch.sqrt(nsq)
+            zx = zx / nrm
+            zy = zy / nrm
+        g = -torch.ones(B, n, dtype=dtype)  # ∂t/∂θ_m: −1 for an ordinary spike
+        g_w = w.new_zeros(S + 1, n)  # spare last row collects the padding steps
+        g_in = torch.zeros(B, S, dtype=dtype)
+        if bool(pseudo.any()):
+            xT, yT = _physical(zx, zy, sched.cos[-1][:, None], sched.sin[-1][:, None])
+            inp = self._pseudo_input(t_in, w, t_max, c)
+            xp = xT - (inp / c.r) * yT
+            inv = 1.0 / (xp * xp + yT * yT)
+            g = torch.where(pseudo, -inv, g)  # −∂H/∂φ(φ(T), I)
+            p = go * torch.where(pseudo, -kw * yT * yT * inv, torch.zeros_like(inv))  # ∂L/∂I
+            rho = pseudo_rate(t_in, t_max, c.period)
+            g_w[:-1] += rho.t() @ p
+            g_in += torch.where(rho > 0, (p @ w.t()) * (-1.0 / c.period), torch.zeros_like(g_in))
+        G = go * g
+        g_s = torch.zeros(B, K, dtype=dtype)
+        for k in range(K - 1, -1, -1):
+            sched.add_weight_grad(k, G * h_w[k], g_w)
+            if merged and k < K - 1:
+                u = sched.u_src
+                onehot = (sched.ev_in == k).to(dtype)
+                g_in += onehot * ((G * post_a[k]) @ (u * u).t() + (G * post_c[k]) @ u.t())
+            else:
+                g_s[:, k] = (G * (h_phi[k] - 1.0)).sum(1)
+            G = G * h_phi[k]
+        if not merged:
+            idx = sched.idx.t()  # (B, K-1), S marks padding
+            full = torch.zeros(B, S + 1, dtype=dtype)
+            full.scatter_add_(1, idx, g_s[:, :-1])
+            g_in += full[:, :S]
+        return g_in, g_w[:-1]
+
+
+# ------------------------------------------------------------------ network level
+def extended_times(layers: Sequence[Layer], weights: Sequence[torch.Tensor], t_features: torch.Tensor,
+                   t_max: float, measured: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Extended spike times of every layer (no autograd; section 5).
+
+    Without ``measured``: each QIF layer's ordinary times, with pseudospikes
+    for its silent neurons, computed from the previous layer's *extended*
+    times. With ``measured`` (one tensor per layer, ``inf`` = silent on the
+    target): the measured times, silences replaced by pseudospikes computed
+    from the measured (completed) inputs. Non-QIF layers pass their own
+    model's times through unchanged.
+    """
+    from . import get_model
+    from .base import with_bias
+
+    if measured is not None and len(measured) != len(layers):
+        raise NetworkSpecError(f"{len(layers)} layers but {len(measured)} measured time tensors")
+    out: list[torch.Tensor] = []
+    t = t_features.detach()
+    with torch.no_grad():
+        for i, (layer, w) in enumerate(zip(layers, weights)):
+            model = get_model(layer.neuron.model)
+            src = with_bias(t, layer.bias_times)
+            if measured is not None:
+                t = measured[i].detach().to(src.dtype)
+                if isinstance(model, QIF):
+                    t = model.pseudospikes_for_measured(src, w, t, layer.neuron, t_max)
+            elif isinstance(model, QIF):
+                t = model.pseudo_spike_times(src, w, layer.neuron, t_max)
+            else:
+                t = model.spike_times(src, w.detach(), layer.neuron, t_max)
+            out.append(t)
+    return out
+
+
+def pseudo_network_forward(layers: Sequence[Layer], weights: Sequence[torch.Tensor], t_features: torch.Tensor,
+                           t_max: float, measured: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Extended times of every layer wired into autograd: what a trainer of a
+    QIF network calls instead of `network_forward` (software: ``measured=None``;
+    in the loop: the target's measured times)."""
+    from . import network_forward
+
+    ext = extended_times(layers, weights, t_features, t_max, measured)
+    return network_forward(layers, weights, t_features, t_max, measured=ext)
+
+
+__all__ = ["QIF", "ThetaConstants", "extended_times", "pseudo_network_forward", "pseudo_rate"]
