@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 
+import h5py  # a dependency: if missing, fail rather than skip
 import numpy as np
 import pytest
 
-h5py = pytest.importorskip("h5py")
-
-from backends import open_target  # noqa: E402
-from backends.loihi.mapping import compile_network  # noqa: E402
-from firmware_models.loihi import simulate  # noqa: E402
-from hwloop.cli import main as cli_main  # noqa: E402
-from hwloop.errors import DesignRuleError, NetworkFileError  # noqa: E402
-from hwloop.interop.netx import export_netx, read_netx  # noqa: E402
-from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding  # noqa: E402
+from backends import open_target
+from backends.loihi.mapping import compile_network
+from firmware_models.loihi import simulate
+from hwloop.cli import main as cli_main
+from hwloop.errors import DesignRuleError, NetworkFileError
+from hwloop.interop.netx import export_netx, read_netx
+from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
 
 STEPS = 240
 

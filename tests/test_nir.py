@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 
 import h5py
+import nir  # a dependency: if missing, fail rather than skip
 import numpy as np
 import pytest
 
-nir = pytest.importorskip("nir")
-
-from backends import open_target  # noqa: E402
-from hwloop.cli import main as cli_main  # noqa: E402
-from hwloop.errors import NetworkFileError, NetworkSpecError  # noqa: E402
-from hwloop.interop.nir_io import export_nir, import_nir, network_to_nir, nir_to_network  # noqa: E402
-from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding, Provenance  # noqa: E402
+from backends import open_target
+from hwloop.cli import main as cli_main
+from hwloop.errors import NetworkFileError, NetworkSpecError
+from hwloop.interop.nir_io import export_nir, import_nir, network_to_nir, nir_to_network
+from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding, Provenance
 
 
 # ------------------------------------------------------------------ helpers
