@@ -1,0 +1,102 @@
+"""Speed of the LIF first-spike-time model on a Yin-Yang-sized network.
+
+5000 samples through 5 -> 120 -> 3 (4 features + 1 bias spike into 120
+hidden neurons, + 1 bias spike into 3 outputs), tau_m = tau_s = 1, theta = 1,
+input times in [0, 2], weights N(1.5, 0.8) and N(0.5, 0.8) (the sizes and
+initialisation of Göltz et al. 2021's Yin-Yang experiment). Reports
+
+* one training epoch: batches of 150, forward + backward through
+  `network_forward` + Adam step, float64 (seconds);
+* inference throughput with no autograd, float64 and float32 (samples/s).
+
+Usage: ``python bench/bench_lif.py [--threads 2] [--repeats 5] [--json]``.
+The points are uniform in the unit square (the Yin-Yang class labels do not
+matter for speed, only the input times and network shape do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from hwloop.models import network_forward
+from hwloop.network import Layer, NeuronParams
+
+N_SAMPLES, BATCH = 5000, 150
+T_MAX = 4.0  # trial length in units of tau_s; inputs in [0, 2], bias at 0.9
+
+
+def make_problem(seed: int = 0, dtype=torch.float64):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0.0, 1.0, (N_SAMPLES, 2))
+    feats = np.concatenate([xy, 1.0 - xy], axis=1)
+    t_in = torch.tensor(2.0 * feats, dtype=dtype)  # (N, 4) times in [0, 2]
+    labels = torch.tensor(rng.integers(0, 3, N_SAMPLES))
+    neuron = NeuronParams(model="lif", tau_syn=1.0, tau_mem=1.0, threshold=1.0)
+    w1 = rng.normal(1.5, 0.8, (5, 120))
+    w2 = rng.normal(0.5, 0.8, (121, 3))
+    layers = [Layer(weight=w1, neuron=neuron, bias_times=(0.9,)),
+              Layer(weight=w2, neuron=neuron, bias_times=(0.9,))]
+    return layers, [w1, w2], t_in, labels
+
+
+def loss_fn(t_out: torch.Tensor, labels: torch.Tensor, t_max: float) -> torch.Tensor:
+    """Göltz et al.'s cross-entropy on negative times (xi = 0.2), silent = t_max."""
+    t = torch.where(torch.isfinite(t_out), t_out, torch.full_like(t_out, t_max))
+    return torch.nn.functional.cross_entropy(-t / 0.2, labels)
+
+
+def train_epoch(layers, weights, t_in, labels, opt) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, t_in.shape[0], BATCH):
+        opt.zero_grad(set_to_none=True)
+        out = network_forward(layers, weights, t_in[i:i + BATCH], T_MAX)[-1]
+        loss = loss_fn(out, labels[i:i + BATCH], T_MAX)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def inference(layers, weights, t_in) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        network_forward(layers, weights, t_in, T_MAX)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    layers, ws, t_in, labels = make_problem()
+    weights = [torch.tensor(w, requires_grad=True) for w in ws]
+    opt = torch.optim.Adam(weights, lr=0.005)
+    train_epoch(layers, weights, t_in, labels, opt)  # warm-up
+    epoch = min(train_epoch(layers, weights, t_in, labels, opt) for _ in range(args.repeats))
+
+    result = {"epoch_s": epoch, "threads": args.threads}
+    for dtype in (torch.float64, torch.float32):
+        layers, ws, t_in, _ = make_problem(dtype=dtype)
+        weights = [torch.tensor(w, dtype=dtype) for w in ws]
+        inference(layers, weights, t_in)  # warm-up
+        best = min(inference(layers, weights, t_in) for _ in range(args.repeats))
+        result[f"inference_{str(dtype).split('.')[-1]}_samples_per_s"] = N_SAMPLES / best
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"training epoch (5000 samples, batch {BATCH}, float64): {result['epoch_s']:.3f} s")
+        print(f"inference float64: {result['inference_float64_samples_per_s']:,.0f} samples/s")
+        print(f"inference float32: {result['inference_float32_samples_per_s']:,.0f} samples/s")
+    return result
+
+
+if __name__ == "__main__":
+    main()
