@@ -25,7 +25,7 @@ class SoftwareBackend(Backend):
         return net  # the model runs the network as it is
 
     def _deploy(self, compiled: Network) -> None:
-        self._weights = [torch.as_tensor(w, dtype=torch.float64) for w in compiled.weights()]
+        self._weights = [torch.tensor(w, dtype=torch.float64) for w in compiled.weights()]
 
     def _run(self, t_features: np.ndarray):
         net = self.network

@@ -1,0 +1,56 @@
+"""hwloop loop: an in-the-loop training session on a target."""
+
+from __future__ import annotations
+
+
+def register(sub):
+    p = sub.add_parser("loop", help="train in the loop: forward on the target, exact gradients at measured times",
+                       description="Run (or --resume) an in-the-loop training session in a session directory.")
+    p.add_argument("--target", default=None, help="target URL (default: software)")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--init", default=None, help="network to start from (.hwnet)")
+    p.add_argument("--dir", default=None, help="session directory (default runs/loop-<target>)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the session in DIR")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--gradient", choices=["model", "spsa"], default=None)
+    p.add_argument("--spsa-pairs", type=int, default=None)
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--eval-limit", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--crash-after-step", type=int, default=None, help=argparse_suppress())
+    p.set_defaults(func=run)
+    return p
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def run(args) -> dict:
+    from ..session import LoopConfig, SessionError, run_session
+
+    if args.resume:
+        given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient")
+                 if getattr(args, k) is not None]
+        if given:
+            raise SessionError(f"--resume takes its configuration from the session; drop {', '.join(given)}")
+        return run_session(args.resume, resume=True, progress=not args.quiet,
+                           crash_after_step=args.crash_after_step)
+    cfg = LoopConfig()
+    for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "seed", "gradient",
+                "spsa_pairs", "train_limit", "eval_limit"):
+        v = getattr(args, key)
+        if v is not None:
+            setattr(cfg, key, v)
+    directory = args.dir or f"runs/loop-{cfg.target.split('?')[0].replace('/', '_').replace(':', '')}"
+    res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
+    if not args.json:
+        print(f"session {res['session']}: best validation accuracy on {cfg.target} "
+              f"{res.get('best_val_accuracy', float('nan')):.4f}")
+    return res

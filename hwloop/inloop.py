@@ -1,0 +1,82 @@
+"""Hardware forward, software backward: gradients from measured spike times.
+
+`measured_forward` runs a batch on a target and returns every layer's
+*measured* spike times as tensors wired into autograd: their backward pass is
+the model's exact first-spike-time derivative evaluated at the measured times
+(with the measured times of the previous layer as its inputs). This is how
+Göltz et al. 2021 trained BrainScaleS-2; the same code serves `software`
+(where it reproduces plain software training exactly) and every target.
+
+`spsa_gradient` is the model-free alternative for targets without a trusted
+model: simultaneous-perturbation estimates from measured losses only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .models import get_model, network_forward
+from .network import Layer, Network
+
+
+def network_with(template: Network, weights: Sequence[torch.Tensor]) -> Network:
+    """The template network carrying the current float master weights."""
+    return template.with_weights([w.detach().to(torch.float64).cpu().numpy() for w in weights])
+
+
+def measured_forward(backend, template: Network, weights: Sequence[torch.Tensor],
+                     t_features: torch.Tensor, redeploy: bool = True):
+    """Run ``t_features`` on the target with the current weights.
+
+    Returns (times, measurement): ``times`` is one tensor per layer whose
+    values are the measured spike times and whose gradient is the model's
+    exact derivative at those times; silent neurons (inf) get none, unless
+    the model defines pseudospikes for them (`with_pseudospikes`)."""
+    if redeploy:
+        backend.load(network_with(template, weights))
+    m = backend.run(t_features.detach().cpu().numpy())
+    dtype = weights[0].dtype
+    measured = [torch.as_tensor(t, dtype=dtype) for t in m.times]
+    measured = with_pseudospikes(template.layers, weights, t_features, measured, template.t_max)
+    times = network_forward(template.layers, weights, t_features, template.t_max, measured=measured)
+    return times, m
+
+
+def with_pseudospikes(layers: Sequence[Layer], weights, t_features, measured, t_max):
+    """Replace measured silences by the model's pseudospike times where the
+    model defines them (QIF): computed from the *measured* inputs of each layer."""
+    out = []
+    t_prev = t_features
+    for layer, w, t_meas in zip(layers, weights, measured):
+        model = get_model(layer.neuron.model)
+        fill = getattr(model, "pseudospikes_for_measured", None)
+        if fill is not None and torch.isinf(t_meas).any():
+            from .models.base import with_bias
+
+            with torch.no_grad():
+                t_meas = fill(with_bias(t_prev, layer.bias_times), w.detach(), t_meas, layer.neuron, t_max)
+        out.append(t_meas)
+        t_prev = t_meas
+    return out
+
+
+def spsa_gradient(loss_of: Callable[[list[torch.Tensor]], float], weights: Sequence[torch.Tensor],
+                  sigma: float, pairs: int, rng: np.random.Generator) -> tuple[list[torch.Tensor], int]:
+    """Simultaneous-perturbation gradient estimate (Spall 1992), averaged over
+    ``pairs`` Rademacher directions; each pair costs two target runs.
+
+    ``loss_of(weights)`` must run the target and return the batch loss.
+    Returns (gradient per weight tensor, number of target runs spent)."""
+    grads = [torch.zeros_like(w) for w in weights]
+    base = [w.detach() for w in weights]
+    for _ in range(pairs):
+        deltas = [torch.as_tensor(rng.choice([-1.0, 1.0], size=tuple(w.shape)), dtype=w.dtype) for w in base]
+        plus = loss_of([w + sigma * d for w, d in zip(base, deltas)])
+        minus = loss_of([w - sigma * d for w, d in zip(base, deltas)])
+        scale = (plus - minus) / (2.0 * sigma * pairs)
+        for g, d in zip(grads, deltas):
+            g += scale * d
+    return grads, 2 * pairs

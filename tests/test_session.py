@@ -1,0 +1,122 @@
+"""In-the-loop sessions: measured-time gradients, logs, atomic checkpoints, crash + resume."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hwloop.inloop import measured_forward, spsa_gradient
+from hwloop.models import network_forward
+from hwloop.network import Network
+from hwloop.session import LoopConfig, SessionError, run_session
+from hwloop.training import default_config, train
+
+
+@pytest.fixture(scope="module")
+def init_net(tmp_path_factory):
+    cfg = default_config("lif", "yinyang", epochs=2, hidden=(30,), seed=3)
+    res = train(cfg, progress=False)
+    path = tmp_path_factory.mktemp("init") / "init.hwnet"
+    res.network.save(path)
+    return path
+
+
+def small_cfg(init, **kw):
+    base = dict(target="software", dataset="yinyang", init=str(init), epochs=2, batch_size=50,
+                train_limit=200, eval_limit=100, lr=0.002, seed=7)
+    base.update(kw)
+    return LoopConfig(**base)
+
+
+def test_measured_forward_on_software_equals_software_training(init_net):
+    """On the float model itself, hardware-forward/software-backward gives the
+    software gradient exactly."""
+    from backends import open_target
+
+    net = Network.load(init_net)
+    x = torch.as_tensor(net.encoding.encode(np.random.default_rng(0).uniform(size=(40, 4))))
+    w1 = [torch.tensor(w).requires_grad_(True) for w in net.weights()]
+    w2 = [torch.tensor(w).requires_grad_(True) for w in net.weights()]
+    with open_target("software") as be:
+        t_hw, m = measured_forward(be, net, w1, x)
+    t_sw = network_forward(net.layers, w2, x, net.t_max)
+    for a, b in zip(t_hw, t_sw):
+        torch.testing.assert_close(a, b)
+    sel = torch.isfinite(t_hw[-1])
+    t_hw[-1][sel].sum().backward()
+    t_sw[-1][sel].sum().backward()
+    for a, b in zip(w1, w2):
+        torch.testing.assert_close(a.grad, b.grad)
+        assert a.grad.abs().sum() > 0
+
+
+def test_spsa_estimates_a_linear_gradient():
+    rng = np.random.default_rng(0)
+    target = [torch.tensor([[1.0, -2.0], [0.5, 3.0]])]
+
+    def loss_of(ws):
+        return float((ws[0] * target[0]).sum())
+
+    g, runs = spsa_gradient(loss_of, [torch.zeros(2, 2, dtype=torch.float32)], 0.1, 400, rng)
+    assert runs == 800
+    torch.testing.assert_close(g[0], target[0], atol=0.35, rtol=0)
+
+
+def test_session_logs_and_improves(init_net, tmp_path):
+    res = run_session(tmp_path / "s", small_cfg(init_net), progress=False)
+    assert res["ok"] and not res["interrupted"]
+    rows = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(1, 9))
+    for r in train_rows:
+        assert {"loss", "batch_accuracy", "silent", "target_seconds", "host_seconds"} <= set(r)
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert len(evals) == 3  # start + one per epoch
+    assert (tmp_path / "s" / "summary.json").exists()
+    Network.load(tmp_path / "s" / "network.hwnet")
+    with pytest.raises(SessionError, match="already complete"):
+        run_session(tmp_path / "s", resume=True, progress=False)
+    with pytest.raises(SessionError, match="not empty"):
+        run_session(tmp_path / "s", small_cfg(init_net), progress=False)
+
+
+def _final_weights(d):
+    return [w for w in Network.load(d / "network.hwnet").weights()]
+
+
+@pytest.mark.parametrize("gradient", ["model", "spsa"])
+def test_crash_and_resume_gives_identical_weights(init_net, tmp_path, gradient):
+    cfg = small_cfg(init_net, gradient=gradient, spsa_pairs=2)
+    run_session(tmp_path / "ref", cfg, progress=False)
+    crash_at = int(np.random.default_rng().integers(1, 8))
+    cmd = [sys.executable, "-m", "hwloop", "loop", "--dir", str(tmp_path / "crash"), "--target", "software",
+           "--dataset", "yinyang", "--init", str(init_net), "--epochs", "2", "--batch-size", "50",
+           "--train-limit", "200", "--eval-limit", "100", "--lr", "0.002", "--seed", "7",
+           "--gradient", gradient, "--spsa-pairs", "2", "--quiet", "--crash-after-step", str(crash_at)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert not (tmp_path / "crash" / "summary.json").exists()
+    res = run_session(tmp_path / "crash", resume=True, progress=False)
+    assert res["steps"] == 8
+    for a, b in zip(_final_weights(tmp_path / "ref"), _final_weights(tmp_path / "crash")):
+        np.testing.assert_array_equal(a, b)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "crash" / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(1, 9))  # every step logged exactly once
+
+
+def test_bad_session_inputs(tmp_path, init_net):
+    with pytest.raises(SessionError, match="init"):
+        run_session(tmp_path / "a", LoopConfig(), progress=False)
+    with pytest.raises(SessionError, match="not a session"):
+        run_session(tmp_path / "nothing", resume=True, progress=False)
+    bad = tmp_path / "bad.hwnet"
+    bad.write_text("x")
+    from hwloop.errors import NetworkFileError
+
+    with pytest.raises(NetworkFileError):
+        run_session(tmp_path / "b", small_cfg(bad), progress=False)
+    assert not (tmp_path / "b" / "config.json").exists()
