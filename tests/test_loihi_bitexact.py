@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from firmware_models.loihi import CoreConfig, CoreLayer, clip_and_truncate_weights, numba_available, simulate
 
-LAVA_EXAMPLES = 60  # random networks run on Lava per test session (each ~0.2 s, 24 samples batched)
+LAVA_EXAMPLES = 40  # random networks run on Lava per test session (each ~0.3 s, 24 samples batched)
 ENGINE_EXAMPLES = 150  # numba vs numpy engine, no Lava
 
 

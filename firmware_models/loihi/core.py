@@ -228,10 +228,9 @@ def _build_numba():
 
     @nb.njit(cache=True, inline="always")
     def trunc_decay(x, factor):
+        # trunc(p / 4096) toward zero without a branch: add 4095 when p < 0
         p = x * factor
-        if p >= 0:
-            return p >> 12
-        return -((-p) >> 12)
+        return (p + ((p >> 63) & 4095)) >> 12
 
     @nb.njit(cache=True, parallel=True, nogil=True)
     def layer_kernel(in_steps, w, weight_exp, bias_in, bias_last, eff_bias, fu, fv, du1, vth, steps, out):
