@@ -40,10 +40,10 @@ def yin_yang_sized_net(hidden: int, seed: int = 0) -> Network:
     )
 
 
-def bench(baud: int, samples: int, hidden: int, frame: int) -> dict:
+def bench(baud: int, samples: int, hidden: int, frame: int, chip: str = "") -> dict:
     net = yin_yang_sized_net(hidden)
     x = np.random.default_rng(1).uniform(0, 1, (samples, 4))
-    with open_target(f"qif-emu?baud={baud}&frame={frame}") as chip:
+    with open_target(f"qif-emu?baud={baud}&frame={frame}{chip}") as chip:
         chip.load(net)
         chip.run(x[:8])  # warm up (first block, imports)
         t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def bench(baud: int, samples: int, hidden: int, frame: int) -> dict:
     rate = samples / wall
     return {
         "baud": baud, "samples": samples, "network": "-".join(map(str, net.sizes)), "frame_payload": frame,
-        "bytes_per_sample": bytes_per_sample, "bound_samples_per_s": round(bound, 2),
+        "die": "ideal" if chip else "default mismatch and noise", "bytes_per_sample": bytes_per_sample, "bound_samples_per_s": round(bound, 2),
         "measured_samples_per_s": round(rate, 2), "ratio": round(rate / bound, 3), "wall_s": round(wall, 3),
         "chip_compute_s": round(m.info["compute_s"], 3), "recoveries": m.info["recoveries"],
         "retransmits": m.info["link"].get("retransmits", 0),
@@ -68,12 +68,13 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=None, help="samples per measurement (default: ~6 s of link time)")
     p.add_argument("--hidden", type=int, default=120)
     p.add_argument("--frame", type=int, default=1024, help="frame payload bytes")
+    p.add_argument("--ideal", action="store_true", help="ideal die (no mismatch/noise): isolates the link from chip compute")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rows = []
     for baud in args.baud:
         n = args.samples or max(64, int(6 * baud / 10 / (8 + 2 * (args.hidden + 3))))
-        rows.append(bench(baud, n, args.hidden, args.frame))
+        rows.append(bench(baud, n, args.hidden, args.frame, "&mismatch=0&noise=0" if args.ideal else ""))
         r = rows[-1]
         print(f"baud {r['baud']:>8}  {r['network']}  {r['bytes_per_sample']} B/sample  "
               f"bound {r['bound_samples_per_s']:8.1f}/s  measured {r['measured_samples_per_s']:8.1f}/s  "

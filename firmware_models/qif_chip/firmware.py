@@ -136,14 +136,15 @@ class Firmware:
             return self.error(req, M.E_BATCH_TOO_LARGE, f"{n} samples, firmware buffers at most {self.spec.max_batch}")
         n_neur = cfg.n_neurons
         per_msg = max(1, (self.link.max_payload - M.RESULT_HEADER) // (2 * n_neur))
-        B = self.core.BLOCK
-        # compute blocks aligned to absolute sample index (noise is keyed on them)
+        # compute chunks grow (16, 64, 256, 256, ...) so the first results leave early
+        # and the UART is busy while later chunks are computed; the noise does not
+        # depend on the chunking (it is keyed on absolute sample index)
         bounds = []
-        a = 0
+        a, size = 0, 16
         while a < n:
-            b = min(n, a + B - (first + a) % B)
+            b = min(n, a + size)
             bounds.append((a, b))
-            a = b
+            a, size = b, min(4 * size, self.core.BLOCK)
         compute_s = 0.0
 
         def compute(a, b):
