@@ -361,24 +361,33 @@ class QIF:
             post_a = torch.empty(K, B, n, dtype=dtype)  # y'^2/N' and 2x'y'/N' (physical, post-step)
             post_c = torch.empty(K, B, n, dtype=dtype)
         kw = c.tau / c.r ** 2
+        d = torch.empty(B, n, dtype=dtype)
+        q = torch.empty(B, n, dtype=dtype)
+        causal = torch.empty(B, n, dtype=dtype)
+        nrm = torch.empty(B, n, dtype=dtype)
         for k in range(K):
             ck, sk = sched.cos[k][:, None], sched.sin[k][:, None]
-            d = zx * sk + zy * ck
-            causal = sched.times[:, k:k + 1] < t_out
-            q = sched.u(k) * d * causal
-            zx = zx - q * ck
-            zy = zy + q * sk
-            nsq = zx * zx + zy * zy
-            inv = 1.0 / nsq
-            h_phi[k] = inv
-            h_w[k] = (kw * d * d) * inv * causal
+            torch.mul(zx, sk, out=d)
+            d.addcmul_(zy, ck)
+            torch.lt(sched.times[:, k:k + 1], t_out, out=causal)
+            torch.mul(sched.u(k), d, out=q)
+            q.mul_(causal)
+            zx.addcmul_(q, ck, value=-1.0)
+            zy.addcmul_(q, sk)
+            inv = h_phi[k]
+            torch.mul(zx, zx, out=nrm)
+            nrm.addcmul_(zy, zy)
+            torch.reciprocal(nrm, out=inv)  # ∂H/∂φ = 1/|post|² (pre-vector is a unit vector)
+            hw = h_w[k]
+            torch.mul(d, d, out=hw)
+            hw.mul_(inv).mul_(causal).mul_(kw)  # ∂H/∂w = (τ/r²) y²/|post|²
             if merged:
+                torch.mul(d, d, out=post_a[k]).mul_(inv).mul_(causal)
                 xp = ck * zx - sk * zy
-                post_a[k] = d * d * inv * causal
-                post_c[k] = 2.0 * xp * d * inv * causal
-            nrm = torch.sqrt(nsq)
-            zx = zx / nrm
-            zy = zy / nrm
+                torch.mul(xp, d, out=post_c[k]).mul_(inv).mul_(causal).mul_(2.0)
+            nrm.sqrt_()
+            zx.div_(nrm)
+            zy.div_(nrm)
         g = -torch.ones(B, n, dtype=dtype)  # ∂t/∂θ_m: −1 for an ordinary spike
         g_w = w.new_zeros(S + 1, n)  # spare last row collects the padding steps
         g_in = torch.zeros(B, S, dtype=dtype)
