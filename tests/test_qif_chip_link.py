@@ -122,7 +122,8 @@ def test_dead_link_fails_in_bounded_time_and_says_why(rig):
         client.max_recoveries, client.connect_timeout = saved
     elapsed = time.monotonic() - t0
     msg = str(info.value)
-    assert "gave up after 2 recoveries" in msg and "no ACK for RUN frame" in msg and "no handshake within 1 s" in msg
+    assert "gave up after 2 recoveries" in msg and "no handshake within 1 s" in msg
+    assert "no ACK for RUN frame" in msg or "still unacknowledged: the chip is not receiving" in msg
     # bound: (1 + recoveries) x (16 ACK tries of 0.08 s + 1 s handshake patience), plus slack for a loaded machine
     assert elapsed < 3 * (16 * 0.08 + 1.0 + 0.3) + 3
     # and the link works again afterwards

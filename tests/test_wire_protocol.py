@@ -199,19 +199,20 @@ def _echo_peer(link: Link, stop: threading.Event):
             pass
 
 
-def _pair(seed, **faults):
+def _pair(seed, window=4, **faults):
     a, b = socket.socketpair()
     rng = random.Random(seed)
     ta = FaultyTransport(a.fileno(), rng, **faults)
     tb = FaultyTransport(b.fileno(), random.Random(seed + 1), **faults)
-    host = Link(ta, ack_timeout=0.05, retries=30, max_payload=200, name="host")
-    peer = Link(tb, ack_timeout=0.05, retries=30, max_payload=200, name="peer")
+    host = Link(ta, ack_timeout=0.05, retries=30, max_payload=200, name="host", window=window)
+    peer = Link(tb, ack_timeout=0.05, retries=30, max_payload=200, name="peer", window=window)
     return (a, b), host, peer
 
 
+@pytest.mark.parametrize("window", [1, 4])
 @pytest.mark.parametrize("faults", [{}, {"ber": 3e-4, "p_drop": 1e-3, "p_dup": 1e-3}])
-def test_link_delivers_exactly_once_in_order(faults):
-    socks, host, peer = _pair(1, **faults)
+def test_link_delivers_exactly_once_in_order(faults, window):
+    socks, host, peer = _pair(1, window=window, **faults)
     stop = threading.Event()
     th = threading.Thread(target=_echo_peer, args=(peer, stop), daemon=True)
     th.start()
@@ -236,8 +237,10 @@ def test_link_gives_up_with_a_message_that_says_why():
     a, b = socket.socketpair()  # nobody reads b
     try:
         host = Link(FdTransport(a.fileno()), ack_timeout=0.02, retries=3, name="host")
+        host.send(M.HELLO, 1, b"hi")  # queued: delivery is driven by later calls
         with pytest.raises(LinkError, match=r"no ACK for HELLO frame seq \d+ after 4 tries \(4 timed out"):
-            host.send(M.HELLO, 1, b"hi")
+            host.flush()
+        assert host.in_flight == 0
     finally:
         a.close()
         b.close()

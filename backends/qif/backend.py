@@ -81,7 +81,7 @@ class QifSerialBackend(Backend):
                 ack_timeout=_opt(url, "ack_timeout", float, 0.25), retries=_opt(url, "retries", int, 8),
                 reply_timeout=_opt(url, "timeout", float, 5.0), max_payload=_opt(url, "frame", int, 1024),
                 max_recoveries=_opt(url, "recoveries", int, 5),
-                connect_timeout=_opt(url, "connect_timeout", float, 10.0), name=url.raw,
+                connect_timeout=_opt(url, "connect_timeout", float, 10.0), name="chip link",
             )
             self.client.connect()
         except (WireError, ValueError) as exc:

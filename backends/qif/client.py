@@ -57,7 +57,9 @@ class ChipClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 names = "/".join(M.type_name(t) for t in expect)
-                raise LinkTimeout(f"{self.name}: no {names} for request {req} within {timeout:g} s")
+                unacked = self.link.in_flight
+                why = f" ({unacked} frame(s) still unacknowledged: the chip is not receiving)" if unacked else ""
+                raise LinkTimeout(f"{self.name}: no {names} for request {req} within {timeout:g} s{why}")
             m = self.link.recv(left)
             if m is None:
                 continue

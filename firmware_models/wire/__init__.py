@@ -4,7 +4,7 @@ Layers, bottom up (docs/wire-protocol.md specifies the bytes):
 
 * `cobs` — COBS byte stuffing so 0x00 delimits frames and receivers resync;
 * `frame` — header, payload bound and CRC-32; `FrameDecoder` for streams;
-* `link` — stop-and-wait ARQ: ACK/NAK, sequence numbers, bounded retries;
+* `link` — go-back-N ARQ: ACK/NAK, sequence numbers, a small window, bounded retries;
 * `messages` — message types and compact payloads (spike times as uint16 ticks);
 * `transport` — a pyserial port or a raw file descriptor under the link.
 """

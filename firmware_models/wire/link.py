@@ -1,24 +1,27 @@
-"""The reliable link: stop-and-wait ARQ over frames, used by BOTH ends.
+"""The reliable link: go-back-N ARQ over frames, used by BOTH ends.
 
 Each message is cut into frames of at most ``max_payload`` bytes (all but
-the last flagged MORE). Every data frame is acknowledged by an ACK frame
-carrying its ``seq``; the sender waits for that ACK before sending the next
-frame, retransmits on a NAK (the receiver saw a corrupted frame) or after a
-timeout, and gives up with `LinkError` after ``retries`` retransmissions, so
-no wait is unbounded. The receiver ACKs every intact data frame, including
-duplicates (its ACK may have been lost), but delivers a frame only when its
-``seq`` differs from the last one delivered: a retransmission after a lost ACK
-is dropped, not delivered twice.
+the last flagged MORE). Every data frame carries a ``seq`` one higher than
+the previous one in that direction. The receiver accepts a frame only if it
+is the next in sequence, ACKs it (an ACK acknowledges everything up to its
+``seq``) and delivers it; a duplicate or a frame after a gap is dropped and
+answered by re-ACKing the last frame accepted. The sender keeps up to
+``window`` frames in flight; on a NAK (the receiver saw a corrupted frame),
+or when the oldest frame's ACK is overdue, it retransmits everything
+unacknowledged, in order, and after ``retries`` retransmissions of the same
+oldest frame it gives up with `LinkError`, so no wait is unbounded.
 
-Stop-and-wait costs one ACK round trip per frame; with frames of ~1 KiB at
-serial speeds that is a few per cent, and it keeps both ends' buffers bounded
-by one frame. Initial sequence numbers are random per boot/open so a
-restarted peer is not mistaken for a duplicate (1 in 65536 chance per
-restart; the message is then lost and the request layer's timeout recovers).
+``window=1`` is stop-and-wait; a window of a few frames hides the ACK round
+trip (host scheduling, UART latency) so the line stays busy, while each end
+still buffers at most ``window`` frames. The first frame a link sends (and
+the first after it gave up) is flagged SYNC and sent alone: the receiver
+accepts it whatever its ``seq`` (unless it repeats the last accepted one), so
+a restarted or re-opened peer is never mistaken for a gap. Initial sequence
+numbers are random per boot/open.
 
-Timeouts scale with the baud rate: a frame of n bytes needs 10 n / baud
+Timeouts scale with the baud rate: n bytes in flight need 10 n / baud
 seconds on the wire, plus whatever the transport still has queued
-(``drain_time``), plus a fixed allowance for the peer's reaction.
+(``drain_time``), plus ``ack_timeout`` for the peer's reaction.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections import Counter, deque
 from typing import Protocol
 
 from .errors import FrameError, LinkError, WireError
-from .frame import MAX_PAYLOAD, OVERHEAD, F_MORE, Frame, FrameDecoder, encode_frame
+from .frame import F_MORE, F_SYNC, MAX_PAYLOAD, OVERHEAD, Frame, FrameDecoder, encode_frame
 from .messages import ACK, NAK, Message, type_name
 
 #: encoded size of an ACK/NAK frame (body + COBS code + delimiter, NAK has one payload byte)
@@ -57,6 +60,7 @@ class Link:
         max_payload: int = 1024,
         max_message: int = 1 << 20,
         name: str = "link",
+        window: int = 4,
     ):
         if not 1 <= max_payload <= MAX_PAYLOAD:
             raise ValueError(f"max_payload must be in 1..{MAX_PAYLOAD}, got {max_payload}")
@@ -75,9 +79,13 @@ class Link:
         self._partial: tuple[int, int] | None = None  # (type, req) being reassembled
         self._partial_buf = bytearray()
         self._overflowing = False
-        self._ack_for: int | None = None
-        self._got_ack = False
-        self._got_nak = False
+        self.window = max(1, int(window))
+        self._unacked: deque[tuple[int, bytes, int]] = deque()  # (seq, encoded frame, type), oldest first
+        self._synced = False  # the peer has acknowledged one of our frames since open / last give-up
+        self._deadline = 0.0
+        self._tries = 0  # transmissions of the current oldest frame
+        self._timeouts = 0
+        self._naks = 0
 
     # ------------------------------------------------------------ timing
     def wire_time(self, nbytes: int) -> float:
@@ -89,14 +97,43 @@ class Link:
 
     # ------------------------------------------------------------ sending
     def send(self, mtype: int, req: int, payload: bytes = b"") -> None:
-        """Send one message reliably (all its fragments acknowledged) or raise `LinkError`."""
+        """Queue one message; returns once its last frame is on the way (window
+        permitting). Delivery is driven by later `send`/`recv`/`poll`/`flush`
+        calls, which raise `LinkError` if the peer stops acknowledging."""
         payload = bytes(payload)
         n = self.max_payload
         pieces = [payload[i : i + n] for i in range(0, len(payload), n)] or [b""]
         for k, piece in enumerate(pieces):
             flags = F_MORE if k < len(pieces) - 1 else 0
-            self._send_reliable(Frame(type=mtype, seq=self.tx_seq, req=req, payload=piece, flags=flags))
+            # the first frame after open / give-up goes alone, flagged SYNC
+            limit = self.window if self._synced else 1
+            while len(self._unacked) >= limit or (not self._synced and self._unacked):
+                self._poll(self._deadline - time.monotonic())
+                limit = self.window if self._synced else 1
+            if not self._synced:
+                flags |= F_SYNC
+            data = encode_frame(Frame(type=mtype, seq=self.tx_seq, req=req, payload=piece, flags=flags))
+            if not self._unacked:
+                self._tries, self._timeouts, self._naks = 1, 0, 0
+            self._unacked.append((self.tx_seq, data, mtype))
+            self._write(data)
+            self.stats["frames_tx"] += 1
+            self._arm()
             self.tx_seq = (self.tx_seq + 1) & 0xFFFF
+
+    def flush(self) -> None:
+        """Wait until every frame sent so far is acknowledged (or raise `LinkError`)."""
+        while self._unacked:
+            self._poll(self._deadline - time.monotonic())
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._unacked)
+
+    def _arm(self) -> None:
+        inflight = sum(len(d) for _, d, _ in self._unacked)
+        self._deadline = (time.monotonic() + self.ack_timeout + self._drain()
+                          + 2.0 * self.wire_time(inflight + ACK_WIRE_BYTES))
 
     def _write(self, data: bytes) -> None:
         try:
@@ -106,37 +143,38 @@ class Link:
         except OSError as exc:
             raise LinkError(f"{self.name}: write failed ({exc})") from None
 
-    def _send_reliable(self, frame: Frame) -> None:
-        data = encode_frame(frame)
-        timeouts = naks = 0
-        for attempt in range(1 + self.retries):
-            if attempt:
-                self.stats["retransmits"] += 1
-            self._write(data)
-            self.stats["frames_tx"] += 1
-            self._ack_for, self._got_ack, self._got_nak = frame.seq, False, False
-            deadline = (
-                time.monotonic() + self.ack_timeout + self._drain()
-                + 2.0 * self.wire_time(len(data) + ACK_WIRE_BYTES)
+    def _retransmit(self, why: str) -> None:
+        if why == "nak":
+            self._naks += 1
+        else:
+            self._timeouts += 1
+        if self._tries > self.retries:
+            seq, _, mtype = self._unacked[0]
+            self._unacked.clear()
+            self._synced = False
+            self.stats["gave_up"] += 1
+            raise LinkError(
+                f"{self.name}: no ACK for {type_name(mtype)} frame seq {seq} after "
+                f"{self._tries} tries ({self._timeouts} timed out after {self.ack_timeout:g} s + wire time, "
+                f"{self._naks} answered by NAK: the peer saw corrupted frames)"
             )
-            while not (self._got_ack or self._got_nak):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._poll(remaining)
-            self._ack_for = None
-            if self._got_ack:
+        self._tries += 1
+        for _, data, _ in list(self._unacked):
+            self._write(data)
+            self.stats["retransmits"] += 1
+        self._arm()
+
+    def _on_ack(self, seq: int) -> None:
+        for i, (s, _, _) in enumerate(self._unacked):
+            if s == seq:
+                for _ in range(i + 1):
+                    self._unacked.popleft()
+                self._synced = True
+                self._tries, self._timeouts, self._naks = 1, 0, 0
+                if self._unacked:
+                    self._arm()
                 return
-            if self._got_nak:
-                naks += 1
-            else:
-                timeouts += 1
-        self.stats["gave_up"] += 1
-        raise LinkError(
-            f"{self.name}: no ACK for {type_name(frame.type)} frame seq {frame.seq} after "
-            f"{1 + self.retries} tries ({timeouts} timed out after {self.ack_timeout:g} s + wire time, "
-            f"{naks} answered by NAK: the peer saw corrupted frames)"
-        )
+        self.stats["stray_acks"] += 1
 
     # ------------------------------------------------------------ receiving
     def recv(self, timeout: float) -> Message | None:
@@ -154,6 +192,10 @@ class Link:
         self._poll(timeout)
 
     def _poll(self, timeout: float) -> None:
+        if self._unacked and time.monotonic() >= self._deadline:
+            self._retransmit("timeout")
+        if self._unacked:
+            timeout = min(timeout, max(0.0, self._deadline - time.monotonic()))
         try:
             data = self.transport.read(min(max(timeout, 0.0), 0.05))
         except WireError:
@@ -173,23 +215,23 @@ class Link:
 
     def _on_frame(self, f: Frame) -> None:
         if f.type == ACK:
-            if self._ack_for is not None and f.seq == self._ack_for:
-                self._got_ack = True
-            else:
-                self.stats["stray_acks"] += 1
+            self._on_ack(f.seq)
             return
         if f.type == NAK:
             self.stats["naks_rx"] += 1
-            if self._ack_for is not None:
-                self._got_nak = True
+            if self._unacked:
+                self._retransmit("nak")
             return
         self.stats["frames_rx"] += 1
-        self._write(encode_frame(Frame(type=ACK, seq=f.seq)))
-        if f.seq == self.rx_last:
-            self.stats["duplicates"] += 1
+        last = self.rx_last
+        if last is None or (f.flags & F_SYNC and f.seq != last) or f.seq == (last + 1) & 0xFFFF:
+            self.rx_last = f.seq
+            self._write(encode_frame(Frame(type=ACK, seq=f.seq)))
+            self._assemble(f)
             return
-        self.rx_last = f.seq
-        self._assemble(f)
+        # a duplicate (our ACK was lost) or a frame after a gap: say where we are
+        self.stats["duplicates" if f.seq == last else "out_of_order"] += 1
+        self._write(encode_frame(Frame(type=ACK, seq=last)))
 
     def _assemble(self, f: Frame) -> None:
         key = (f.type, f.req)
@@ -213,8 +255,11 @@ class Link:
             self._overflowing = False
 
     def reset_peer(self) -> None:
-        """Forget the peer's sequence state (after it restarted) and any half message."""
+        """Forget the peer's sequence state (after it restarted), our unacknowledged
+        frames and any half message; the next frame we send is a SYNC frame."""
         self.rx_last = None
+        self._unacked.clear()
+        self._synced = False
         self._partial = None
         self._partial_buf.clear()
         self._decoder.reset()
