@@ -7,7 +7,8 @@ times going in and every neuron's spike time coming out, 2 bytes each::
     bytes/sample = 2 * n_inputs + 2 * n_neurons
     bound        = (baud / 10) / bytes/sample          samples/s
 
-Stop-and-wait with a few per cent of framing (COBS, header, CRC, ACKs) and
+Framing (COBS, header, CRC: a few per cent), ACK round trips (hidden by the
+link's 4-frame window) and
 the chip's compute time (overlapped with the UART by the firmware) are what
 the measured rate loses against that bound. Goal: >= 80 %.
 

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chip-id", type=lambda s: int(s, 0), default=1, help="die identity; seeds the fixed-pattern mismatch")
     p.add_argument("--mismatch", type=float, default=DEFAULT_MISMATCH, help="relative sigma of fixed-pattern mismatch")
     p.add_argument("--noise", type=float, default=DEFAULT_NOISE, help="temporal noise strength (V per sqrt(tau))")
-    p.add_argument("--baud", type=int, default=115200, help="UART rate the firmware paces its I/O at (0 = unpaced)")
+    p.add_argument("--baud", type=int, default=921600, help="UART rate the firmware paces its I/O at (0 = unpaced)")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
     return p
 
