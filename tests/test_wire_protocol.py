@@ -94,6 +94,20 @@ def test_length_field_checked_even_when_crc_matches():
 
 
 @settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=600), frames.map(lambda f: bytearray(encode_frame(f)))), st.data())
+def test_decode_frame_only_raises_frame_error(raw, data):
+    raw = bytearray(raw)
+    if raw and data.draw(st.booleans()):  # damage a valid frame a little
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] ^= data.draw(st.integers(1, 255))
+    try:
+        f = decode_frame(bytes(raw))
+    except FrameError:
+        return
+    assert isinstance(f, Frame) and len(f.payload) <= MAX_PAYLOAD
+
+
+@settings(max_examples=300)
 @given(st.binary(max_size=3000), st.integers(1, 64))
 def test_stream_decoder_never_raises_on_garbage(data, chunk):
     dec = FrameDecoder()
