@@ -153,16 +153,19 @@ class Firmware:
             return res, time.perf_counter() - c0
 
         fut = self._pool.submit(compute, *bounds[0]) if bounds else None
-        for i, (a, b) in enumerate(bounds):
-            res, cs = fut.result()
-            compute_s += cs
-            fut = self._pool.submit(compute, *bounds[i + 1]) if i + 1 < len(bounds) else None
-            for k in range(0, b - a, per_msg):
-                if self.link.inbox:  # the host moved on: cancel this run
-                    if fut is not None:
-                        fut.result()
-                    return
-                self.link.send(M.RESULT, req, M.pack_result(first + a + k, res[k : k + per_msg]))
+        try:
+            for i, (a, b) in enumerate(bounds):
+                res, cs = fut.result()
+                compute_s += cs
+                fut = self._pool.submit(compute, *bounds[i + 1]) if i + 1 < len(bounds) else None
+                for k in range(0, b - a, per_msg):
+                    if self.link.inbox:  # the host moved on: cancel this run
+                        return
+                    self.link.send(M.RESULT, req, M.pack_result(first + a + k, res[k : k + per_msg]))
+        finally:
+            # never leave a computation running into the next command (it may reconfigure the core)
+            if fut is not None:
+                fut.cancel() or fut.exception()
         self.counters["runs"] += 1
         self.counters["samples"] += n
         chip_s = n * cfg.trial_ticks * self.spec.tdc_lsb_us * 1e-6
