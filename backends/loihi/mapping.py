@@ -60,6 +60,8 @@ class LoihiCompiled:
     steps: int
     time_unit: str
     report: list[dict] = field(default_factory=list)
+    #: the float weights the integer registers stand for (bias rows included)
+    effective_weights: list[np.ndarray] = field(default_factory=list)
 
     def to_steps(self, t: np.ndarray) -> np.ndarray:
         """Model-unit spike times -> local steps; ``steps`` means no spike."""
@@ -109,7 +111,7 @@ def compile_network(net: Network, steps: int = DEFAULT_STEPS) -> LoihiCompiled:
     if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise DesignRuleError("trial-steps", None, f"1..{MAX_STEPS}", f"steps={steps!r}")
     dt = net.t_max / steps
-    layers, floats, report = [], [], []
+    layers, floats, report, effective = [], [], [], []
     for li, layer in enumerate(net.layers):
         p = layer.neuron
         if p.model != "lif":
@@ -168,6 +170,7 @@ def compile_network(net: Network, steps: int = DEFAULT_STEPS) -> LoihiCompiled:
         W = _quantise(vth * per_unit, e)
         w_eff = W.astype(np.float64) * 2.0 ** e / vth * p.threshold / g
         err = w_eff - w
+        effective.append(w_eff)
         n_in = layer.n_in
         bias_steps = np.array([min(int(math.floor(t / dt + 0.5)), steps) for t in layer.bias_times], np.int64)
         layers.append(CoreLayer(weight=W[:n_in], weight_exp=e, du=du, dv=dv, vth=vth,
@@ -186,7 +189,7 @@ def compile_network(net: Network, steps: int = DEFAULT_STEPS) -> LoihiCompiled:
             "tau_mem_rel_err": abs(tau_m_q - p.tau_mem) / p.tau_mem,
         })
     return LoihiCompiled(core=CoreConfig(tuple(layers), steps), float_layers=floats, dt=dt, steps=steps,
-                         time_unit=net.time_unit, report=report)
+                         time_unit=net.time_unit, report=report, effective_weights=effective)
 
 
 def core_as_lava_layers(core: CoreConfig) -> list[LavaLayer]:
