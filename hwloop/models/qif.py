@@ -116,7 +116,12 @@ class _Schedule:
         delivered = t_in <= t_max  # False for inf and nan
         K = int(delivered.sum(1).max()) if B else 0
         if merge is None or merge:
-            distinct = torch.unique(t_in[delivered])
+            lo = torch.where(delivered, t_in, torch.full_like(t_in, math.inf)).min() if K else None
+            hi = torch.where(delivered, t_in, torch.full_like(t_in, -math.inf)).max() if K else None
+            if K and bool(lo == hi):  # one input time for the whole batch (binary pixels)
+                distinct = lo.reshape(1)
+            else:
+                distinct = torch.unique(t_in[delivered])
             if merge is None:
                 merge = 8 * distinct.numel() <= K
         self.mode = "merged" if merge else "gather"
@@ -124,8 +129,7 @@ class _Schedule:
             # the same few event times for every sample; a sample without an
             # input at one of them just gets a zero jump there
             E = distinct.numel()
-            pos = torch.searchsorted(distinct, t_in.clamp(max=t_max).contiguous())
-            self.ev_in = torch.where(delivered, pos, torch.full_like(pos, -1))
+            self.distinct = distinct
             times = distinct[None, :].expand(B, E)
         else:
             key = torch.where(delivered, t_in, torch.full_like(t_in, math.inf))
@@ -150,7 +154,11 @@ class _Schedule:
             return self.u_src.new_zeros(self.B, self.n)
         if self.mode == "gather":
             return self.u_table.index_select(0, self.idx[k])
-        return (self.ev_in == k).to(self.u_src.dtype) @ self.u_src
+        return self.onehot(k) @ self.u_src
+
+    def onehot(self, k: int) -> torch.Tensor:
+        """(B, S) indicator of the inputs merged into step k (merged layout)."""
+        return (self.t_in == self.distinct[k]).to(self.u_src.dtype)
 
     def add_weight_grad(self, k: int, contrib: torch.Tensor, g_w: torch.Tensor) -> None:
         """g_w[i] += Σ_b contrib[b] over the inputs i of step k (g_w has a spare last row)."""
@@ -159,7 +167,7 @@ class _Schedule:
         if self.mode == "gather":
             g_w.index_add_(0, self.idx[k], contrib)
         else:
-            g_w[:-1] += (self.ev_in == k).to(contrib.dtype).t() @ contrib
+            g_w[:-1] += self.onehot(k).t() @ contrib
 
 
 def _sweep(sched: _Schedule, c: ThetaConstants, dtype, freeze: bool):
@@ -249,8 +257,11 @@ class QIF:
 
     @staticmethod
     def _pseudo_input(t_in, w, t_max, c):
-        rho = pseudo_rate(t_in, t_max, c.period)
-        return rho @ w
+        """I_j = Σ_i w_ij ρ(t_i) (section 3); skips the matmul when no input is late."""
+        late = (t_in > t_max) & (t_in < t_max + c.period)
+        if not bool(late.any()):
+            return t_in.new_zeros(t_in.shape[0], w.shape[1])
+        return pseudo_rate(t_in, t_max, c.period) @ w
 
     def spike_times(self, t_in: torch.Tensor, w: torch.Tensor, params: NeuronParams, t_max: float) -> torch.Tensor:
         """Ordinary first spike times, ``inf`` for neurons silent in [0, t_max]."""
@@ -407,7 +418,7 @@ class QIF:
             sched.add_weight_grad(k, G * h_w[k], g_w)
             if merged and k < K - 1:
                 u = sched.u_src
-                onehot = (sched.ev_in == k).to(dtype)
+                onehot = sched.onehot(k)
                 g_in += onehot * ((G * post_a[k]) @ (u * u).t() + (G * post_c[k]) @ u.t())
             else:
                 g_s[:, k] = (G * (h_phi[k] - 1.0)).sum(1)
