@@ -70,6 +70,7 @@ def main(argv=None) -> dict:
         be_s = min(runs)
     with open_target(f"lava-sim?steps={args.steps}&batch={S}") as ls:
         ls.load(net)
+        ls.run(t[:2])  # start the worker and import Lava outside the timing
         t0 = time.perf_counter()
         m_ls = ls.run(t)
         ls_wall = time.perf_counter() - t0
@@ -88,7 +89,8 @@ def main(argv=None) -> dict:
     }
     print(compiled.format_report())
     print(f"bitexact : {res['bitexact_samples_per_s']:10.0f} samples/s ({res['bitexact_us_per_sample']:.2f} us/sample)")
-    print(f"lava-sim : {res['lava_sim_samples_per_s']:10.1f} samples/s ({res['lava_sim_us_per_sample']:.0f} us/sample, "
+    print(f"lava-sim : {res['lava_sim_samples_per_s']:10.1f} samples/s ({res['lava_sim_us_per_sample']:.0f} us/sample incl. "
+          f"building {S} parallel copies, "
           f"{res['lava_sim_run_only_us_per_sample']:.0f} us inside Lava's run())")
     print(f"ratio    : bitexact is {res['speedup']:.0f}x faster ({res['speedup_vs_lava_run_only']:.0f}x vs run() alone)")
     print(f"bound    : ~{bound_us:.2f} us/sample (10 int ops x {n_neurons} neurons x {args.steps} steps / {cores} cores)")
