@@ -314,8 +314,8 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                     if cfg.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
                     opt.step()
-                out = times[-1].detach().numpy()
-                silent = [float((~torch.isfinite(t)).float().mean()) for t in times]
+                out = m.times[-1]  # measured (pseudospikes, if any, only feed the gradient)
+                silent = [float(np.mean(~np.isfinite(t))) for t in m.times]
                 loss_v = float(loss.detach())
             else:
                 rng = np.random.default_rng([cfg.seed, step, 1])
@@ -332,8 +332,8 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                     torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
                 opt.step()
                 bumped = []
-                out = times[-1].numpy()
-                silent = [float(np.mean(~np.isfinite(t.numpy()))) for t in times]
+                out = m.times[-1]
+                silent = [float(np.mean(~np.isfinite(t))) for t in m.times]
             step += 1
             if step % steps_per_epoch == 0:
                 sched.step()
