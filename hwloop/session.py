@@ -69,8 +69,8 @@ class LoopConfig:
     xi: float = 0.2
     alpha: float = 0.005
     beta: float = 2.6
-    max_silent: tuple[float, ...] = (0.3, 0.0)
-    bump: float = 0.0005
+    min_rate: tuple[float, ...] = (0.0, 0.0)
+    bump: float = 0.005
     compare_software: bool = True  # also evaluate the current weights on the float model
 
     def validate(self) -> None:
@@ -93,8 +93,8 @@ class LoopConfig:
         if unknown:
             raise SessionError(f"config.json has unknown keys: {sorted(unknown)}")
         d = dict(d)
-        if "max_silent" in d:
-            d["max_silent"] = tuple(d["max_silent"])
+        if "min_rate" in d:
+            d["min_rate"] = tuple(d["min_rate"])
         return cls(**d)
 
 
@@ -303,17 +303,15 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                 times, m = measured_forward(backend, template, weights, xb)
                 target_s = m.target_time_s
                 loss = ttfs_loss(times[-1], yb, t_max, tau, cfg.xi, cfg.alpha, cfg.beta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
+                opt.step()
                 bumped = []
                 if template.model == "lif":
-                    bumped = revive_silent(weights, times, cfg.max_silent if len(cfg.max_silent) == len(weights)
-                                           else [cfg.max_silent[min(i, len(cfg.max_silent) - 1)]
-                                                 for i in range(len(weights))], cfg.bump)
-                if not bumped:
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
-                    opt.step()
+                    rates = [cfg.min_rate[min(i, len(cfg.min_rate) - 1)] for i in range(len(weights))]
+                    bumped = revive_silent(weights, times, rates, cfg.bump)
                 out = m.times[-1]  # measured (pseudospikes, if any, only feed the gradient)
                 silent = [float(np.mean(~np.isfinite(t))) for t in m.times]
                 loss_v = float(loss.detach())

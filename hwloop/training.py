@@ -12,11 +12,10 @@ given the constant time ``t_max`` in the loss (it has no gradient: the
 revival rule below is what brings it back).
 
 Reviving silent neurons (LIF, documented in docs/training.md): after the
-forward pass, layer ``l`` is "starved" when the fraction of (sample, neuron)
-pairs without a spike exceeds ``max_silent[l]``. Then every incoming weight of
-each neuron that was silent for some sample of the batch is increased by
-``bump`` and the gradient step of that batch is skipped (its loss describes a
-network missing spikes). Göltz et al. call this weight bumping.
+forward pass, every neuron of layer ``l`` that spiked in at most a fraction
+``min_rate[l]`` of the batch's samples has all its incoming weights raised by
+``bump`` (Göltz et al.'s weight bumping); the gradient step is taken as usual.
+A silent LIF neuron has no gradient, so without this it could never return.
 """
 
 from __future__ import annotations
@@ -64,8 +63,8 @@ class TrainConfig:
     beta: float = 2.6
     weight_mean: tuple[float, ...] = (1.5, 0.5)  # per layer; last value repeats
     weight_std: tuple[float, ...] = (0.8, 0.8)
-    max_silent: tuple[float, ...] = (0.3, 0.0)  # per layer; last value repeats
-    bump: float = 0.0005
+    min_rate: tuple[float, ...] = (0.0, 0.0)  # per layer, revival threshold; last value repeats
+    bump: float = 0.005
     max_grad_norm: float = 1.0
     dtype: str = "float64"
     time_unit: str = "ms"
@@ -101,15 +100,15 @@ def ttfs_loss(t_out: torch.Tensor, y: torch.Tensor, t_max: float, tau: float,
 
 
 def revive_silent(weights: Sequence[torch.Tensor], times: Sequence[torch.Tensor],
-                  max_silent: Sequence[float], bump: float) -> list[int]:
+                  min_rate: Sequence[float], bump: float) -> list[int]:
     """Weight bumping (see module doc). Returns the indices of bumped layers."""
     bumped = []
     with torch.no_grad():
         for i, (w, t) in enumerate(zip(weights, times)):
-            silent = ~torch.isfinite(t)
-            if silent.float().mean().item() > max_silent[i]:
-                neurons = silent.any(dim=0)
-                w[:, neurons] += bump
+            rate = torch.isfinite(t).to(w.dtype).mean(dim=0)
+            low = rate <= min_rate[i]
+            if bool(low.any()):
+                w[:, low] += bump
                 bumped.append(i)
     return bumped
 
@@ -215,7 +214,7 @@ def train(cfg: TrainConfig, progress: bool = True,
     t_max = cfg.t_max * cfg.tau
     opt = torch.optim.Adam(weights, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step), gamma=cfg.lr_gamma)
-    max_silent = cfg.per_layer(cfg.max_silent, len(layers))
+    min_rate = cfg.per_layer(cfg.min_rate, len(layers))
     if cfg.model == "qif":
         # QIF trains on extended times: silent neurons carry pseudospikes (> t_max)
         from .models.qif import pseudo_network_forward as train_forward
@@ -251,9 +250,6 @@ def train(cfg: TrainConfig, progress: bool = True,
             idx = perm[b:b + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
             times = forward(xb)
-            if cfg.model == "lif" and revive_silent(weights, times, max_silent, cfg.bump):
-                n_bumped += 1
-                continue
             loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta)
             if not torch.isfinite(loss):
                 raise HwloopError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
@@ -262,6 +258,9 @@ def train(cfg: TrainConfig, progress: bool = True,
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
             opt.step()
+            # after the step: bumping in place before backward would corrupt saved tensors
+            if cfg.model == "lif" and revive_silent(weights, times, min_rate, cfg.bump):
+                n_bumped += 1
             tot_loss += loss.item()
             n_steps += 1
         sched.step()
