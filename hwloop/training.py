@@ -70,6 +70,14 @@ class TrainConfig:
     time_unit: str = "ms"
     model_options: dict = field(default_factory=dict)
     threads: int = 0  # 0: leave torch's default
+    # the trial end T competes as an extra softmax "class" in the loss, so the
+    # label output must spike inside the trial, not just before the others
+    # (matters when silent outputs carry pseudospike times > T, as for QIF)
+    end_logit: bool = False
+    # override the data set's input spike-time range (units of tau): the
+    # earliest (most salient value) and latest input time; None: the default
+    input_t_early: float | None = None
+    input_t_late: float | None = None
 
     def per_layer(self, values: Sequence[float], n: int) -> list[float]:
         values = list(values)
@@ -89,10 +97,17 @@ class TrainConfig:
 
 
 def ttfs_loss(t_out: torch.Tensor, y: torch.Tensor, t_max: float, tau: float,
-              xi: float, alpha: float, beta: float) -> torch.Tensor:
-    """Mean Göltz loss over the batch. Silent outputs count as ``t_max``."""
+              xi: float, alpha: float, beta: float, end_logit: bool = False) -> torch.Tensor:
+    """Mean Göltz loss over the batch. Silent outputs count as ``t_max``.
+
+    ``end_logit``: append the trial end ``t_max`` as one more competitor in
+    the softmax (never the target), so the loss is only small when the label
+    output spikes before the others *and* before the trial ends.
+    """
     t = torch.where(torch.isfinite(t_out), t_out, torch.full_like(t_out, t_max))
     logits = -t / (xi * tau)
+    if end_logit:
+        logits = torch.cat([logits, logits.new_full((logits.shape[0], 1), -t_max / (xi * tau))], dim=1)
     ce = torch.nn.functional.cross_entropy(logits, y)
     t_label = t.gather(1, y[:, None]).squeeze(1)
     pull = alpha * (torch.exp(t_label / (beta * tau)) - 1.0)
@@ -155,6 +170,27 @@ def default_config(model: str, dataset: str, **overrides) -> TrainConfig:
     return cfg
 
 
+def encoding_for(cfg: TrainConfig):
+    """The data set's default encoding, with its time range replaced by
+    ``cfg.input_t_early`` / ``cfg.input_t_late`` where those are set."""
+    from .data import default_encoding
+
+    enc = default_encoding(cfg.dataset, tau=cfg.tau)
+    if cfg.input_t_early is None and cfg.input_t_late is None:
+        return enc
+    early_is_max = enc.t_at_max < enc.t_at_min  # e.g. pixels: bright = early
+    t_early = min(enc.t_at_min, enc.t_at_max) if cfg.input_t_early is None else cfg.input_t_early * cfg.tau
+    t_late = max(enc.t_at_min, enc.t_at_max) if cfg.input_t_late is None else cfg.input_t_late * cfg.tau
+    if not (0 <= t_early <= t_late):
+        raise HwloopError(f"need 0 <= input_t_early <= input_t_late, got {t_early / cfg.tau}, {t_late / cfg.tau}")
+    if early_is_max:
+        enc = dataclasses.replace(enc, t_at_max=t_early, t_at_min=t_late)
+    else:
+        enc = dataclasses.replace(enc, t_at_min=t_early, t_at_max=t_late)
+    enc.validate()
+    return enc
+
+
 def build_layers(cfg: TrainConfig, n_features: int, n_classes: int) -> list[Layer]:
     """Layer specs (weights zero; initialised by `init_weights`)."""
     sizes = [n_features, *cfg.hidden, n_classes]
@@ -195,7 +231,7 @@ def train(cfg: TrainConfig, progress: bool = True,
           on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train a network in software; returns the network with the best
     validation accuracy, evaluated on the test split."""
-    from .data import default_encoding, load_dataset
+    from .data import load_dataset
 
     cfg.validate()
     if cfg.threads:
@@ -205,7 +241,7 @@ def train(cfg: TrainConfig, progress: bool = True,
     rng = np.random.default_rng(cfg.seed)
 
     splits = {s: load_dataset(cfg.dataset, s, root=cfg.data_root) for s in ("train", "val", "test")}
-    enc = default_encoding(cfg.dataset, tau=cfg.tau)
+    enc = encoding_for(cfg)
     data = {s: (torch.as_tensor(enc.encode(d.x), dtype=dtype), torch.as_tensor(d.y, dtype=torch.long))
             for s, d in splits.items()}
     classes = splits["train"].classes
@@ -250,7 +286,7 @@ def train(cfg: TrainConfig, progress: bool = True,
             idx = perm[b:b + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
             times = forward(xb)
-            loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta)
+            loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta, cfg.end_logit)
             if not torch.isfinite(loss):
                 raise HwloopError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
