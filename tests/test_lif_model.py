@@ -21,8 +21,8 @@ from hwloop.errors import NetworkSpecError
 from hwloop.models import get_model, network_forward
 from hwloop.models import lif as lif_module
 from hwloop.models.base import SpikeLayerFn
-from hwloop.models.lambertw import lambertw
-from hwloop.models.lif import LIF, VDOT_FLOOR
+from hwloop.models.lambertw import lambertw, lambertw_neg
+from hwloop.models.lif import LIF, VDOT_FLOOR, clear_workspace
 from hwloop.network import Layer, NeuronParams
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -128,6 +128,27 @@ class TestLambertW:
         b = lambertw(torch.tensor([-INV_E], dtype=torch.float32))
         assert torch.isfinite(b).all() and abs(b.item() + 1.0) < 1e-3
 
+    def test_lean_negative_branch_matches(self):
+        """`lambertw_neg` (the model's path) agrees with scipy/mpmath on
+        [-1/e, 0] in both dtypes, including 0 and the branch point."""
+        z = np.concatenate([np.linspace(-INV_E, 0.0, 4001), -np.logspace(-300, -0.5, 300),
+                            -INV_E + np.logspace(-12, -1, 100)])
+        z = z[z >= -INV_E]
+        got = lambertw_neg(torch.tensor(z)).numpy()
+        ref = np.where(z == -INV_E, -1.0, scipy.special.lambertw(np.where(z == -INV_E, -0.3, z)).real)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=5e-9)  # atol: scipy's own error at p ~ 1e-8
+        mpmath.mp.dps = 40
+        near = -INV_E + np.logspace(-16, -3, 60)
+        np.testing.assert_allclose(lambertw_neg(torch.tensor(near)).numpy(),
+                                   [float(mpmath.lambertw(mpmath.mpf(float(x)))) for x in near], atol=1e-13)
+        assert lambertw_neg(torch.tensor([0.0, -1e-300], dtype=torch.float64)).tolist() == [0.0, -1e-300]
+        z32 = z.astype(np.float32)
+        z32 = z32[z32.astype(np.float64) >= -INV_E]
+        got32 = lambertw_neg(torch.tensor(z32))
+        assert got32.dtype == torch.float32 and torch.isfinite(got32).all()
+        np.testing.assert_allclose(got32.numpy(), scipy.special.lambertw(z32.astype(np.float64)).real,
+                                   atol=2e-6)
+
     def test_identity(self):
         w = lambertw(torch.linspace(-INV_E, 50.0, 4001, dtype=torch.float64))
         z = torch.linspace(-INV_E, 50.0, 4001, dtype=torch.float64)
@@ -143,7 +164,10 @@ class TestAgainstODE:
         tau_syn = (0.7, 1.0, 1.3, 2.0)[seed]
         theta = (1.0, 0.8, 1.2, 1.5)[seed]
         p = params(ratio, tau_syn, theta)
-        t_in, w = random_layer(seed, t_hi=3.0 * tau_syn)
+        # more inputs than neurons for even seeds, fewer for odd ones: the
+        # model lays its expansion out differently in the two cases
+        n, n_out, w_mean = (12, 8, 0.6) if seed % 2 == 0 else (6, 14, 1.2)
+        t_in, w = random_layer(seed, n=n, n_out=n_out, t_hi=3.0 * tau_syn, w_mean=w_mean)
         t_in[0, :3] = t_in[0, 3]  # simultaneous inputs
         t_max = 5.0 * tau_syn
         ref = first_spike_times_ode(t_in, w, tau_syn, p.tau_mem, theta, t_max)
@@ -466,19 +490,46 @@ def test_float32_large_time_span_is_computed_safely():
     assert np.isfinite(t64.numpy()[0, 0]) and t64[0, 0] < 1.0
 
 
-def test_chunked_forward_equals_single_block(monkeypatch):
-    p = params(2.0)
-    t_in, w = random_layer(9, B=40, n=10, n_out=6)
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("shape", [(10, 6), (4, 9)])
+def test_chunked_equals_single_block(monkeypatch, ratio, shape):
+    """Batch chunking (forward and vjp) changes nothing but memory use."""
+    p = params(ratio)
+    t_in, w = random_layer(9, B=40, n=shape[0], n_out=shape[1])
+    g = np.random.default_rng(0).normal(size=(40, shape[1]))
     whole = run(t_in, w, p, 6.0)
-    monkeypatch.setattr(lif_module, "_CHUNK_ELEMENTS", 7 * 10 * 6)
+    gt, gw = LIF().vjp(torch.tensor(t_in), torch.tensor(w), whole, torch.tensor(g), p, 6.0)
+    monkeypatch.setattr(lif_module, "_CHUNK_ELEMENTS", 7 * shape[0] * shape[1])
     chunked = run(t_in, w, p, 6.0)
     assert torch.equal(whole, chunked)
+    gt2, gw2 = LIF().vjp(torch.tensor(t_in), torch.tensor(w), whole, torch.tensor(g), p, 6.0)
+    assert torch.equal(gt, gt2)
+    torch.testing.assert_close(gw, gw2, rtol=1e-12, atol=1e-12)  # summed in a different order
+
+
+def test_workspace_reuse_does_not_leak_between_calls():
+    """Results never alias the scratch buffers, and switching shapes and
+    dtypes between calls gives the same answers as a fresh workspace."""
+    p = params(1.0)
+    a_in, a_w = random_layer(31, B=9, n=7, n_out=5)
+    b_in, b_w = random_layer(32, B=20, n=3, n_out=11)
+    clear_workspace()
+    a1 = run(a_in, a_w, p, 6.0)
+    a1_copy = a1.clone()
+    b1 = run(b_in, b_w, p, 6.0, dtype=torch.float32)
+    run(b_in, b_w, p, 6.0)
+    assert torch.equal(a1, a1_copy)
+    clear_workspace()
+    assert torch.equal(run(b_in, b_w, p, 6.0, dtype=torch.float32), b1)
+    assert torch.equal(run(a_in, a_w, p, 6.0), a1)
 
 
 def test_empty_batch():
-    out = LIF().spike_times(torch.empty(0, 3, dtype=torch.float64), torch.ones(3, 2, dtype=torch.float64),
-                            params(), 5.0)
+    w = torch.ones(3, 2, dtype=torch.float64)
+    out = LIF().spike_times(torch.empty(0, 3, dtype=torch.float64), w, params(), 5.0)
     assert out.shape == (0, 2)
+    gt, gw = LIF().vjp(torch.empty(0, 3, dtype=torch.float64), w, out, torch.ones_like(out), params(), 5.0)
+    assert gt.shape == (0, 3) and torch.equal(gw, torch.zeros_like(w))
 
 
 # ------------------------------------------------------------------ errors
