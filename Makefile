@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --upgrade pip
 	$(PIP) install -e '.[test,lava]'
 	# lava-nc 0.10.0 declares Python <3.11; it runs on 3.11 with the import shim in
-	# backends/lava_compat.py. Installed without its own resolve (its deps are pinned above).
+	# backends/loihi/lava_compat.py. Installed without its own resolve (its deps are pinned above).
 	$(PIP) install --no-deps --ignore-requires-python lava-nc==0.10.0
 	touch $(STAMP)
 
