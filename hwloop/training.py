@@ -12,9 +12,10 @@ given the constant time ``t_max`` in the loss (it has no gradient: the
 revival rule below is what brings it back).
 
 Reviving silent neurons (LIF, documented in docs/training.md): after the
-forward pass, every neuron of layer ``l`` that spiked in at most a fraction
-``min_rate[l]`` of the batch's samples has all its incoming weights raised by
-``bump`` (Göltz et al.'s weight bumping); the gradient step is taken as usual.
+forward pass, every neuron of layer ``l`` that missed its spike in more than
+a fraction ``max_missing[l]`` of the batch's samples has all its incoming
+weights raised by ``bump`` (Göltz et al.'s weight bumping); the gradient step
+is taken as usual.
 A silent LIF neuron has no gradient, so without this it could never return.
 """
 
@@ -63,9 +64,10 @@ class TrainConfig:
     beta: float = 2.6
     weight_mean: tuple[float, ...] = (1.5, 0.5)  # per layer; last value repeats
     weight_std: tuple[float, ...] = (0.8, 0.8)
-    min_rate: tuple[float, ...] = (0.0, 0.0)  # per layer, revival threshold; last value repeats
+    max_missing: tuple[float, ...] = (0.3, 0.0)  # per layer, revival threshold; last value repeats
     bump: float = 0.005
     max_grad_norm: float = 1.0
+    input_jitter: float = 0.0  # std of Gaussian noise on input spike times while training (units of tau)
     dtype: str = "float64"
     time_unit: str = "ms"
     model_options: dict = field(default_factory=dict)
@@ -115,13 +117,13 @@ def ttfs_loss(t_out: torch.Tensor, y: torch.Tensor, t_max: float, tau: float,
 
 
 def revive_silent(weights: Sequence[torch.Tensor], times: Sequence[torch.Tensor],
-                  min_rate: Sequence[float], bump: float) -> list[int]:
+                  max_missing: Sequence[float], bump: float) -> list[int]:
     """Weight bumping (see module doc). Returns the indices of bumped layers."""
     bumped = []
     with torch.no_grad():
         for i, (w, t) in enumerate(zip(weights, times)):
-            rate = torch.isfinite(t).to(w.dtype).mean(dim=0)
-            low = rate <= min_rate[i]
+            missing = (~torch.isfinite(t)).to(w.dtype).mean(dim=0)
+            low = missing > max_missing[i]
             if bool(low.any()):
                 w[:, low] += bump
                 bumped.append(i)
@@ -250,7 +252,7 @@ def train(cfg: TrainConfig, progress: bool = True,
     t_max = cfg.t_max * cfg.tau
     opt = torch.optim.Adam(weights, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step), gamma=cfg.lr_gamma)
-    min_rate = cfg.per_layer(cfg.min_rate, len(layers))
+    max_missing = cfg.per_layer(cfg.max_missing, len(layers))
     if cfg.model == "qif":
         # QIF trains on extended times: silent neurons carry pseudospikes (> t_max)
         from .models.qif import pseudo_network_forward as train_forward
@@ -285,6 +287,9 @@ def train(cfg: TrainConfig, progress: bool = True,
         for b in range(0, n, cfg.batch_size):
             idx = perm[b:b + cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
+            if cfg.input_jitter > 0:
+                noise = torch.randn(xb.shape, generator=gen, dtype=xb.dtype) * (cfg.input_jitter * cfg.tau)
+                xb = torch.where(torch.isfinite(xb), (xb + noise).clamp_min(0.0), xb)
             times = forward(xb)
             loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta, cfg.end_logit)
             if not torch.isfinite(loss):
@@ -295,7 +300,7 @@ def train(cfg: TrainConfig, progress: bool = True,
                 torch.nn.utils.clip_grad_norm_(weights, cfg.max_grad_norm)
             opt.step()
             # after the step: bumping in place before backward would corrupt saved tensors
-            if cfg.model == "lif" and revive_silent(weights, times, min_rate, cfg.bump):
+            if cfg.model == "lif" and revive_silent(weights, times, max_missing, cfg.bump):
                 n_bumped += 1
             tot_loss += loss.item()
             n_steps += 1

@@ -27,6 +27,8 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tau-ratio", type=float, default=None, help="LIF tau_mem/tau_syn: 1 or 2")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: results are bit-reproducible for a seed)")
     p.add_argument("--out", "-o", required=True, help="output network file (.hwnet)")
     p.add_argument("--history", default=None, help="also write per-epoch history as JSON lines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,7 +49,7 @@ def run(args) -> dict:
             raise HwloopError(f"--hidden expects comma-separated integers, got {args.hidden!r}") from None
     cfg = default_config(args.model, args.dataset, data_root=args.data_root, hidden=hidden,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         tau_ratio=args.tau_ratio, dtype=args.dtype)
+                         tau_ratio=args.tau_ratio, dtype=args.dtype, threads=args.threads)
     result = train(cfg, progress=not args.quiet)
     out = result.network.save(args.out)
     if args.history:
