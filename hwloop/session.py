@@ -69,7 +69,7 @@ class LoopConfig:
     xi: float = 0.2
     alpha: float = 0.005
     beta: float = 2.6
-    min_rate: tuple[float, ...] = (0.0, 0.0)
+    max_missing: tuple[float, ...] = (0.3, 0.0)
     bump: float = 0.005
     compare_software: bool = True  # also evaluate the current weights on the float model
 
@@ -93,8 +93,8 @@ class LoopConfig:
         if unknown:
             raise SessionError(f"config.json has unknown keys: {sorted(unknown)}")
         d = dict(d)
-        if "min_rate" in d:
-            d["min_rate"] = tuple(d["min_rate"])
+        if "max_missing" in d:
+            d["max_missing"] = tuple(d["max_missing"])
         return cls(**d)
 
 
@@ -310,7 +310,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                 opt.step()
                 bumped = []
                 if template.model == "lif":
-                    rates = [cfg.min_rate[min(i, len(cfg.min_rate) - 1)] for i in range(len(weights))]
+                    rates = [cfg.max_missing[min(i, len(cfg.max_missing) - 1)] for i in range(len(weights))]
                     bumped = revive_silent(weights, times, rates, cfg.bump)
                 out = m.times[-1]  # measured (pseudospikes, if any, only feed the gradient)
                 silent = [float(np.mean(~np.isfinite(t))) for t in m.times]
