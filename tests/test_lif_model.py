@@ -94,9 +94,9 @@ class TestLambertW:
     def test_near_branch_point_against_mpmath(self):
         # scipy loses digits to the conditioning near -1/e; mpmath at 40 digits
         # gives W of the exact double we pass in
-        mpmath.mp.dps = 40
         z = -INV_E + np.logspace(-16, -2, 120)
-        ref = np.array([float(mpmath.lambertw(mpmath.mpf(float(x)))) for x in z])
+        with mpmath.workdps(40):
+            ref = np.array([float(mpmath.lambertw(mpmath.mpf(float(x)))) for x in z])
         got = lambertw(torch.tensor(z)).numpy()
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)
 
@@ -105,12 +105,13 @@ class TestLambertW:
         at = lambertw(torch.tensor([-INV_E], dtype=torch.float64)).item()
         assert abs(at + 1.0) < 1e-7
         # a few ulps below (caller rounding): forgiven, W = -1 exactly
-        below = lambertw(torch.tensor([-INV_E * (1 + 2e-16), np.nextafter(-INV_E, -1)])).numpy()
-        np.testing.assert_array_equal(below, [-1.0, -1.0])
-        # clearly outside the real domain: NaN, not a crash or a made-up value
-        out = lambertw(torch.tensor([-0.37, -1.0, -math.inf])).numpy()
-        assert np.isnan(out).all()
-        assert lambertw(torch.tensor([math.nan])).isnan().all()
+        below = torch.tensor([-INV_E * (1 + 2e-16), np.nextafter(-INV_E, -1)], dtype=torch.float64)
+        np.testing.assert_array_equal(lambertw(below).numpy(), [-1.0, -1.0])
+        for dtype in (torch.float64, torch.float32):
+            # clearly outside the real domain: NaN, not a crash or a made-up value
+            out = lambertw(torch.tensor([-0.37, -1.0, -math.inf], dtype=dtype))
+            assert out.isnan().all()
+            assert lambertw(torch.tensor([math.nan], dtype=dtype)).isnan().all()
 
     def test_zero_and_tiny(self):
         z = torch.tensor([0.0, -0.0, 1e-300, -1e-300, 1e-20], dtype=torch.float64)
@@ -137,10 +138,10 @@ class TestLambertW:
         got = lambertw_neg(torch.tensor(z)).numpy()
         ref = np.where(z == -INV_E, -1.0, scipy.special.lambertw(np.where(z == -INV_E, -0.3, z)).real)
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=5e-9)  # atol: scipy's own error at p ~ 1e-8
-        mpmath.mp.dps = 40
         near = -INV_E + np.logspace(-16, -3, 60)
-        np.testing.assert_allclose(lambertw_neg(torch.tensor(near)).numpy(),
-                                   [float(mpmath.lambertw(mpmath.mpf(float(x)))) for x in near], atol=1e-13)
+        with mpmath.workdps(40):
+            ref_near = [float(mpmath.lambertw(mpmath.mpf(float(x)))) for x in near]
+        np.testing.assert_allclose(lambertw_neg(torch.tensor(near)).numpy(), ref_near, atol=1e-13)
         assert lambertw_neg(torch.tensor([0.0, -1e-300], dtype=torch.float64)).tolist() == [0.0, -1e-300]
         z32 = z.astype(np.float32)
         z32 = z32[z32.astype(np.float64) >= -INV_E]
@@ -553,6 +554,25 @@ def test_threshold_must_be_positive(theta):
     p = NeuronParams(model="lif", tau_syn=1.0, tau_mem=1.0, threshold=theta)
     with pytest.raises(NetworkSpecError, match="threshold"):
         run(np.zeros((1, 2)), np.ones((2, 2)), p, 5.0)
+
+
+def test_bad_trial_length_and_floor_are_refused():
+    with pytest.raises(NetworkSpecError, match="t_max"):
+        run(np.zeros((1, 2)), np.ones((2, 2)), params(), 0.0)
+    with pytest.raises(NetworkSpecError, match="vdot_floor"):
+        LIF(vdot_floor=0.0)
+
+
+def test_vdot_floor_is_configurable():
+    """A larger floor bounds the tangent-case gradient proportionally lower."""
+    w_tan, s_peak = TANGENT[1.0]
+    t_in = torch.tensor([[0.0]], dtype=torch.float64)
+    w = torch.tensor([[w_tan]], dtype=torch.float64)
+    t_star = torch.tensor([[s_peak]], dtype=torch.float64)
+    g = torch.ones(1, 1, dtype=torch.float64)
+    _, gw_default = LIF().vjp(t_in, w, t_star, g, params(), 10.0)
+    _, gw_big = LIF(vdot_floor=1e-1).vjp(t_in, w, t_star, g, params(), 10.0)
+    np.testing.assert_allclose(gw_default.item() / gw_big.item(), 100.0, rtol=1e-6)
 
 
 def test_shape_mismatch_is_named():
