@@ -28,21 +28,54 @@ def network_with(template: Network, weights: Sequence[torch.Tensor]) -> Network:
 
 
 def measured_forward(backend, template: Network, weights: Sequence[torch.Tensor],
-                     t_features: torch.Tensor, redeploy: bool = True):
+                     t_features: torch.Tensor, redeploy: bool = True, grad_at: str = "measured"):
     """Run ``t_features`` on the target with the current weights.
 
     Returns (times, measurement): ``times`` is one tensor per layer whose
     values are the measured spike times and whose gradient is the model's
-    exact derivative at those times; silent neurons (inf) get none, unless
-    the model defines pseudospikes for them (`with_pseudospikes`)."""
+    exact derivative; silent neurons (inf) get none, unless the model defines
+    pseudospikes for them (`with_pseudospikes`).
+
+    ``grad_at`` chooses where each layer's derivative is evaluated:
+    ``"measured"``: at the measured output time (Göltz et al. on BrainScaleS-2);
+    ``"model"``: at the model's own output time for the *measured* inputs of
+    that layer. On a coarse time grid a measured time can sit past the true
+    crossing, where dV/dt is small or negative and the implicit-function
+    derivative blows up; the model time is where the derivative is defined.
+    Where the model says silent but the target fired, the measured time is used.
+    """
+    if grad_at not in ("measured", "model"):
+        raise ValueError(f"grad_at must be 'measured' or 'model', got {grad_at!r}")
     if redeploy:
         backend.load(network_with(template, weights))
     m = backend.run(t_features.detach().cpu().numpy())
     dtype = weights[0].dtype
     measured = [torch.as_tensor(t, dtype=dtype) for t in m.times]
     measured = with_pseudospikes(template.layers, weights, t_features, measured, template.t_max)
-    times = network_forward(template.layers, weights, t_features, template.t_max, measured=measured)
+    grad_times = None
+    if grad_at == "model":
+        grad_times = model_times_at_measured_inputs(template, weights, t_features, measured)
+    times = network_forward(template.layers, weights, t_features, template.t_max, measured=measured,
+                            grad_times=grad_times)
     return times, m
+
+
+def model_times_at_measured_inputs(template: Network, weights, t_features, measured):
+    """Per layer: the model's spike times given the previous layer's measured
+    times; measured where the model is silent, inf where the target was."""
+    from .models.base import with_bias
+
+    out = []
+    t_prev = t_features
+    with torch.no_grad():
+        for layer, w, t_meas in zip(template.layers, weights, measured):
+            model = get_model(layer.neuron.model)
+            t_mod = model.spike_times(with_bias(t_prev, layer.bias_times), w.detach(), layer.neuron,
+                                      template.t_max)
+            t_mod = torch.where(torch.isfinite(t_mod), t_mod, t_meas)
+            out.append(torch.where(torch.isfinite(t_meas), t_mod, t_meas))
+            t_prev = t_meas
+    return out
 
 
 def with_pseudospikes(layers: Sequence[Layer], weights, t_features, measured, t_max):

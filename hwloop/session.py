@@ -59,6 +59,7 @@ class LoopConfig:
     lr_gamma: float = 1.0  # learning rate x gamma after every epoch
     seed: int = 0
     gradient: str = "model"  # "model": exact gradient at measured times; "spsa": model-free
+    grad_at: str = "measured"  # model gradient evaluated at the "measured" or the "model" output times
     spsa_pairs: int = 4
     spsa_sigma: float = 0.02
     train_limit: int | None = None  # use only the first N training samples
@@ -74,6 +75,8 @@ class LoopConfig:
     compare_software: bool = True  # also evaluate the current weights on the float model
 
     def validate(self) -> None:
+        if self.grad_at not in ("measured", "model"):
+            raise SessionError(f"grad_at must be 'measured' or 'model', got {self.grad_at!r}")
         if self.gradient not in ("model", "spsa"):
             raise SessionError(f"gradient must be 'model' or 'spsa', got {self.gradient!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -300,7 +303,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             target_s = 0.0
             runs = 1
             if cfg.gradient == "model":
-                times, m = measured_forward(backend, template, weights, xb)
+                times, m = measured_forward(backend, template, weights, xb, grad_at=cfg.grad_at)
                 target_s = m.target_time_s
                 loss = ttfs_loss(times[-1], yb, t_max, tau, cfg.xi, cfg.alpha, cfg.beta)
                 opt.zero_grad(set_to_none=True)

@@ -31,7 +31,8 @@ def small_cfg(init, **kw):
     return LoopConfig(**base)
 
 
-def test_measured_forward_on_software_equals_software_training(init_net):
+@pytest.mark.parametrize("grad_at", ["measured", "model"])
+def test_measured_forward_on_software_equals_software_training(init_net, grad_at):
     """On the float model itself, hardware-forward/software-backward gives the
     software gradient exactly."""
     from backends import open_target
@@ -41,7 +42,7 @@ def test_measured_forward_on_software_equals_software_training(init_net):
     w1 = [torch.tensor(w).requires_grad_(True) for w in net.weights()]
     w2 = [torch.tensor(w).requires_grad_(True) for w in net.weights()]
     with open_target("software") as be:
-        t_hw, m = measured_forward(be, net, w1, x)
+        t_hw, m = measured_forward(be, net, w1, x, grad_at=grad_at)
     t_sw = network_forward(net.layers, w2, x, net.t_max)
     for a, b in zip(t_hw, t_sw):
         torch.testing.assert_close(a, b)

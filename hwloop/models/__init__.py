@@ -44,6 +44,7 @@ def network_forward(
     t_features: torch.Tensor,
     t_max: float,
     measured: Sequence[torch.Tensor] | None = None,
+    grad_times: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Spike times of every layer, differentiable w.r.t. ``weights`` and ``t_features``.
 
@@ -52,7 +53,8 @@ def network_forward(
     ``measured`` (one tensor per layer, e.g. from a target), each layer's
     forward output is the measured time and its backward the model's exact
     derivative at that time, with the *measured* times of the previous layer
-    as inputs.
+    as inputs. ``grad_times`` (one tensor per layer) moves the point at
+    which each layer's derivative is evaluated away from its forward times.
     """
     if len(weights) != len(layers):
         raise NetworkSpecError(f"{len(layers)} layers but {len(weights)} weight tensors")
@@ -63,7 +65,9 @@ def network_forward(
     for i, (layer, w) in enumerate(zip(layers, weights)):
         model = get_model(layer.neuron.model)
         t_src = with_bias(t, layer.bias_times)
-        t = SpikeLayerFn.apply(t_src, w, model, layer.neuron, float(t_max), None if measured is None else measured[i])
+        t = SpikeLayerFn.apply(t_src, w, model, layer.neuron, float(t_max),
+                               None if measured is None else measured[i],
+                               None if grad_times is None else grad_times[i])
         out.append(t)
     return out
 

@@ -47,24 +47,27 @@ class TTFSModel(Protocol):
 class SpikeLayerFn(torch.autograd.Function):
     """t_out = layer(t_in, w). Forward: the model's closed form, or times
     measured on a target (``t_measured``). Backward: the model's exact
-    derivative at the forward's output times."""
+    derivative at the forward's output times, or at ``t_grad`` where given
+    (e.g. the model's own time for the measured inputs, when measured times
+    sit on a coarse grid)."""
 
     @staticmethod
-    def forward(ctx, t_in, w, model, params, t_max, t_measured=None):
+    def forward(ctx, t_in, w, model, params, t_max, t_measured=None, t_grad=None):
         with torch.no_grad():
             if t_measured is None:
                 t_out = model.spike_times(t_in, w, params, t_max)
             else:
                 t_out = t_measured.to(dtype=t_in.dtype)
+            at = t_out if t_grad is None else t_grad.to(dtype=t_in.dtype)
         ctx.model, ctx.params, ctx.t_max = model, params, t_max
-        ctx.save_for_backward(t_in, w, t_out)
+        ctx.save_for_backward(t_in, w, at)
         return t_out
 
     @staticmethod
     def backward(ctx, grad_out):
-        t_in, w, t_out = ctx.saved_tensors
-        g_in, g_w = ctx.model.vjp(t_in, w, t_out, grad_out, ctx.params, ctx.t_max)
-        return g_in, g_w, None, None, None, None
+        t_in, w, at = ctx.saved_tensors
+        g_in, g_w = ctx.model.vjp(t_in, w, at, grad_out, ctx.params, ctx.t_max)
+        return g_in, g_w, None, None, None, None, None
 
 
 def with_bias(t_prev: torch.Tensor, bias_times: Sequence[float]) -> torch.Tensor:
