@@ -352,10 +352,10 @@ class QIF:
             "batch_size": 32,
         }
         if dataset == "yinyang":
-            out.update(weight_mean=(0.15, 0.0), weight_std=(0.3, 0.5 / math.sqrt(3 * n_in[1])),
+            out.update(hidden=(120,), weight_mean=(0.15, 0.0), weight_std=(0.3, 0.5 / math.sqrt(3 * n_in[1])),
                        lr=0.01, lr_step=10, lr_gamma=0.7, epochs=60)
         elif dataset == "digits":
-            out.update(input_t_late=1.0, lr=0.005, lr_step=20, lr_gamma=0.95, epochs=60)
+            out.update(hidden=(100,), input_t_late=1.0, lr=0.005, lr_step=20, lr_gamma=0.95, epochs=60)
         return out
 
     # ------------------------------------------------------------ backward
