@@ -67,9 +67,12 @@ class LoopConfig:
     eval_every: int = 0  # steps between evaluations; 0: once per epoch
     checkpoint_every: int = 1
     max_grad_norm: float = 1.0
-    xi: float = 0.2
-    alpha: float = 0.005
-    beta: float = 2.6
+    # loss parameters; None: those the initial network was trained with
+    # (its provenance), else the trainer's defaults for its model and data set
+    xi: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    end_logit: bool | None = None
     max_missing: tuple[float, ...] = (0.3, 0.0)
     bump: float = 0.005
     compare_software: bool = True  # also evaluate the current weights on the float model
@@ -212,6 +215,10 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
     dtype = torch.float64
     t_max = template.t_max
     tau = template.layers[-1].neuron.tau_syn
+    xi, alpha, beta, end_logit = _loss_params(cfg, template)
+
+    def ttfs_loss_(t_out, y):
+        return ttfs_loss(t_out, y, t_max, tau, xi, alpha, beta, end_logit)
 
     train = load_dataset(cfg.dataset, "train", root=cfg.data_root)
     val = load_dataset(cfg.dataset, "val", root=cfg.data_root)
@@ -257,7 +264,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
     def loss_on_target(backend, ws, xb, yb) -> float:
         with torch.no_grad():
             times, _ = measured_forward(backend, template, ws, xb)
-        return float(ttfs_loss(times[-1], yb, t_max, tau, cfg.xi, cfg.alpha, cfg.beta))
+        return float(ttfs_loss_(times[-1], yb))
 
     def evaluate(backend) -> dict:
         backend.load(network_with(template, weights))
@@ -305,7 +312,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             if cfg.gradient == "model":
                 times, m = measured_forward(backend, template, weights, xb, grad_at=cfg.grad_at)
                 target_s = m.target_time_s
-                loss = ttfs_loss(times[-1], yb, t_max, tau, cfg.xi, cfg.alpha, cfg.beta)
+                loss = ttfs_loss_(times[-1], yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.max_grad_norm > 0:
@@ -326,7 +333,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                     times, m = measured_forward(backend, template, weights, xb)
                 runs += 1
                 target_s = m.target_time_s
-                loss_v = float(ttfs_loss(times[-1], yb, t_max, tau, cfg.xi, cfg.alpha, cfg.beta))
+                loss_v = float(ttfs_loss_(times[-1], yb))
                 for w, g in zip(weights, grads):
                     w.grad = g
                 if cfg.max_grad_norm > 0:
@@ -380,6 +387,20 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                "finished": now_iso()}
     atomic_write_bytes(sd.summary, json.dumps(summary, indent=2).encode())
     return {"ok": True, "interrupted": False, "session": str(sd.path), **summary}
+
+
+def _loss_params(cfg: LoopConfig, net: Network) -> tuple[float, float, float, bool]:
+    from .training import default_config
+
+    trained = dict(net.provenance.extra.get("train_config", {}) or {})
+    defaults = default_config(net.model if net.model != "mixed" else "lif", cfg.dataset)
+    out = []
+    for key in ("xi", "alpha", "beta", "end_logit"):
+        v = getattr(cfg, key)
+        if v is None:
+            v = trained.get(key, getattr(defaults, key))
+        out.append(v)
+    return float(out[0]), float(out[1]), float(out[2]), bool(out[3])
 
 
 def _in_main_thread() -> bool:
