@@ -10,15 +10,14 @@ gets its own treatment here:
   ``e ((z + c_hi) + c_lo)`` with ``1/e = c_hi + c_lo`` in two words. Near the
   branch point ``z + c_hi`` is exact (Sterbenz), so ``q`` keeps full relative
   accuracy where a plain ``e * z + 1`` would cancel to a single ulp of 1;
-* on ``[-1/e, 0]`` the initial guess is the [3/3] Padé approximant, in
-  ``p = sqrt(2 q)``, of the branch-point series
-  ``W = -1 + p - p^2/3 + 11/72 p^3 - ...`` (Corless et al. 1996). It matches
-  the series through p^6 and is within 4e-5 of W0 on the whole interval, so
-  next to the branch point (p < p_exact) it is exact to rounding and is used
-  as is, and elsewhere one step of the fourth-order iteration of Fritsch,
-  Shafer & Crowley (1973) takes it to full precision;
-* for |z| < 0.05 the Taylor series at 0 instead (relative accuracy matters
-  there), for z > 0.05 Winitzki's approximation (~2%) and two such steps. The iteration
+* on ``[-1/e, 0]`` the initial guess is ``z R(p)``, ``R`` the [3/3] Padé
+  approximant in ``p = sqrt(2 q)`` of ``exp(-W0) = W0/z``, built from the
+  branch-point series ``W = -1 + p - p^2/3 + 11/72 p^3 - ...`` (Corless et al.
+  1996). It is within 1.5e-5 relative error of W0 on the whole interval (z
+  near 0 included), so next to the branch point (p < p_exact) it is exact to
+  rounding and is used as is, and elsewhere one step of the fourth-order
+  iteration of Fritsch, Shafer & Crowley (1973) takes it to full precision;
+* for z > 0 Winitzki's approximation (~2%) and two such steps. The iteration
   works on ``log(z / w) - w`` and never forms ``w e^w`` (no overflow).
 
 Fixed iteration count, no data-dependent loop: fully vectorised, every element
@@ -42,31 +41,17 @@ _INV_E_PARTS = {
     torch.float32: (0.3678794503211975, -9.149755619830557e-09),
 }
 
-# [3/3] Padé approximant in p of the branch-point series of W0 (numerator,
-# denominator; coefficients of p^0..p^3). Derived from the exact rational
-# series coefficients by series reversion of (1 - v) e^v = 1 - p^2/2,
-# W = v - 1; max |error| 3.7e-5 for p in [0, sqrt(2)], i.e. z in [-1/e, 0].
-_PADE_NUM = (-1.0, -0.04298512732247672, 0.4221694470188446, 0.07648628702845571)
-_PADE_DEN = (1.0, 1.0429851273224766, 0.2874823469702988, 0.01611212861212861)
+# [3/3] Padé approximant in p of exp(-W0) = W0 / z, from its series at the
+# branch point (numerator, denominator; coefficients of p^0..p^3). We derived
+# the series of W0 in p by reverting (1 - v) e^v = 1 - p^2/2 (W = v - 1), took
+# exp(-W) of it, and the Padé of that. The guess W ~ z R(p) is then within
+# 1.5e-5 *relative* error of W0 on all of [-1/e, 0] -- including z -> 0, where
+# an absolute-accuracy guess would not do -- and exact to rounding as p -> 0.
+_PADE_NUM = (2.718281828459045, 1.3642270435745671, 0.06995017264856546, -0.00277847475644394)
+_PADE_DEN = (1.0, 1.5018710824211807, 0.6942709795116475, 0.09446737819773184)
 
-# |z| below which the Taylor series is the better initial guess
-_SMALL_Z = 0.05
-
-# p below which the Padé guess is W0 to rounding (its error there is ~1e-2 p^7)
+# p below which the guess is W0 to rounding (its error there is ~1e-2 p^7)
 _EXACT_P = {torch.float64: 5e-3, torch.float32: 0.1}
-
-
-_SCALARS: dict = {}
-
-
-def _scalar(x: float, like: torch.Tensor) -> torch.Tensor:
-    """A cached 0-d tensor (the fused ops below need tensor addends)."""
-    key = (x, like.dtype, like.device)
-    t = _SCALARS.get(key)
-    if t is None:
-        t = _SCALARS[key] = torch.tensor(x, dtype=like.dtype, device=like.device)
-    return t
-
 
 def _branch_p(z: torch.Tensor) -> torch.Tensor:
     """p = sqrt(2 (e z + 1)) with e z + 1 accurate near z = -1/e; 0 below it."""
@@ -74,29 +59,13 @@ def _branch_p(z: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(((z + c_hi) + c_lo).mul_(2.0 * _E).clamp_min_(0.0))
 
 
-def _pade_guess(p: torch.Tensor) -> torch.Tensor:
-    n3, d3 = _PADE_NUM, _PADE_DEN
-    num = torch.add(_scalar(n3[2], p), p, alpha=n3[3])
-    num = torch.addcmul(_scalar(n3[1], p), num, p)
-    num = torch.addcmul(_scalar(n3[0], p), num, p)
-    den = torch.add(_scalar(d3[2], p), p, alpha=d3[3])
-    den = torch.addcmul(_scalar(d3[1], p), den, p)
-    den = torch.addcmul(_scalar(d3[0], p), den, p)
-    return num.div_(den)
-
-
-def _small_guess(z: torch.Tensor) -> torch.Tensor:
-    """z - z^2 + 3/2 z^3 - 8/3 z^4: relative accuracy 2e-5 for |z| <= 0.05,
-    where the Padé guess (absolutely, not relatively, accurate) is not enough."""
-    acc = torch.add(_scalar(1.5, z), z, alpha=-8.0 / 3.0)
-    acc = torch.addcmul(_scalar(-1.0, z), acc, z)
-    acc = torch.addcmul(_scalar(1.0, z), acc, z)
-    return acc.mul_(z)
-
-
 def _negative_guess(z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Initial guess on [-1/e, 0], relative error <= 1.5e-4 (one step -> 1e-15)."""
-    return torch.where(z > -_SMALL_Z, _small_guess(z), _pade_guess(p))
+    """W0 ~ z R(p) on [-1/e, 0] (relative error <= 1.5e-5; one step -> 1e-16).
+    Horner in place: these run on every (sample, neuron) of a LIF layer."""
+    n, d = _PADE_NUM, _PADE_DEN
+    num = torch.mul(p, n[3]).add_(n[2]).mul_(p).add_(n[1]).mul_(p).add_(n[0])
+    den = torch.mul(p, d[3]).add_(d[2]).mul_(p).add_(d[1]).mul_(p).add_(d[0])
+    return num.div_(den).mul_(z)
 
 
 def _fritsch_step(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -121,8 +90,8 @@ def lambertw(z: torch.Tensor) -> torch.Tensor:
     out_of_domain = (zz + c_hi) + c_lo < -8 * torch.finfo(zz.dtype).eps
     p = _branch_p(zz)
     L = torch.log1p(zz.clamp_min(0.0))
-    winitzki = L * (1.0 - torch.log1p(L) / (2.0 + L))  # ~2% for every z >= 0
-    w = torch.where(zz < _SMALL_Z, _negative_guess(zz, p), winitzki)
+    winitzki = L * (1.0 - torch.log1p(L) / (2.0 + L))  # relative error <~ 2% for every z >= 0
+    w = torch.where(zz <= 0, _negative_guess(zz, p), winitzki)
     polished = _fritsch_step(zz, _fritsch_step(zz, w))
     # next to the branch point the guess is exact and the step ill-conditioned;
     # z == 0 is exactly 0 (the step is 0/0 there); inf stays inf
@@ -137,24 +106,18 @@ def lambertw_neg(z: torch.Tensor) -> torch.Tensor:
 
     Arguments below -1/e are treated as -1/e; arguments above 0 are outside
     its contract (callers clamp). The same guess and one Fritsch step as
-    `lambertw`, written with five buffers updated in place: this runs on every
-    (sample, neuron) of a LIF layer, where fresh temporaries cost more than
-    the arithmetic.
+    `lambertw`, written with few buffers updated in place: this runs on every
+    (sample, neuron) of a LIF layer, where every pass over memory counts.
     """
     c_hi, c_lo = _INV_E_PARTS[z.dtype]
-    n, d = _PADE_NUM, _PADE_DEN
     P = torch.add(z, c_hi).add_(c_lo).mul_(2.0 * _E).clamp_min_(0.0).sqrt_()  # p
     keep_guess = (P < _EXACT_P[z.dtype]) | (z == 0)
-    S = torch.add(_scalar(1.5, z), z, alpha=-8.0 / 3.0)  # Taylor guess, see _small_guess
-    S.mul_(z).sub_(1.0).mul_(z).add_(1.0).mul_(z)
-    N = torch.mul(P, n[3]).add_(n[2]).mul_(P).add_(n[1]).mul_(P).add_(n[0])  # Padé guess
-    D = torch.mul(P, d[3]).add_(d[2]).mul_(P).add_(d[1]).mul_(P).add_(d[0])
-    W = torch.where(z > -_SMALL_Z, S, N.div_(D), out=N)
-    # one Fritsch step (see _fritsch_step), buffers S, D, P reused
-    zn = torch.div(z, W, out=S).log_().sub_(W)
-    w1 = torch.add(W, 1.0, out=D)
+    W = _negative_guess(z, P)
+    # one Fritsch step (see _fritsch_step), buffers reused
+    zn = torch.div(z, W).log_().sub_(W)
+    w1 = torch.add(W, 1.0, out=P)
     Q = torch.add(w1, zn, alpha=2.0 / 3.0).mul_(w1)
-    q_minus_zn = torch.sub(Q, zn, out=P)
+    q_minus_zn = Q - zn
     Q.sub_(zn, alpha=0.5).div_(q_minus_zn).mul_(zn).div_(w1)  # relative correction
     Q.mul_(W).add_(W)
     return torch.where(keep_guess, W, Q, out=Q)
