@@ -15,6 +15,7 @@ def register(sub):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-gamma", type=float, default=None, help="learning rate factor after every epoch")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--gradient", choices=["model", "spsa"], default=None)
     p.add_argument("--spsa-pairs", type=int, default=None)
@@ -46,7 +47,7 @@ def run(args) -> dict:
         return run_session(args.resume, resume=True, progress=not args.quiet,
                            crash_after_step=args.crash_after_step)
     cfg = LoopConfig()
-    for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "seed", "gradient",
+    for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed", "gradient",
                 "spsa_pairs", "grad_at", "train_limit", "eval_limit"):
         v = getattr(args, key)
         if v is not None:
