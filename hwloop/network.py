@@ -28,7 +28,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import NetworkFileError, NetworkSpecError
+from .fileio import atomic_path
 
 FORMAT_NAME = "hwloop-network"
 FORMAT_VERSION = 1
@@ -350,23 +350,11 @@ class Network:
             text = json.dumps(manifest, indent=2, allow_nan=False)
         except ValueError as exc:
             raise NetworkSpecError(f"network metadata is not finite JSON: {exc}") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                    zf.writestr(MANIFEST, text)
-                    for name, data in payload:
-                        zf.writestr(name, data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_path(path) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(MANIFEST, text)
+                for name, data in payload:
+                    zf.writestr(name, data)
         return path
 
     @classmethod

@@ -30,9 +30,8 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,8 @@ import numpy as np
 import torch
 
 from .errors import HwloopError
-from .network import Network, Provenance, now_iso
+from .fileio import atomic_write_bytes
+from .network import Network, now_iso
 
 
 class SessionError(HwloopError):
@@ -102,19 +102,6 @@ class LoopConfig:
         if "max_missing" in d:
             d["max_missing"] = tuple(d["max_missing"])
         return cls(**d)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -291,7 +290,7 @@ def train(cfg: TrainConfig, progress: bool = True,
     t_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         perm = torch.as_tensor(rng.permutation(n))
-        tot_loss, n_steps, n_bumped, correct = 0.0, 0, 0, 0.0
+        tot_loss, n_steps, n_bumped = 0.0, 0, 0
         t0 = time.perf_counter()
         for b in range(0, n, cfg.batch_size):
             idx = perm[b:b + cfg.batch_size]

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
 from ..errors import HwloopError, NetworkFileError
 from ..network import Network
 
@@ -73,10 +73,7 @@ def export_netx(net: Network, path: str | os.PathLike, steps: int | None = None)
     compiled = compile_network(net, DEFAULT_STEPS if steps is None else steps)
     core = compiled.core
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             sim = f.create_group("simulation")
             sim.create_dataset("Ts", data=float(compiled.dt))
@@ -116,13 +113,6 @@ def export_netx(net: Network, path: str | os.PathLike, steps: int | None = None)
             meta.create_dataset("t_max", data=float(net.t_max))
             meta.create_dataset("dt", data=float(compiled.dt))
             meta.create_dataset("steps", data=np.int64(compiled.steps))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     info = {"steps": compiled.steps, "dt": compiled.dt, "time_unit": compiled.time_unit,
             "weight_exp": [layer.weight_exp for layer in core.layers], "report": compiled.report}
     return path, info

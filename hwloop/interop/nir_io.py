@@ -39,7 +39,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -47,6 +46,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import HwloopError, NetworkFileError, NetworkSpecError
+from ..fileio import atomic_path
 from ..network import (
     TIME_UNITS,
     InputEncoding,
@@ -167,17 +167,8 @@ def export_nir(net: Network, path: str | os.PathLike) -> Path:
     graph = network_to_nir(net)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         nir.write(tmp, graph)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 
