@@ -77,3 +77,14 @@ def test_devices(capsys):
     assert code == 0
     urls = [r["url"] for r in res["targets"]]
     assert "software" in urls
+
+
+@pytest.mark.slow
+def test_demo_runs_in_the_loop_on_the_chip(capsys, tmp_path):
+    """The README's main job, shortened: before/after accuracies on qif-emu."""
+    code, res = run_json(capsys, ["demo", "--epochs", "1", "--train-limit", "200",
+                                  "--dir", str(tmp_path / "demo")])
+    assert code == 0
+    assert res["software_accuracy"] > 0.9
+    assert 0.0 <= res["before"] <= 1.0 and 0.0 <= res["after"] <= 1.0
+    assert (tmp_path / "demo" / "summary.json").exists()

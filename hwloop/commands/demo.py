@@ -1,34 +1,53 @@
 """hwloop demo: the README's main job.
 
-Until in-the-loop sessions land this is software training of a LIF
-first-spike-time network on Yin-Yang (4+bias-120-3, the Göltz et al. set-up),
-evaluated on the test split through the `software` target.
+A short in-the-loop training session on the embedded default target, the
+emulated analog QIF chip (`qif-emu`, default 5 % device mismatch and
+temporal noise), starting from a network trained in software
+(`hwloop/pretrained/yinyang-qif.hwnet`). It prints the test accuracy in
+software, deployed as is on the chip, and after training in the loop.
 """
 
 from __future__ import annotations
 
+import time
+
 
 def register(sub):
-    p = sub.add_parser("demo", help="the main job: train a Yin-Yang LIF network and evaluate it")
-    p.add_argument("--epochs", type=int, default=None, help="default: the Yin-Yang default (300)")
+    p = sub.add_parser("demo", help="the main job: a short in-the-loop session on the emulated QIF chip")
+    p.add_argument("--target", default="qif-emu")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--dir", default=None, help="session directory (default runs/demo-<time>)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/demo/yinyang-lif.hwnet")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> dict:
     from ..evaluation import evaluate_network
-    from ..training import default_config, train
+    from ..network import Network
+    from ..pretrained import path as pretrained
+    from ..session import LoopConfig, run_session
 
-    cfg = default_config("lif", "yinyang", epochs=args.epochs, seed=args.seed)
-    print(f"training LIF 4(+bias)-120-3 on Yin-Yang for {cfg.epochs} epochs (seed {cfg.seed})")
-    result = train(cfg, progress=True)
-    net = result.network
-    net.save(args.out)
-    res = evaluate_network(net, "yinyang", "test", "software")
-    print(f"wrote {args.out}")
-    print(f"test accuracy {res['accuracy']:.4f} on `software`; "
-          f"spikes per hidden neuron per sample {res['spikes']['spikes_per_hidden_neuron']:.2f}; "
-          f"training took {result.metrics['train_seconds']:.1f} s")
-    return {"network": args.out, "test_accuracy": res["accuracy"], **result.metrics}
+    init = pretrained("yinyang-qif.hwnet")
+    net = Network.load(init)
+    directory = args.dir or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    print(f"start: {net.summary()}")
+    sw = evaluate_network(net, "yinyang", "test", "software")["accuracy"]
+    print(f"test accuracy in software: {sw:.4f}")
+    before = evaluate_network(net, "yinyang", "test", args.target)["accuracy"]
+    print(f"deployed as is on {args.target}: {before:.4f}")
+    cfg = LoopConfig(target=args.target, dataset="yinyang", init=str(init), epochs=args.epochs, batch_size=50,
+                     lr=0.002, lr_gamma=0.6, seed=args.seed, eval_limit=500,
+                     train_limit=args.train_limit)
+    print(f"training in the loop for {args.epochs} epochs (session {directory}) ...")
+    res = run_session(directory, cfg, progress=True)
+    if res.get("interrupted"):
+        return res
+    best = Network.load(f"{directory}/best.hwnet")
+    after = evaluate_network(best, "yinyang", "test", args.target)["accuracy"]
+    print(f"after in-the-loop training on {args.target}: {after:.4f}  "
+          f"(software {sw:.4f}, deployed as is {before:.4f})")
+    print(f"report: hwloop report {directory}")
+    return {"session": directory, "software_accuracy": sw, "before": before, "after": after,
+            "seconds": res.get("seconds")}
