@@ -232,107 +232,140 @@ def _build_numba():
         p = x * factor
         return (p + ((p >> 63) & 4095)) >> 12
 
+    @nb.njit(cache=True, inline="always")
+    def wrap24(d):
+        # u is a 24-bit register: one wrap suffices, |d| < 3 * 2**23
+        if d > 8388608:
+            d -= 16777216
+        elif d <= -8388608:
+            d += 16777216
+        return d
+
+    @nb.njit(cache=True, inline="always")
+    def clip24(x):
+        if x > 8388607:
+            x = 8388607
+        elif x < -8388607:
+            x = -8388607
+        return x
+
     @nb.njit(cache=True, parallel=True, nogil=True)
-    def layer_kernel(in_steps, w, weight_exp, bias_in, bias_last, eff_bias, fu, fv, du1, vth, steps, out):
+    def layer_kernel(in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias, eb_any,
+                     fu, fv, du1, vth, steps, prune_every, out):
         B, n_src = in_steps.shape
         n = w.shape[1]
-        for b in nb.prange(B):
-            # this sample's source spikes, ordered by step (counting sort)
+        n_chunks = min(B, 256)
+        for c in nb.prange(n_chunks):
+            # scratch once per chunk of samples, not per sample
+            start = np.empty(steps + 2, np.int64)
             order = np.empty(n_src, np.int64)
-            cnt = 0
-            last_in = -1
-            for i in range(n_src):
-                s = in_steps[b, i]
-                if 0 <= s < steps:
-                    order[cnt] = i
-                    cnt += 1
-                    if s > last_in:
-                        last_in = s
-            # insertion sort by step (n_src spikes per sample, mostly few)
-            for x in range(1, cnt):
-                i = order[x]
-                s = in_steps[b, i]
-                y = x - 1
-                while y >= 0 and in_steps[b, order[y]] > s:
-                    order[y + 1] = order[y]
-                    y -= 1
-                order[y + 1] = i
-            last = max(last_in, bias_last)
-            u = np.zeros(n, np.int64)
-            v = np.zeros(n, np.int64)
-            a = np.zeros(n, np.int64)
-            active = np.empty(n, np.int64)
-            for j in range(n):
-                active[j] = j
-                out[b, j] = -1
-            n_act = n
-            ev = 0
-            # phase 1: steps with inputs still to come, all live neurons together
-            k = 0
-            while k <= last and k < steps and n_act > 0:
-                has_main = ev < cnt and in_steps[b, order[ev]] == k
-                if has_main:
-                    for j in range(n):
-                        a[j] = 0
-                    while ev < cnt and in_steps[b, order[ev]] == k:
-                        i = order[ev]
+            a = np.empty(n, np.int64)
+            idx = np.empty(n, np.int64)
+            u = np.empty(n, np.int64)
+            v = np.empty(n, np.int64)
+            eb = np.empty(n, np.int64)
+            thr = np.empty(n, np.int64)
+            NEVER = np.int64(1) << 62
+            b0 = c * B // n_chunks
+            b1 = (c + 1) * B // n_chunks
+            for b in range(b0, b1):
+                # counting sort of this sample's source spikes by step:
+                # sources of step k are order[start[k]:start[k + 1]]
+                for k in range(steps + 2):
+                    start[k] = 0
+                last = last_input
+                for i in range(n_src):
+                    s = in_steps[b, i]
+                    if 0 <= s < steps:
+                        start[s + 2] += 1
+                        if s > last:
+                            last = s
+                for k in range(2, steps + 2):
+                    start[k] += start[k - 1]
+                for i in range(n_src):
+                    s = in_steps[b, i]
+                    if 0 <= s < steps:
+                        order[start[s + 1]] = i
+                        start[s + 1] += 1
+                # live neurons, compacted: idx[x] is the neuron in slot x
+                for j in range(n):
+                    idx[j] = j
+                    u[j] = 0
+                    v[j] = 0
+                    eb[j] = eff_bias[j]
+                    thr[j] = vth
+                    out[b, j] = -1
+                n_act = n
+                n_dead = 0
+                for k in range(steps):
+                    e0 = start[k]
+                    e1 = start[k + 1]
+                    if e0 < e1 or bias_step[k]:
+                        # an input step: per-neuron input of both synapse groups
                         for j in range(n):
-                            a[j] += w[i, j]
-                        ev += 1
-                    for j in range(n):
-                        if weight_exp > 0:
-                            a[j] = a[j] << weight_exp
+                            a[j] = 0
+                        for e in range(e0, e1):
+                            i = order[e]
+                            for j in range(n):
+                                a[j] += w[i, j]
+                        if weight_exp >= 0:
+                            for j in range(n):
+                                a[j] = ((a[j] << weight_exp) + bias_in[k, j]) << 6
                         else:
-                            a[j] = a[j] >> (-weight_exp)
-                x = 0
-                while x < n_act:
-                    j = active[x]
-                    inp = bias_in[k, j]
-                    if has_main:
-                        inp += a[j]
-                    d = trunc_decay(u[j], fu) + (inp << 6)
-                    if d > 8388608:
-                        d -= 16777216
-                    elif d <= -8388608:
-                        d += 16777216
-                    u[j] = d
-                    vv = trunc_decay(v[j], fv) + d + eff_bias[j]
-                    if vv > 8388607:
-                        vv = 8388607
-                    elif vv < -8388607:
-                        vv = -8388607
-                    if vv > vth:
-                        out[b, j] = k
-                        n_act -= 1
-                        active[x] = active[n_act]  # swap-remove; revisit slot x
-                        v[j] = 0
+                            for j in range(n):
+                                a[j] = ((a[j] >> (-weight_exp)) + bias_in[k, j]) << 6
+                        nf = 0
+                        for x in range(n_act):
+                            uu = wrap24(trunc_decay(u[x], fu) + a[idx[x]])
+                            u[x] = uu
+                            vv = clip24(trunc_decay(v[x], fv) + uu + eb[x])
+                            v[x] = vv
+                            nf += vv > thr[x]
                     else:
-                        v[j] = vv
-                        x += 1
-                k += 1
-            # phase 2: no input left; each neuron on its own until it fires,
-            # the trial ends, or it provably cannot reach threshold any more
-            for x in range(n_act):
-                j = active[x]
-                uu = u[j]
-                vv = v[j]
-                eb = eff_bias[j]
-                for kk in range(k, steps):
-                    if eb <= 0:
-                        # with no input and bias <= 0: v <= max(v,0) + max(u,0)*fu/(du+1)
-                        up = uu if uu > 0 else 0
-                        vp = vv if vv > 0 else 0
-                        if vp * du1 + up * fu <= vth * du1:
+                        # no input: |u| only shrinks, no wrap possible
+                        nf = 0
+                        for x in range(n_act):
+                            uu = trunc_decay(u[x], fu)
+                            u[x] = uu
+                            vv = clip24(trunc_decay(v[x], fv) + uu + eb[x])
+                            v[x] = vv
+                            nf += vv > thr[x]
+                    # (fired neurons stay in their slot with an unreachable
+                    # threshold until enough of them pile up to compact)
+                    if nf > 0:
+                        for x in range(n_act):
+                            if v[x] > thr[x]:
+                                out[b, idx[x]] = k
+                                thr[x] = NEVER
+                        n_dead += nf
+                        if n_dead == n_act:
                             break
-                    uu = trunc_decay(uu, fu)
-                    vv = trunc_decay(vv, fv) + uu + eb
-                    if vv > 8388607:
-                        vv = 8388607
-                    elif vv < -8388607:
-                        vv = -8388607
-                    if vv > vth:
-                        out[b, j] = kk
-                        break
+                    prune = k >= last and (k - last) % prune_every == 0
+                    if prune or 4 * n_dead > n_act:
+                        # drop neurons that fired (one spike per trial) and, once
+                        # all input is in, those that provably cannot fire: with
+                        # no input and bias <= 0, v stays <= max(v,0) + max(u,0)*fu/(du+1)
+                        y = 0
+                        for x in range(n_act):
+                            if thr[x] == NEVER:
+                                continue
+                            vv = v[x]
+                            uu = u[x]
+                            if prune and eb[x] <= 0:
+                                up = uu if uu > 0 else 0
+                                vp = vv if vv > 0 else 0
+                                if vp * du1 + up * fu <= vth * du1:
+                                    continue
+                            idx[y] = idx[x]
+                            u[y] = uu
+                            v[y] = vv
+                            eb[y] = eb[x]
+                            thr[y] = vth
+                            y += 1
+                        n_act = y
+                        n_dead = 0
+                        if n_act == 0:
+                            break
 
     _numba_layer = layer_kernel
     return layer_kernel
@@ -351,13 +384,16 @@ def _layer_numba(layer: CoreLayer, in_steps: np.ndarray, steps: int) -> np.ndarr
     in_steps = np.ascontiguousarray(in_steps, dtype=np.int64)
     out = np.empty((in_steps.shape[0], layer.n_out), np.int64)
     valid = layer.bias_steps[(layer.bias_steps >= 0) & (layer.bias_steps < steps)]
-    bias_last = int(valid.max()) if valid.size else -1
-    if layer.effective_bias.max(initial=0) > 0:
-        bias_last = steps  # a positive constant bias is input until the end
+    bias_step = np.zeros(steps, np.bool_)
+    bias_step[valid] = True
+    last_input = int(valid.max()) if valid.size else -1
+    eff_bias = layer.effective_bias.astype(np.int64)
+    if eff_bias.max(initial=0) > 0:
+        last_input = steps  # a positive constant bias is input until the end
     kernel(
-        in_steps, layer.weight.astype(np.int64), layer.weight_exp, layer.bias_input(steps), bias_last,
-        layer.effective_bias.astype(np.int64), DECAY_UNITY - (layer.du + 1), DECAY_UNITY - layer.dv,
-        layer.du + 1, layer.vth << VTH_SHIFT, steps, out,
+        in_steps, layer.weight.astype(np.int64), layer.weight_exp, layer.bias_input(steps), bias_step,
+        last_input, eff_bias, bool(eff_bias.any()), DECAY_UNITY - (layer.du + 1), DECAY_UNITY - layer.dv,
+        layer.du + 1, layer.vth << VTH_SHIFT, steps, 4, out,
     )
     return out
 
