@@ -197,6 +197,9 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
         if cfg is None:
             raise SessionError("no configuration given")
         cfg.validate()
+        from backends import backend_class, parse_target
+
+        backend_class(parse_target(cfg.target).scheme)  # an unknown target fails before anything is written
         sd.create(cfg)
     template = Network.load(sd.init_net)
     dtype = torch.float64

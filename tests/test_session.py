@@ -121,3 +121,8 @@ def test_bad_session_inputs(tmp_path, init_net):
     with pytest.raises(NetworkFileError):
         run_session(tmp_path / "b", small_cfg(bad), progress=False)
     assert not (tmp_path / "b" / "config.json").exists()
+    from hwloop.errors import TargetError
+
+    with pytest.raises(TargetError, match="unknown target"):
+        run_session(tmp_path / "c", small_cfg(init_net, target="nope"), progress=False)
+    assert not (tmp_path / "c").exists()
