@@ -183,7 +183,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
 
     from .data import load_dataset
     from .data.decoding import classification_report
-    from .evaluation import spike_statistics
+    from .evaluation import run_batches, spike_statistics
     from .inloop import measured_forward, network_with, spsa_gradient
     from .models import network_forward
     from .training import revive_silent, ttfs_loss
@@ -258,10 +258,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
 
     def evaluate(backend) -> dict:
         backend.load(network_with(template, weights))
-        outs = []
-        for b in range(0, len(t_val), 1000):
-            outs.append(backend.run(t_val[b:b + 1000]).times)
-        times = [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
+        times, _, _ = run_batches(backend, t_val)
         res = {"val_accuracy": classification_report(times[-1], y_val)["accuracy"],
                "val_silent": [s["silent_fraction"] for s in spike_statistics(times)["layers"]]}
         if cfg.compare_software:

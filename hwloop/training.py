@@ -159,18 +159,11 @@ def default_config(model: str, dataset: str, **overrides) -> TrainConfig:
         cfg.weight_std = (0.3, 0.5)
         cfg.input_jitter = 0.2
         cfg.max_missing = (0.95, 0.5)
-    if model == "qif":
-        from .models import get_model as _gm
-
-        qif = _gm("qif")
-        if hasattr(qif, "default_train_overrides"):
-            for k, v in qif.default_train_overrides(dataset).items():
-                setattr(cfg, k, v)
-    if model == "nlif":
-        nlif = get_model("nlif")
-        if hasattr(nlif, "default_train_overrides"):
-            for k, v in nlif.default_train_overrides(dataset).items():
-                setattr(cfg, k, v)
+    # a model may carry its own defaults (QIF does: trial length, loss, init)
+    model_defaults = getattr(get_model(model), "default_train_overrides", None)
+    if model_defaults is not None:
+        for k, v in model_defaults(dataset).items():
+            setattr(cfg, k, v)
     for k, v in overrides.items():
         if v is None:
             continue
