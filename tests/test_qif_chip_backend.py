@@ -79,13 +79,46 @@ def test_ideal_chip_reproduces_the_qif_model(ideal, seed, sizes):
 
 
 def test_dac_quantisation_is_6_bit_and_reported(ideal):
+    """Default policy: the range with the least squared error, clipping included."""
     net = random_net(3)
     prog = ideal.load(net)
     for l, e, c in zip(net.layers, prog.effective.layers, prog.config.layers):
         assert np.abs(c.codes).max() <= 31
         fs = 0.125 * 2**c.w_range
-        assert fs >= np.abs(l.weight).max() > fs / 2  # smallest range that fits
-        assert np.abs(e.weight - l.weight).max() <= fs / 31 / 2 + 1e-12
+
+        def err(k):
+            f = 0.125 * 2**k
+            return np.sum((np.clip(np.round(l.weight / f * 31), -31, 31) / 31 * f - l.weight) ** 2)
+
+        assert err(c.w_range) <= min(err(k) for k in range(8)) + 1e-12
+        np.testing.assert_allclose(e.weight, c.codes / 31 * fs)
+        inside = np.abs(l.weight) <= fs
+        assert np.abs(e.weight - l.weight)[inside].max() <= fs / 31 / 2 + 1e-12
+
+
+def test_dac_policies_cover_and_mse(ideal):
+    from backends.qif.compiler import compile_network
+
+    info = ideal.client.info
+    net = random_net(3)
+    cover = compile_network(net, info, dac="cover")
+    for l, c in zip(net.layers, cover.config.layers):
+        fs = 0.125 * 2**c.w_range
+        assert fs >= np.abs(l.weight).max() > fs / 2  # smallest range that fits: nothing clips
+    # one weight just above a power of two: "cover" halves the resolution of
+    # every weight, "mse" keeps the finer range and clips that one weight
+    w0 = net.layers[0].weight.copy()
+    w0 *= 3.9 / np.abs(w0).max()
+    w0.flat[0] = 4.01
+    odd = dataclasses.replace(net, layers=(dataclasses.replace(net.layers[0], weight=w0),) + net.layers[1:])
+    assert compile_network(odd, info, dac="cover").config.layers[0].w_range == 6
+    mse = compile_network(odd, info, dac="mse")
+    assert mse.config.layers[0].w_range == 5
+    assert mse.effective.layers[0].weight.flat[0] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="DAC policy"):
+        compile_network(net, info, dac="nearest")
+    with pytest.raises(TargetError, match="dac="):
+        open_target("qif-emu?dac=fast")
 
 
 def test_design_rules_are_checked_before_anything_is_written(ideal):

@@ -39,7 +39,7 @@ from hwloop.errors import TargetError
 from hwloop.network import Network
 
 from .client import ChipClient
-from .compiler import QifProgram, compile_network
+from .compiler import DAC_POLICIES, QifProgram, compile_network
 
 EMU_DEFAULT_BAUD = 921600
 
@@ -58,7 +58,7 @@ class QifSerialBackend(Backend):
     scheme = "qif"
     description = "analog QIF chip on a serial port (qif:///dev/ttyUSB0?baud=...)"
     KNOWN_OPTIONS = {"baud", "timeout", "ack_timeout", "retries", "frame", "recoveries", "scale", "seed",
-                     "connect_timeout"}
+                     "connect_timeout", "dac"}
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
@@ -68,6 +68,9 @@ class QifSerialBackend(Backend):
                               f"known: {', '.join(sorted(self.KNOWN_OPTIONS))}")
         self.baud = _opt(url, "baud", int, self.default_baud())
         self.scale = _opt(url, "scale", float, None)
+        self.dac = _opt(url, "dac", str, "mse")
+        if self.dac not in DAC_POLICIES:
+            raise TargetError(f"target {url.raw!r}: dac={self.dac!r}; choose one of {', '.join(DAC_POLICIES)}")
         self.seed = _opt(url, "seed", int, 0)
         #: runs so far; the noise seed of a run is derived from (seed, run_index), so
         #: setting it back replays a run's temporal noise exactly
@@ -114,7 +117,7 @@ class QifSerialBackend(Backend):
         return self.client.info
 
     def compile(self, net: Network) -> QifProgram:
-        return compile_network(net, self.client.info, scale=self.scale)
+        return compile_network(net, self.client.info, scale=self.scale, dac=self.dac)
 
     def _deploy(self, prog: QifProgram) -> None:
         try:

@@ -8,9 +8,14 @@ Three things happen, all on the host, before a byte goes to the device:
    ``scale`` (chip us per network time unit) maps every time of the network;
    by default the largest that keeps every tau within range and the trial
    within the counter, i.e. the finest TDC resolution the chip allows.
-2. **DAC quantisation.** Each layer picks the smallest weight range whose
-   full scale covers its largest |w|, and every weight becomes a signed code
-   of ``dac_bits`` bits. Bias spike times and the trial length snap to ticks.
+2. **DAC quantisation.** Each layer picks one of the chip's weight ranges
+   and every weight becomes a signed code of ``dac_bits`` bits. Policy
+   ``dac="mse"`` (default) picks the range with the smallest summed squared
+   error, clipping included: a layer whose largest |w| sits just above a
+   power of two keeps the finer range and clips a few weights, instead of
+   halving the resolution of all of them. ``dac="cover"`` picks the smallest
+   range whose full scale covers the largest |w| (nothing clips). Bias spike
+   times and the trial length snap to ticks.
 3. **Design-rule checks**, each raising `DesignRuleError(rule, layer, limit,
    detail)`: neuron model, layer count, input count, fan-in, bias lines,
    neuron count, weight range, tau range, I0 range, trial length.
@@ -80,7 +85,31 @@ class QifProgram:
         return out
 
 
-def compile_network(net: Network, info: ChipInfo, scale: float | None = None) -> QifProgram:
+DAC_POLICIES = ("mse", "cover")
+
+
+def choose_range(w: np.ndarray, info: ChipInfo, policy: str = "mse") -> int:
+    """Weight range index k (full scale ``w_fs_min * 2**k``) for one layer."""
+    max_code = (1 << (info.dac_bits - 1)) - 1
+    wmax = float(np.abs(w).max()) if w.size else 0.0
+    cover = 0
+    while cover < info.n_ranges - 1 and info.w_fs_min * 2.0**cover < wmax:
+        cover += 1
+    if policy == "cover":
+        return cover
+    if policy != "mse":
+        raise ValueError(f"unknown DAC policy {policy!r}; choose one of {', '.join(DAC_POLICIES)}")
+    best, best_err = cover, math.inf
+    for k in range(cover + 1):  # a range above `cover` only loses resolution
+        fs = info.w_fs_min * 2.0**k
+        q = np.clip(np.round(w / fs * max_code), -max_code, max_code) / max_code * fs
+        err = float(np.sum((q - w) ** 2))
+        if err < best_err * (1 - 1e-12):
+            best, best_err = k, err
+    return best
+
+
+def compile_network(net: Network, info: ChipInfo, scale: float | None = None, dac: str = "mse") -> QifProgram:
     lsb = float(f"{info.tdc_lsb_us:.7g}")  # undo the float32 of the wire
     max_code = (1 << (info.dac_bits - 1)) - 1
     n_layers = len(net.layers)
@@ -128,12 +157,11 @@ def compile_network(net: Network, info: ChipInfo, scale: float | None = None) ->
     layers, eff_layers = [], []
     for i, layer in enumerate(net.layers):
         wmax = float(np.abs(layer.weight).max())
-        k = 0
-        while k < info.n_ranges - 1 and info.w_fs_min * 2.0**k < wmax:
-            k += 1
+        fs_top = info.w_fs_min * 2.0 ** (info.n_ranges - 1)
+        if wmax > fs_top * (1 + 1e-9):
+            raise DesignRuleError("weight-range", i, f"|w| <= {fs_top:g}", f"largest |w| is {wmax:.4g}")
+        k = choose_range(layer.weight, info, dac)
         fs = info.w_fs_min * 2.0**k
-        if wmax > fs * (1 + 1e-9):
-            raise DesignRuleError("weight-range", i, f"|w| <= {fs:g}", f"largest |w| is {wmax:.4g}")
         codes = np.clip(np.round(layer.weight / fs * max_code), -max_code, max_code).astype(np.int8)
         bias_ticks = tuple(int(round(t / tick)) for t in layer.bias_times)
         if any(b > MAX_TICK for b in bias_ticks):
