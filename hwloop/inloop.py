@@ -13,6 +13,7 @@ model: simultaneous-perturbation estimates from measured losses only.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -46,9 +47,13 @@ def measured_forward(backend, template: Network, weights: Sequence[torch.Tensor]
     """
     if grad_at not in ("measured", "model"):
         raise ValueError(f"grad_at must be 'measured' or 'model', got {grad_at!r}")
+    deploy_s = 0.0
     if redeploy:
+        t0 = time.perf_counter()
         backend.load(network_with(template, weights))
+        deploy_s = time.perf_counter() - t0
     m = backend.run(t_features.detach().cpu().numpy())
+    m.info["deploy_s"] = deploy_s
     dtype = weights[0].dtype
     measured = [torch.as_tensor(t, dtype=dtype) for t in m.times]
     measured = with_pseudospikes(template.layers, weights, t_features, measured, template.t_max)

@@ -76,6 +76,10 @@ class LoopConfig:
     max_missing: tuple[float, ...] = (0.3, 0.0)
     bump: float = 0.005
     compare_software: bool = True  # also evaluate the current weights on the float model
+    # exponential moving average of the weights (Polyak averaging), 0 = off;
+    # when on, evaluation, best.hwnet and the final network use the average,
+    # which smooths the step-to-step jitter that measurement noise adds
+    ema: float = 0.0
 
     def validate(self) -> None:
         if self.grad_at not in ("measured", "model"):
@@ -86,6 +90,8 @@ class LoopConfig:
             raise SessionError("epochs, batch_size and checkpoint_every must be >= 1")
         if not self.lr > 0:
             raise SessionError("lr must be > 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise SessionError(f"ema must be in [0, 1), got {self.ema}")
         if self.init is None:
             raise SessionError("a session needs --init NET (a network to start from)")
 
@@ -223,6 +229,11 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
     t_val = template.encoding.encode(x_val)
 
     weights = [torch.tensor(w, dtype=dtype).requires_grad_(True) for w in template.weights()]
+    averaged = [w.detach().clone() for w in weights]  # the EMA (used when cfg.ema > 0)
+
+    def deployed():
+        """The weights that are evaluated and saved as the session's result."""
+        return averaged if cfg.ema > 0 else weights
     opt = torch.optim.Adam(weights, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_gamma)
     n = len(t_tr)
@@ -238,6 +249,8 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         step, best_acc = int(ck["step"]), float(ck["best_acc"])
+        if "averaged" in ck:
+            averaged = [a.clone() for a in ck["averaged"]]
         sd.truncate_log(step)
     elif resume:
         sd.truncate_log(0)
@@ -257,19 +270,22 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
         return float(ttfs_loss_(times[-1], yb))
 
     def evaluate(backend) -> dict:
-        backend.load(network_with(template, weights))
+        t0 = time.perf_counter()
+        backend.load(network_with(template, deployed()))
         times, _, _ = run_batches(backend, t_val)
         res = {"val_accuracy": classification_report(times[-1], y_val)["accuracy"],
                "val_silent": [s["silent_fraction"] for s in spike_statistics(times)["layers"]]}
         if cfg.compare_software:
             with torch.no_grad():
-                sw = network_forward(template.layers, weights, torch.as_tensor(t_val, dtype=dtype), t_max)
+                sw = network_forward(template.layers, deployed(), torch.as_tensor(t_val, dtype=dtype), t_max)
             res["software_val_accuracy"] = classification_report(sw[-1].numpy(), y_val)["accuracy"]
+        res["seconds"] = time.perf_counter() - t0
         return res
 
     def save_checkpoint() -> None:
         atomic_torch_save({"step": step, "best_acc": best_acc,
                            "weights": [w.detach().clone() for w in weights],
+                           "averaged": [a.clone() for a in averaged],
                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, sd.checkpoint)
         network_with(template, weights).save(sd.latest)
 
@@ -286,7 +302,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             ev = evaluate(backend)
             sd.append_log({"step": 0, "epoch": 0, "kind": "eval", **ev})
             best_acc = ev["val_accuracy"]
-            network_with(template, weights).save(sd.best)
+            network_with(template, deployed()).save(sd.best)
             save_checkpoint()
         while step < total_steps:
             epoch, k = divmod(step, steps_per_epoch)
@@ -329,6 +345,10 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                 bumped = []
                 out = m.times[-1]
                 silent = [float(np.mean(~np.isfinite(t))) for t in m.times]
+            if cfg.ema > 0:
+                with torch.no_grad():
+                    for a, w in zip(averaged, weights):
+                        a.mul_(cfg.ema).add_(w.detach(), alpha=1.0 - cfg.ema)
             step += 1
             if step % steps_per_epoch == 0:
                 sched.step()
@@ -336,6 +356,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             row = {"step": step, "epoch": epoch + 1, "kind": "train", "loss": loss_v, "batch_accuracy": acc,
                    "silent": silent, "bumped": bumped, "target_runs": runs, "samples": int(len(idx)),
                    "target_seconds": target_s, "host_seconds": time.perf_counter() - t0 - target_s,
+                   "io_seconds": m.host_time_s, "deploy_seconds": float(m.info.get("deploy_s", 0.0)),
                    "lr": opt.param_groups[0]["lr"]}
             sd.append_log(row)
             if crash_after_step is not None and step == crash_after_step:
@@ -346,7 +367,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                 sd.append_log({"step": step, "epoch": epoch + 1, "kind": "eval", **ev})
                 if ev["val_accuracy"] > best_acc:
                     best_acc = ev["val_accuracy"]
-                    network_with(template, weights).save(sd.best)
+                    network_with(template, deployed()).save(sd.best)
                 if bar is not None:
                     bar.set_postfix(val=f"{ev['val_accuracy']:.3f}", best=f"{best_acc:.3f}")
             if step % cfg.checkpoint_every == 0 or step == total_steps or stop["flag"]:
@@ -368,7 +389,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             signal.signal(signal.SIGINT, old_handler)
     if bar is not None:
         bar.close()
-    final = network_with(template, weights)
+    final = network_with(template, deployed())
     final.save(sd.latest)
     summary = {"steps": step, "best_val_accuracy": best_acc, "seconds": time.perf_counter() - t_session,
                "finished": now_iso()}

@@ -109,6 +109,33 @@ def test_crash_and_resume_gives_identical_weights(init_net, tmp_path, gradient):
     assert steps == list(range(1, 9))  # every step logged exactly once
 
 
+def test_weight_averaging(init_net, tmp_path):
+    """--ema: the saved networks are the running average of the weights
+    (checked against the recurrence from the init and the raw weights), and
+    a crash + resume still ends bit-identical."""
+    ema = 0.6
+    run_session(tmp_path / "one", small_cfg(init_net, epochs=1, train_limit=50, ema=ema), progress=False)
+    ck = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
+    init = Network.load(init_net).weights()
+    for w0, w1, got in zip(init, ck["weights"], Network.load(tmp_path / "one" / "network.hwnet").weights()):
+        np.testing.assert_allclose(got, ema * w0 + (1 - ema) * w1.numpy(), rtol=0, atol=1e-12)
+        assert np.abs(w1.numpy() - w0).max() > 0  # the step did move the raw weights
+    row = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()][1]
+    assert row["io_seconds"] >= 0 and row["deploy_seconds"] > 0
+
+    run_session(tmp_path / "ref", small_cfg(init_net, ema=ema), progress=False)
+    cmd = [sys.executable, "-m", "hwloop", "loop", "--dir", str(tmp_path / "crash"), "--target", "software",
+           "--dataset", "yinyang", "--init", str(init_net), "--epochs", "2", "--batch-size", "50",
+           "--train-limit", "200", "--eval-limit", "100", "--lr", "0.002", "--seed", "7", "--ema", str(ema),
+           "--quiet", "--crash-after-step", "5"]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 3
+    run_session(tmp_path / "crash", resume=True, progress=False)
+    for a, b in zip(_final_weights(tmp_path / "ref"), _final_weights(tmp_path / "crash")):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(SessionError, match="ema"):
+        run_session(tmp_path / "bad", small_cfg(init_net, ema=1.0), progress=False)
+
+
 def test_bad_session_inputs(tmp_path, init_net):
     with pytest.raises(SessionError, match="init"):
         run_session(tmp_path / "a", LoopConfig(), progress=False)

@@ -22,6 +22,9 @@ def register(sub):
     p.add_argument("--grad-at", choices=["measured", "model"], default=None,
                    help="evaluate the model gradient at the measured output times (default) or at the "
                         "model's times for the measured inputs (robust on coarse time grids)")
+    p.add_argument("--ema", type=float, default=None,
+                   help="average the weights over steps with this decay (e.g. 0.98); evaluation and "
+                        "best.hwnet use the average (default 0: off)")
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -40,7 +43,7 @@ def run(args) -> dict:
     from ..session import LoopConfig, SessionError, run_session
 
     if args.resume:
-        given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at")
+        given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema")
                  if getattr(args, k) is not None]
         if given:
             raise SessionError(f"--resume takes its configuration from the session; drop {', '.join(given)}")
@@ -48,7 +51,7 @@ def run(args) -> dict:
                            crash_after_step=args.crash_after_step)
     cfg = LoopConfig()
     for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed", "gradient",
-                "spsa_pairs", "grad_at", "train_limit", "eval_limit"):
+                "spsa_pairs", "grad_at", "train_limit", "eval_limit", "ema"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
