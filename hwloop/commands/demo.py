@@ -38,7 +38,7 @@ def run(args) -> dict:
     before = evaluate_network(net, "yinyang", "test", args.target)["accuracy"]
     print(f"deployed as is on {args.target}: {before:.4f}")
     cfg = LoopConfig(target=args.target, dataset="yinyang", init=str(init), epochs=args.epochs, batch_size=50,
-                     lr=0.002, lr_gamma=0.6, seed=args.seed, eval_limit=500,
+                     lr=0.002, lr_gamma=0.6, seed=args.seed, eval_limit=500, ema=0.95,
                      train_limit=args.train_limit)
     print(f"training in the loop for {args.epochs} epochs (session {directory}) ...")
     res = run_session(directory, cfg, progress=True)
