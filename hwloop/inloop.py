@@ -118,3 +118,38 @@ def spsa_gradient(loss_of: Callable[[list[torch.Tensor]], float], weights: Seque
         for g, d in zip(grads, deltas):
             g += scale * d
     return grads, 2 * pairs
+
+
+def worst_case_output(template: Network, weights: Sequence[torch.Tensor], t_features: torch.Tensor,
+                      times: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Output times for the loss: per sample and output, the *worse* of the
+    measured time and the model's time for the measured inputs -- the later
+    of the two for the label output, the earlier for every other output.
+
+    Why (measured on `bitexact`, docs/in-the-loop.md): on a time grid with
+    8-bit weights, the accuracy lost on the target is not small timing
+    errors but outputs whose first crossing the target and the model
+    disagree about (typically a large, fast race of excitatory and
+    inhibitory inputs), firing 20-40 steps apart. Which way such an output
+    goes flips with a one-LSB weight change, so with the measured loss the
+    validation accuracy on the target jumps between two levels (~0.90 and
+    ~0.95) from one step to the next. The measured loss cannot see a
+    non-label output that the model fires early but the target happened to
+    miss; the worst case of the two does, and its gradient (the model's, at
+    the model's own crossing) pushes that membrane clear of the threshold,
+    so that target and model agree, and the jumps stop.
+
+    ``times`` are `measured_forward`'s outputs; the model's output layer is
+    re-evaluated on the measured times of the layer before it (the network
+    inputs for a one-layer network), so gradients flow into every layer.
+    Silent is ``inf`` in both (the loss maps it to the trial end)."""
+    from .models.base import SpikeLayerFn, with_bias
+
+    layer, w = template.layers[-1], weights[-1]
+    t_src = with_bias(times[-2] if len(times) > 1 else t_features, layer.bias_times)
+    t_model = SpikeLayerFn.apply(t_src, w, get_model(layer.neuron.model), layer.neuron, float(template.t_max))
+    t_meas = times[-1]
+    is_label = torch.zeros_like(t_meas, dtype=torch.bool)
+    is_label[torch.arange(len(labels)), labels] = True
+    use_model = torch.where(is_label, t_model > t_meas, t_model < t_meas)
+    return torch.where(use_model, t_model, t_meas)

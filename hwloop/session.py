@@ -60,6 +60,9 @@ class LoopConfig:
     seed: int = 0
     gradient: str = "model"  # "model": exact gradient at measured times; "spsa": model-free
     grad_at: str = "measured"  # model gradient evaluated at the "measured" or the "model" output times
+    # output times the loss sees: "measured", or "worst" of measured and the
+    # model's for the measured inputs (label: the later, others: the earlier)
+    loss_times: str = "measured"
     spsa_pairs: int = 4
     spsa_sigma: float = 0.02
     train_limit: int | None = None  # use only the first N training samples
@@ -84,6 +87,8 @@ class LoopConfig:
     def validate(self) -> None:
         if self.grad_at not in ("measured", "model"):
             raise SessionError(f"grad_at must be 'measured' or 'model', got {self.grad_at!r}")
+        if self.loss_times not in ("measured", "worst"):
+            raise SessionError(f"loss_times must be 'measured' or 'worst', got {self.loss_times!r}")
         if self.gradient not in ("model", "spsa"):
             raise SessionError(f"gradient must be 'model' or 'spsa', got {self.gradient!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -190,7 +195,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
     from .data import load_dataset
     from .data.decoding import classification_report
     from .evaluation import run_batches, spike_statistics
-    from .inloop import measured_forward, network_with, spsa_gradient
+    from .inloop import measured_forward, network_with, spsa_gradient, worst_case_output
     from .models import network_forward
     from .training import revive_silent, ttfs_loss
 
@@ -315,7 +320,10 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             if cfg.gradient == "model":
                 times, m = measured_forward(backend, template, weights, xb, grad_at=cfg.grad_at)
                 target_s = m.target_time_s
-                loss = ttfs_loss_(times[-1], yb)
+                t_loss = times[-1]
+                if cfg.loss_times == "worst":
+                    t_loss = worst_case_output(template, weights, xb, times, yb)
+                loss = ttfs_loss_(t_loss, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.max_grad_norm > 0:

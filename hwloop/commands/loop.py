@@ -22,6 +22,13 @@ def register(sub):
     p.add_argument("--grad-at", choices=["measured", "model"], default=None,
                    help="evaluate the model gradient at the measured output times (default) or at the "
                         "model's times for the measured inputs (robust on coarse time grids)")
+    p.add_argument("--loss-times", choices=["measured", "worst"], default=None,
+                   help="output times the loss sees: the measured ones (default), or per output the worse of "
+                        "measured and the model's for the measured inputs (the later for the label, the "
+                        "earlier for the others; steadies training on a time grid, docs/in-the-loop.md)")
+    p.add_argument("--max-missing", default=None, metavar="F[,F...]",
+                   help="LIF weight bumping: per layer, the fraction of a batch a neuron may miss before its "
+                        "inputs are raised (last value repeats; default 0.3,0.0; 1 turns it off for a layer)")
     p.add_argument("--ema", type=float, default=None,
                    help="average the weights over steps with this decay (e.g. 0.98); evaluation and "
                         "best.hwnet use the average (default 0: off)")
@@ -43,7 +50,8 @@ def run(args) -> dict:
     from ..session import LoopConfig, SessionError, run_session
 
     if args.resume:
-        given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema")
+        given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema",
+                             "loss_times", "max_missing")
                  if getattr(args, k) is not None]
         if given:
             raise SessionError(f"--resume takes its configuration from the session; drop {', '.join(given)}")
@@ -51,13 +59,27 @@ def run(args) -> dict:
                            crash_after_step=args.crash_after_step)
     cfg = LoopConfig()
     for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed", "gradient",
-                "spsa_pairs", "grad_at", "train_limit", "eval_limit", "ema"):
+                "spsa_pairs", "grad_at", "loss_times", "train_limit", "eval_limit", "ema"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
+    if args.max_missing is not None:
+        cfg.max_missing = _fractions(args.max_missing)
     directory = args.dir or f"runs/loop-{cfg.target.split('?')[0].replace('/', '_').replace(':', '')}"
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
         print(f"session {res['session']}: best validation accuracy on {cfg.target} "
               f"{res.get('best_val_accuracy', float('nan')):.4f}")
     return res
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    from ..session import SessionError
+
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise SessionError(f"--max-missing: expected comma-separated fractions, got {text!r}") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise SessionError(f"--max-missing: fractions must lie in [0, 1], got {text!r}")
+    return values
