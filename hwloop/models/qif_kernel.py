@@ -50,11 +50,18 @@ _ENGINES = ("auto", "numba", "torch")
 #: the count is fixed (not the thread count) so results are reproducible
 _BWD_CHUNKS = 8
 _FWD_CHUNKS = 64
-#: renormalise the rotating-frame state this often (pure overflow guard)
+#: renormalise the rotating-frame state this often (pure overflow guard);
+#: the backward checks more often, its rescaling must stay far from overflow
 _RENORM_EVERY = 16
+_RESCALE_EVERY = 4
 
-_kernels = None
 _import_error: str | None = None
+
+try:  # numba is a dependency; without it QIF runs on its torch path
+    import numba as nb
+except ImportError as exc:  # pragma: no cover
+    nb = None
+    _import_error = str(exc)
 
 
 def _engine(engine: str | None) -> str:
@@ -66,8 +73,8 @@ def _engine(engine: str | None) -> str:
 
 
 def available() -> bool:
-    """Whether numba imports and the kernels compile on this machine."""
-    return _build() is not None
+    """Whether numba imports on this machine."""
+    return nb is not None
 
 
 def use_kernel(engine: str | None, *tensors: torch.Tensor) -> bool:
@@ -89,39 +96,89 @@ def use_kernel(engine: str | None, *tensors: torch.Tensor) -> bool:
     return fits and available()
 
 
-def _build():
-    """Compile the kernels on first use (cached on disk by numba)."""
-    global _kernels, _import_error
-    if _kernels is not None or _import_error is not None:
-        return _kernels
-    try:
-        import numba as nb
-    except ImportError as exc:  # pragma: no cover - numba is a dependency
-        _import_error = str(exc)
-        return None
+# The kernels are module-level functions so that numba's on-disk cache finds
+# them again in the next process (one compilation per dtype, ever). fastmath
+# only allows reassociation and contraction (vectorised sums); no flag that
+# assumes finite values, since inf marks silence.
+_FASTMATH = {"reassoc", "contract"}
 
-    @nb.njit(cache=True, inline="always")
-    def schedule(t, b, T, merge, keys, ids, gstart, gtime):
+if nb is not None:
+    @nb.njit(cache=True)
+    def _sort_events(keys, ids, m, tk, ti, bk, cnt):
+        """Stable sort of keys[:m] (ids alongside). A bucket sort (one bucket
+        per event over [min, max], then insertion sort, which only has to fix
+        order inside buckets) is near-linear for spread-out times; crowded
+        buckets fall back to a merge sort."""
+        lo = keys[0]
+        hi = keys[0]
+        for x in range(1, m):
+            k = keys[x]
+            if k < lo:
+                lo = k
+            if k > hi:
+                hi = k
+        span = float(hi) - float(lo)
+        crowded = not (span > 0.0 and span < np.inf)
+        if not crowded:
+            scale = m / span
+            for x in range(m + 1):
+                cnt[x] = 0
+            for x in range(m):
+                bi = int((float(keys[x]) - float(lo)) * scale)
+                if bi >= m:
+                    bi = m - 1
+                bk[x] = bi
+                cnt[bi + 1] += 1
+            for x in range(m):
+                if cnt[x + 1] > 32:
+                    crowded = True
+                cnt[x + 1] += cnt[x]
+        if crowded:
+            p = np.argsort(keys[:m], kind="mergesort")
+            for x in range(m):
+                tk[x] = keys[p[x]]
+                ti[x] = ids[p[x]]
+        else:
+            for x in range(m):
+                q = cnt[bk[x]]
+                tk[q] = keys[x]
+                ti[q] = ids[x]
+                cnt[bk[x]] = q + 1
+            for x in range(1, m):
+                k = tk[x]
+                i = ti[x]
+                y = x - 1
+                while y >= 0 and tk[y] > k:
+                    tk[y + 1] = tk[y]
+                    ti[y + 1] = ti[y]
+                    y -= 1
+                tk[y + 1] = k
+                ti[y + 1] = i
+        for x in range(m):
+            keys[x] = tk[x]
+            ids[x] = ti[x]
+
+    @nb.njit(cache=True)
+    def _schedule(t, b, T, merge, fw, iw):
         """Sorted delivered inputs (t <= T) of sample b as groups of jumps:
-        group g is inputs ids[gstart[g]:gstart[g+1]] at time gtime[g].
-        Returns the number of groups."""
+        group g is inputs ids[gstart[g]:gstart[g+1]] at time gtime[g], with
+        ids = iw[0], gstart = iw[1], gtime = fw[1] (fw, iw: scratch rows).
+        Ties are one group when ``merge``. Returns the number of groups."""
         S = t.shape[1]
+        keys, gtime, tk = fw[0], fw[1], fw[2]
+        ids, gstart, ti, bk, cnt = iw[0], iw[1], iw[2], iw[3], iw[4]
         m = 0
         ordered = True
         for i in range(S):
-            ti = t[b, i]
-            if ti <= T:  # False for nan
-                if m > 0 and ti < keys[m - 1]:
+            x = t[b, i]
+            if x <= T:  # False for nan
+                if m > 0 and x < keys[m - 1]:
                     ordered = False
-                keys[m] = ti
+                keys[m] = x
                 ids[m] = i
                 m += 1
         if not ordered:
-            p = np.argsort(keys[:m], kind="mergesort")  # stable: ties in index order
-            k2 = keys[:m][p]
-            i2 = ids[:m][p]
-            keys[:m] = k2
-            ids[:m] = i2
+            _sort_events(keys, ids, m, tk, ti, bk, cnt)
         G = 0
         for x in range(m):
             if x == 0 or not merge or keys[x] != keys[x - 1]:
@@ -132,7 +189,7 @@ def _build():
         return G
 
     @nb.njit(cache=True, inline="always")
-    def jump(u, ids, x0, x1, buf):
+    def _jump(u, ids, x0, x1, buf):
         """Jump vector (w / r summed over the group) of inputs ids[x0:x1]."""
         if x1 - x0 == 1:
             return u[ids[x0]]
@@ -144,11 +201,10 @@ def _build():
         return buf
 
     @nb.njit(cache=True, inline="always")
-    def pseudo_input(t, b, u, T, period, one, iu):
+    def _pseudo_input(t, b, u, T, period, one, iu):
         """iu[j] = Σ_i ρ(t_i) u_ij over the late inputs T < t_i < T + Θ
-        (section 3, in units of w / r). Returns whether any input is late."""
+        (section 3, in units of w / r)."""
         iu[:] = 0
-        late = False
         for i in range(t.shape[1]):
             ti = t[b, i]
             if ti > T and ti < T + period:
@@ -156,12 +212,10 @@ def _build():
                 row = u[i]
                 for j in range(iu.shape[0]):
                     iu[j] += rho * row[j]
-                late = True
-        return late
 
-    @nb.njit(cache=True, parallel=True, nogil=True)
-    def forward(t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
-        """Times of one layer (section 2/3) into out (B, n).
+    @nb.njit(cache=True, parallel=True, nogil=True, fastmath=_FASTMATH)
+    def _forward_kernel(t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
+        """Times of one layer (sections 2, 3) into out (B, n).
 
         freeze=True: first-spike dynamics; out = spike time, inf (extended
         False) or pseudospike (extended True) for silent neurons.
@@ -173,17 +227,16 @@ def _build():
         one = T / T
         zero = T - T
         for ch in nb.prange(nchunks):
-            keys = np.empty_like(t[0])
-            ids = np.empty(S, np.int64)
-            gstart = np.empty(S + 1, np.int64)
-            gtime = np.empty_like(t[0])
+            fw = np.empty((3, S), dtype=t.dtype)
+            iw = np.empty((5, S + 1), dtype=np.int64)
             zx = np.empty_like(u[0])
             zy = np.empty_like(u[0])
             alive = np.empty_like(u[0])
             buf = np.empty_like(u[0])
             iu = np.empty_like(u[0])
             for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
-                G = schedule(t, b, T, merge, keys, ids, gstart, gtime)
+                G = _schedule(t, b, T, merge, fw, iw)
+                ids, gstart, gtime = iw[0], iw[1], fw[1]
                 o = out[b]
                 for j in range(n):
                     zx[j] = ca0
@@ -210,7 +263,7 @@ def _build():
                                 alive[j] = zero
                                 died += 1
                     else:
-                        U = jump(u, ids, gstart[g], gstart[g + 1], buf)
+                        U = _jump(u, ids, gstart[g], gstart[g + 1], buf)
                         for j in range(n):
                             d = zx[j] * sn + zy[j] * c  # (scaled) sin α just before the event
                             a = alive[j]
@@ -225,7 +278,7 @@ def _build():
                     if died:
                         n_alive -= died
                         if freeze:
-                            # the state of a neuron that died here is its state after event pt
+                            # a neuron that died here still holds its state after event pt
                             for j in range(n):
                                 if alive[j] == zero and o[j] == np.inf:
                                     x = pc * zx[j] - ps * zy[j]
@@ -238,13 +291,11 @@ def _build():
                             nr = np.sqrt(zx[j] * zx[j] + zy[j] * zy[j])
                             zx[j] /= nr
                             zy[j] /= nr
-                if freeze and not extended:
-                    continue
-                if freeze and n_alive == 0:
+                if freeze and (not extended or n_alive == 0):
                     continue
                 # pseudospikes: state at T (pc, ps are cos/sin of ωT here), one
                 # pulse Σ ρ w, free flow to Θ
-                pseudo_input(t, b, u, T, period, one, iu)
+                _pseudo_input(t, b, u, T, period, one, iu)
                 for j in range(n):
                     if alive[j] > zero:
                         x = pc * zx[j] - ps * zy[j]
@@ -258,74 +309,105 @@ def _build():
                     elif not freeze:
                         o[j] = after
 
-    @nb.njit(cache=True, parallel=True, nogil=True)
-    def backward(t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kmax, g_in, g_parts):
+    @nb.njit(cache=True, parallel=True, nogil=True, fastmath=_FASTMATH)
+    def _backward_kernel(t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
         """Exact vjp (section 4) at the given output times: g_in (B, S) is
-        written, g_parts (chunks, S, n) accumulated per chunk of samples."""
+        written, g_parts (chunks, S, n) accumulated per chunk of samples.
+
+        No reverse sweep and no stored chain: the state z̃ is never normalised
+        (only rescaled by exact powers of two, ``kc``), and the shear of an
+        input has determinant 1, so ∂H/∂φ of event k is |z̃_{k−1}|²/|z̃_k|²
+        and the product over the events after k telescopes:
+        ∂t/∂φ_k = g |z̃_k|²/|z̃_K|². With y_k the (unnormalised) sin α at
+        event k and x'_k the cos α just after it, the contributions become
+        σ kw y_k² (weights) and σ u y_k (u y_k + 2 x'_k) (input times) with one
+        per-neuron factor σ = g / |z̃_K|². Pass 1 finds σ, pass 2 replays the
+        same events and adds the contributions."""
         B, S = t.shape
         n = u.shape[1]
         nchunks = g_parts.shape[0]
         one = T / T
         zero = T - T
+        hi, lo, down, up = kc[0], kc[1], kc[2], kc[3]
         for ch in nb.prange(nchunks):
             gw = g_parts[ch]
-            keys = np.empty_like(t[0])
-            ids = np.empty(S, np.int64)
-            gstart = np.empty(S + 1, np.int64)
-            gtime = np.empty_like(t[0])
+            fw = np.empty((3, S), dtype=t.dtype)
+            iw = np.empty((5, S + 1), dtype=np.int64)
             zx = np.empty_like(u[0])
             zy = np.empty_like(u[0])
             gv = np.empty_like(u[0])
-            gg = np.empty_like(u[0])
+            sig = np.empty_like(u[0])
             pp = np.empty_like(u[0])
-            hw = np.empty_like(u[0])
-            buf = np.empty_like(u[0])
+            p1 = np.empty_like(u[0])
+            p2 = np.empty_like(u[0])
             iu = np.empty_like(u[0])
-            H = np.empty((kmax, n), dtype=u.dtype)
-            A = np.empty((kmax, n), dtype=u.dtype)
-            C = np.empty((kmax, n), dtype=u.dtype)
+            ex = np.empty(n, np.int64)
+            flags = np.empty((S // renorm + 1, n), dtype=np.int8)
+            ustore = np.empty((S // 2 + 1, n), dtype=u.dtype)  # jumps of merged groups, pass 1 -> 2
             for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
                 to = tout[b]
                 active = False
+                t_last = zero  # no event at or after the latest active output time matters
                 for j in range(n):
                     gj = go[b, j]
                     if np.isfinite(to[j]) and np.isfinite(gj) and gj != zero:
                         gv[j] = gj
                         active = True
+                        if to[j] > t_last:
+                            t_last = to[j]
                     else:
                         gv[j] = zero
                 if not active:
                     continue
-                G = schedule(t, b, T, merge, keys, ids, gstart, gtime)
+                G = _schedule(t, b, T, merge, fw, iw)
+                ids, gstart, gtime = iw[0], iw[1], fw[1]
+                # pass 1: the causal chain (inputs with t_i < t_out), recording
+                # the power-of-two rescalings so that pass 2 repeats them exactly
                 for j in range(n):
                     zx[j] = ca0
                     zy[j] = sa0
-                # forward over the causal inputs (t_i < t_out), unit state before
-                # each event, storing ∂H/∂φ = 1/N', y'^2/N' and 2x'y'/N'
+                    ex[j] = 0
+                Gs = 0
+                n_merged = 0
                 for g in range(G):
                     s = gtime[g]
+                    if s >= t_last:
+                        break
+                    Gs = g + 1
                     ang = omega * s
                     c = np.cos(ang)
                     sn = np.sin(ang)
-                    U = jump(u, ids, gstart[g], gstart[g + 1], buf)
-                    Hg, Ag, Cg = H[g], A[g], C[g]
+                    x0 = gstart[g]
+                    x1 = gstart[g + 1]
+                    if x1 - x0 == 1:
+                        U = u[ids[x0]]
+                    else:
+                        U = _jump(u, ids, x0, x1, ustore[n_merged])
+                        n_merged += 1
                     for j in range(n):
                         d = zx[j] * sn + zy[j] * c
                         dc = d if s < to[j] else zero
                         q = U[j] * dc
-                        nx = zx[j] - q * c
-                        ny = zy[j] + q * sn
-                        nn = nx * nx + ny * ny
-                        inv = one / nn
-                        xp = c * nx - sn * ny
-                        Hg[j] = inv
-                        a = dc * inv
-                        Ag[j] = a * dc
-                        Cg[j] = (a + a) * xp
-                        nr = np.sqrt(nn)
-                        zx[j] = nx / nr
-                        zy[j] = ny / nr
-                # ∂t/∂θ at the end: −1 (ordinary spike) or −∂H/∂φ(φ(T), I) (pseudospike)
+                        zx[j] -= q * c
+                        zy[j] += q * sn
+                    if g % renorm == renorm - 1:
+                        fl = flags[g // renorm]
+                        for j in range(n):
+                            nn = zx[j] * zx[j] + zy[j] * zy[j]
+                            f = 0
+                            while nn > hi and f < 100:
+                                zx[j] *= down
+                                zy[j] *= down
+                                nn *= lo
+                                f += 1
+                            while nn < lo and nn > zero and f > -100:
+                                zx[j] *= up
+                                zy[j] *= up
+                                nn *= hi
+                                f -= 1
+                            fl[j] = f
+                            ex[j] += f
+                # σ = g/|z̃_K|² with g = −1 (ordinary) or −∂H/∂φ(φ(T), I) (pseudospike)
                 angT = omega * T
                 cT = np.cos(angT)
                 sT = np.sin(angT)
@@ -334,18 +416,30 @@ def _build():
                     if gv[j] != zero and to[j] > T:
                         any_pseudo = True
                 if any_pseudo:
-                    pseudo_input(t, b, u, T, period, one, iu)
+                    _pseudo_input(t, b, u, T, period, one, iu)
                 for j in range(n):
                     pp[j] = zero
-                    if gv[j] != zero and to[j] > T:
+                    if gv[j] == zero:
+                        sg = zero
+                    elif to[j] > T:
                         xT = cT * zx[j] - sT * zy[j]
                         yT = sT * zx[j] + cT * zy[j]
                         xp = xT - iu[j] * yT
-                        inv = one / (xp * xp + yT * yT)
-                        gg[j] = -gv[j] * inv
-                        pp[j] = -gv[j] * kw * yT * yT * inv  # ∂L/∂I
+                        den = xp * xp + yT * yT
+                        sg = -gv[j] / den
+                        pp[j] = -gv[j] * kw * (yT * yT / den)  # ∂L/∂I
                     else:
-                        gg[j] = -gv[j]
+                        sg = -gv[j] / (zx[j] * zx[j] + zy[j] * zy[j])
+                    e = ex[j]  # back to the scale of the initial state
+                    while e > 0:
+                        sg *= lo
+                        e -= 1
+                    while e < 0:
+                        sg *= hi
+                        e += 1
+                    sig[j] = sg
+                    zx[j] = ca0
+                    zy[j] = sa0
                 if any_pseudo:
                     for i in range(S):
                         ti = t[b, i]
@@ -359,26 +453,68 @@ def _build():
                                     grow[j] += rho * pp[j]
                                     acc += pp[j] * row[j]
                                 g_in[b, i] = -acc / period
-                # reverse through the events
-                for g in range(G - 1, -1, -1):
-                    Hg, Ag, Cg = H[g], A[g], C[g]
-                    for j in range(n):
-                        hw[j] = gg[j] * kw * Ag[j]
-                    for x in range(gstart[g], gstart[g + 1]):
-                        i = ids[x]
+                # pass 2: the same events again, now adding the contributions
+                n_merged = 0
+                for g in range(Gs):
+                    s = gtime[g]
+                    ang = omega * s
+                    c = np.cos(ang)
+                    sn = np.sin(ang)
+                    x0 = gstart[g]
+                    x1 = gstart[g + 1]
+                    if x1 - x0 == 1:  # one input: fully fused
+                        i = ids[x0]
                         row = u[i]
                         grow = gw[i]
                         acc = zero
                         for j in range(n):
-                            grow[j] += hw[j]
-                            ui = row[j]
-                            acc += gg[j] * ui * (ui * Ag[j] + Cg[j])
+                            d = zx[j] * sn + zy[j] * c
+                            dc = d if s < to[j] else zero
+                            q = row[j] * dc
+                            zx[j] -= q * c
+                            zy[j] += q * sn
+                            xp = c * zx[j] - sn * zy[j]
+                            sd = sig[j] * dc
+                            a1 = sd * dc
+                            grow[j] += kw * a1
+                            acc += row[j] * (row[j] * a1 + (sd + sd) * xp)
                         g_in[b, i] = acc
-                    for j in range(n):
-                        gg[j] *= Hg[j]
-
-    _kernels = (forward, backward)
-    return _kernels
+                    else:  # merged inputs: shared per-neuron factors, then each input
+                        U = ustore[n_merged]
+                        n_merged += 1
+                        for j in range(n):
+                            d = zx[j] * sn + zy[j] * c
+                            dc = d if s < to[j] else zero
+                            q = U[j] * dc
+                            zx[j] -= q * c
+                            zy[j] += q * sn
+                            xp = c * zx[j] - sn * zy[j]
+                            sd = sig[j] * dc
+                            p1[j] = sd * dc
+                            p2[j] = (sd + sd) * xp
+                        for x in range(x0, x1):
+                            i = ids[x]
+                            row = u[i]
+                            grow = gw[i]
+                            acc = zero
+                            for j in range(n):
+                                grow[j] += kw * p1[j]
+                                acc += row[j] * (row[j] * p1[j] + p2[j])
+                            g_in[b, i] = acc
+                    if g % renorm == renorm - 1:
+                        fl = flags[g // renorm]
+                        for j in range(n):
+                            f = fl[j]
+                            while f > 0:
+                                zx[j] *= down
+                                zy[j] *= down
+                                sig[j] *= hi
+                                f -= 1
+                            while f < 0:
+                                zx[j] *= up
+                                zy[j] *= up
+                                sig[j] *= lo
+                                f += 1
 
 
 def _scalars(dtype: np.dtype, c, t_max: float):
@@ -394,16 +530,15 @@ def _np(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def layer_forward(t_in: torch.Tensor, w: torch.Tensor, c, t_max: float, dtype: torch.dtype, *,
                   extended: bool, merge: bool | None = None, freeze: bool = True) -> torch.Tensor:
-    """(B, n) times of one QIF layer; see `forward` in `_build` for the modes.
+    """(B, n) times of one QIF layer; see `_forward_kernel` for the modes.
     ``c`` is a `ThetaConstants`."""
-    forward, _ = _build()
     t = _np(t_in, dtype)
     u = _np(w.detach().to(dtype) / c.r, dtype)
     B, n = t.shape[0], u.shape[1]
     out = np.empty((B, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
-        forward(t, u, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"], k["after"], k["pi"],
+        _forward_kernel(t, u, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"], k["after"], k["pi"],
                 merge is not False, freeze, extended, min(B, _FWD_CHUNKS), _RENORM_EVERY, out)
     return torch.from_numpy(out)
 
@@ -411,7 +546,6 @@ def layer_forward(t_in: torch.Tensor, w: torch.Tensor, c, t_max: float, dtype: t
 def layer_vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out: torch.Tensor, c,
               t_max: float, dtype: torch.dtype, merge: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂L/∂t_in, ∂L/∂w) for L = Σ grad_out · t_out at the given t_out."""
-    _, backward = _build()
     t = _np(t_in, dtype)
     wn = _np(w, dtype)
     u = _np(w.detach().to(dtype) / c.r, dtype)
@@ -424,9 +558,9 @@ def layer_vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out
     parts = np.zeros((chunks, S, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
-        kmax = int((t <= k["T"]).sum(1).max())
-        backward(t, u, wn, to, go, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"],
-                 t.dtype.type(c.tau / c.r ** 2), merge is not False, kmax, g_in, parts)
+        kc = np.array([2.0 ** 40, 2.0 ** -40, 2.0 ** -20, 2.0 ** 20], dtype=t.dtype)  # exact rescalings
+        _backward_kernel(t, u, wn, to, go, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"],
+                         t.dtype.type(c.tau / c.r ** 2), merge is not False, kc, _RESCALE_EVERY, g_in, parts)
     return torch.from_numpy(g_in), torch.from_numpy(parts.sum(0))
 
 
