@@ -230,9 +230,12 @@ class QIF:
     name = "qif"
 
     # ------------------------------------------------------------- forward
-    def _forward(self, t_in, w, params, t_max, extended: bool, merge=None):
+    def _forward(self, t_in, w, params, t_max, extended: bool, merge=None, engine=None):
         dtype = _check(t_in, w, t_max)
         c = ThetaConstants.of(params)
+        from . import qif_kernel
+        if qif_kernel.use_kernel(engine, t_in, w):  # same results, fused per-sample loop
+            return qif_kernel.layer_forward(t_in, w, c, t_max, dtype, extended=extended, merge=merge)
         t_in, w = t_in.detach().to(dtype), w.detach().to(dtype)
         sched = _Schedule(t_in, w, t_max, c, dtype, merge)
         zx, zy, alive, n_alive = _sweep(sched, c, dtype, freeze=True)
@@ -272,7 +275,7 @@ class QIF:
         time (> t_max) where it is silent (section 3)."""
         return self._forward(t_in, w, params, t_max, extended=True)
 
-    def pseudospikes_for_measured(self, t_src, w, t_measured, params: NeuronParams, t_max: float):
+    def pseudospikes_for_measured(self, t_src, w, t_measured, params: NeuronParams, t_max: float, engine=None):
         """``t_measured`` with every ``inf`` (silent on the target) replaced by
         the pseudospike time computed from the *measured* inputs ``t_src``.
 
@@ -288,6 +291,10 @@ class QIF:
         silent = torch.isinf(t_measured)
         if not bool(silent.any()):
             return t_measured
+        from . import qif_kernel
+        if qif_kernel.use_kernel(engine, t_src, w):
+            t_ps = qif_kernel.layer_forward(t_src, w, c, t_max, dtype, extended=True, freeze=False)
+            return torch.where(silent, t_ps, t_measured)
         sched = _Schedule(t_src, w, t_max, c, dtype)
         zx, zy, alive, _ = _sweep(sched, c, dtype, freeze=False)
         xT, yT = _physical(zx, zy, sched.cos[-1][:, None], sched.sin[-1][:, None])
@@ -359,10 +366,13 @@ class QIF:
         return out
 
     # ------------------------------------------------------------ backward
-    def vjp(self, t_in, w, t_out, grad_out, params: NeuronParams, t_max: float, merge=None):
+    def vjp(self, t_in, w, t_out, grad_out, params: NeuronParams, t_max: float, merge=None, engine=None):
         """Exact gradients at the given output times (section 4)."""
         dtype = _check(t_in, w, t_max)
         c = ThetaConstants.of(params)
+        from . import qif_kernel
+        if qif_kernel.use_kernel(engine, t_in, w):
+            return qif_kernel.layer_vjp(t_in, w, t_out, grad_out, c, t_max, dtype, merge)
         t_in, w = t_in.detach().to(dtype), w.detach().to(dtype)
         t_out, grad_out = t_out.detach().to(dtype), grad_out.detach().to(dtype)
         B, S = t_in.shape
