@@ -11,6 +11,7 @@ BENCHES = [
     ["bench_qif.py"],
     ["bench_loihi.py", "--samples", "1000"],
     ["bench_link.py", "--baud", "115200", "921600", "--samples", "600"],
+    ["bench_loop.py", "--steps", "20"],
 ]
 
 

@@ -1,0 +1,143 @@
+"""Seconds per in-the-loop epoch on each target, and where they go.
+
+Runs a short real session (`hwloop.session.run_session`, the code behind
+`hwloop loop`) on every target from the same kind of start, reads its
+log.jsonl, and splits each training step into
+
+* **target**: the time the target itself reports running (the QIF chip's
+  analog trial time, the bit-accurate kernel, Lava's `run()`, the float
+  model's forward for `software`);
+* **I/O**: the rest of the backend's `run` call (encoding, serial transfer,
+  decoding, Lava's process plumbing);
+* **deploy**: compiling and loading the updated weights (every step);
+* **host**: everything else on the host (pseudospikes, the model's backward
+  pass at the measured times, the optimiser, logging, checkpointing).
+
+An epoch is extrapolated as (training samples / batch) steps at the median
+step (the sum of each part's median over the timed steps) plus one validation
+pass at the measured evaluation time.
+
+    python bench/bench_loop.py [--targets software bitexact qif-emu lava-sim]
+                               [--steps 20] [--batch-size 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hwloop.data import load_dataset  # noqa: E402
+from hwloop.pretrained import path as pretrained  # noqa: E402
+from hwloop.session import LoopConfig, run_session  # noqa: E402
+
+DATASET = "yinyang"
+
+
+def lif_start(directory: Path) -> str:
+    """A LIF Yin-Yang network for the Loihi targets: one quick software epoch
+    (the step cost does not depend on how well it is trained)."""
+    from hwloop.training import default_config, train
+
+    out = directory / "lif-start.hwnet"
+    res = train(default_config("lif", DATASET, epochs=1, seed=0, threads=1), progress=False)
+    res.network.save(out)
+    return str(out)
+
+
+def bench_target(target: str, init: str, steps: int, batch: int, eval_limit: int, work: Path) -> dict:
+    d = work / target.replace("/", "_").replace("?", "_")
+    if d.exists():
+        shutil.rmtree(d)
+    cfg = LoopConfig(target=target, dataset=DATASET, init=init, epochs=1, batch_size=batch, lr=1e-3,
+                     train_limit=steps * batch, eval_limit=eval_limit, compare_software=False)
+    t0 = time.perf_counter()
+    run_session(d, cfg, progress=False)
+    wall = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"][1:]  # the first step pays one-off costs
+    evals = [r for r in rows if r["kind"] == "eval"]
+    n = len(train_rows)
+
+    def median(values):
+        v = sorted(values)
+        return 0.5 * (v[(len(v) - 1) // 2] + v[len(v) // 2])
+
+    # medians: a step that happens to pay a JIT compile or a scheduler hiccup
+    # on this shared machine should not set the figure
+    parts = {"target": median([r["target_seconds"] for r in train_rows]),
+             "io": median([r.get("io_seconds", 0.0) for r in train_rows]),
+             "deploy": median([r.get("deploy_seconds", 0.0) for r in train_rows]),
+             "host": median([r["host_seconds"] - r.get("io_seconds", 0.0) - r.get("deploy_seconds", 0.0)
+                             for r in train_rows])}
+    step = sum(parts.values())
+    eval_s = evals[-1]["seconds"] * (1000 / eval_limit)  # the last: the first one pays JIT warm-up
+    n_train = len(load_dataset(DATASET, "train").y)
+    epoch = n_train / batch * step + eval_s
+    return {"target": target, "step_seconds": step, "parts": parts, "eval_seconds_per_1000": eval_s,
+            "epoch_seconds": epoch, "session_wall": wall, "steps_timed": n}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", nargs="+", default=["software", "bitexact", "qif-emu", "lava-sim"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--eval-limit", type=int, default=200, help="validation samples timed (scaled to 1000)")
+    ap.add_argument("--one", nargs=2, metavar=("TARGET", "INIT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.one:  # child: time one target, print its JSON
+        work = Path(tempfile.mkdtemp(prefix="hwloop-bench-loop-"))
+        try:
+            r = bench_target(args.one[0], args.one[1], args.steps, args.batch_size, args.eval_limit, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps(r))
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="hwloop-bench-loop-"))
+    qif_net = str(pretrained("yinyang-qif.hwnet"))
+    lif_net = None
+    results = []
+    try:
+        for target in args.targets:
+            if target.startswith("qif") or target == "software":
+                init = qif_net
+            else:
+                lif_net = lif_net or lif_start(work)
+                init = lif_net
+            print(f"timing {target} ({args.steps} steps of {args.batch_size}) ...", flush=True)
+            # each target in its own process, as `hwloop loop` runs: one target's
+            # thread pools (numba, Lava) must not slow down the next one's host side
+            out = subprocess.run([sys.executable, __file__, "--one", target, init, "--steps", str(args.steps),
+                                  "--batch-size", str(args.batch_size), "--eval-limit", str(args.eval_limit)],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                print(out.stderr[-2000:], file=sys.stderr)
+                return 1
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nin-the-loop training on {DATASET}, batch {args.batch_size}; per step: shares of the step time")
+    print(f"{'target':<12}{'s/step':>9}{'target':>9}{'I/O':>8}{'deploy':>8}{'host':>8}{'eval/1000':>11}{'s/epoch':>10}")
+    for r in results:
+        p, s = r["parts"], r["step_seconds"]
+        print(f"{r['target']:<12}{s:>9.3f}{p['target'] / s:>9.1%}{p['io'] / s:>8.1%}{p['deploy'] / s:>8.1%}"
+              f"{p['host'] / s:>8.1%}{r['eval_seconds_per_1000']:>11.2f}{r['epoch_seconds']:>10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
