@@ -75,6 +75,13 @@ class TrainConfig:
     # label output must spike inside the trial, not just before the others
     # (matters when silent outputs carry pseudospike times > T, as for QIF)
     end_logit: bool = False
+    # curriculum for end_logit: the trial-end competitor joins the loss only
+    # after an epoch in which the label output came first (on the times the
+    # loss sees: extended times for QIF) for at least this fraction of the
+    # training samples; 0: from the start. An initially silent deep QIF net
+    # collapses into input-independent firing when the term is on from the
+    # start (docs/results-qif.md), but not once the classes are ordered.
+    end_logit_after: float = 0.0
     # override the data set's input spike-time range (units of tau): the
     # earliest (most salient value) and latest input time; None: the default
     input_t_early: float | None = None
@@ -95,6 +102,8 @@ class TrainConfig:
             raise HwloopError("lr, tau and t_max must be > 0")
         if self.dtype not in ("float32", "float64"):
             raise HwloopError(f"dtype must be float32 or float64, got {self.dtype}")
+        if not 0.0 <= self.end_logit_after <= 1.0:
+            raise HwloopError(f"end_logit_after is a fraction of the training set in [0, 1], got {self.end_logit_after}")
 
 
 def ttfs_loss(t_out: torch.Tensor, y: torch.Tensor, t_max: float, tau: float,
@@ -162,7 +171,8 @@ def default_config(model: str, dataset: str, **overrides) -> TrainConfig:
     # a model may carry its own defaults (QIF does: trial length, loss, init)
     model_defaults = getattr(get_model(model), "default_train_overrides", None)
     if model_defaults is not None:
-        for k, v in model_defaults(dataset).items():
+        # the hidden sizes asked for, so that a model can pick depth-specific defaults
+        for k, v in model_defaults(dataset, hidden=overrides.get("hidden")).items():
             setattr(cfg, k, v)
     for k, v in overrides.items():
         if v is None:
@@ -223,6 +233,19 @@ def init_weights(cfg: TrainConfig, layers: Sequence[Layer], gen: torch.Generator
     return ws
 
 
+def silent_hidden_fraction(layers: Sequence[Layer], weights: Sequence[torch.Tensor], x: torch.Tensor,
+                           t_max: float) -> dict:
+    """Fraction of hidden neurons that spike for *no* sample of ``x``
+    (ordinary times), per hidden layer and over all hidden neurons: the
+    "initially silent" figure of a deep network at initialisation."""
+    with torch.no_grad():
+        hidden = network_forward(layers, [w.detach() for w in weights], x, t_max)[:-1]
+    never = [int((~torch.isfinite(t)).all(0).sum()) for t in hidden]
+    sizes = [t.shape[1] for t in hidden]
+    return {"layers": [n / s for n, s in zip(never, sizes)],
+            "hidden": sum(never) / sum(sizes) if sizes else 0.0}
+
+
 @dataclass
 class TrainResult:
     network: Network
@@ -272,6 +295,8 @@ def train(cfg: TrainConfig, progress: bool = True,
 
     x_tr, y_tr = data["train"]
     n = x_tr.shape[0]
+    silent_at_init = silent_hidden_fraction(layers, weights, x_tr, t_max)
+    end_logit_on = cfg.end_logit and cfg.end_logit_after <= 0.0
     history: list[dict] = []
     best = (-1.0, [w.detach().clone() for w in weights], 0)
     bar = None
@@ -283,7 +308,7 @@ def train(cfg: TrainConfig, progress: bool = True,
     t_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         perm = torch.as_tensor(rng.permutation(n))
-        tot_loss, n_steps, n_bumped = 0.0, 0, 0
+        tot_loss, n_steps, n_bumped, n_first = 0.0, 0, 0, 0
         t0 = time.perf_counter()
         for b in range(0, n, cfg.batch_size):
             idx = perm[b:b + cfg.batch_size]
@@ -292,7 +317,10 @@ def train(cfg: TrainConfig, progress: bool = True,
                 noise = torch.randn(xb.shape, generator=gen, dtype=xb.dtype) * (cfg.input_jitter * cfg.tau)
                 xb = torch.where(torch.isfinite(xb), (xb + noise).clamp_min(0.0), xb)
             times = forward(xb)
-            loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta, cfg.end_logit)
+            loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta, end_logit_on)
+            with torch.no_grad():  # label output first on the times the loss saw (extended for QIF)
+                t_seen = torch.where(torch.isfinite(times[-1]), times[-1], torch.full_like(times[-1], t_max))
+                n_first += int((t_seen.argmin(1) == yb).sum())
             if not torch.isfinite(loss):
                 raise HwloopError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
@@ -307,15 +335,20 @@ def train(cfg: TrainConfig, progress: bool = True,
             n_steps += 1
         sched.step()
         val_acc = evaluate("val")
+        label_first = n_first / max(1, n)
         row = {
             "epoch": epoch + 1,
             "loss": tot_loss / max(1, n_steps),
             "val_accuracy": val_acc,
+            "train_label_first": label_first,
+            "end_logit": end_logit_on,
             "bumped_batches": n_bumped,
             "lr": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         }
         history.append(row)
+        if cfg.end_logit and not end_logit_on and label_first >= cfg.end_logit_after:
+            end_logit_on = True  # from the next epoch on
         if val_acc > best[0]:
             best = (val_acc, [w.detach().clone() for w in weights], epoch + 1)
         if on_epoch:
@@ -353,5 +386,5 @@ def train(cfg: TrainConfig, progress: bool = True,
         ),
     )
     metrics = {"accuracy": acc, "best_epoch": best[2], "train_seconds": train_seconds,
-               "epochs": cfg.epochs}
+               "epochs": cfg.epochs, "silent_at_init": silent_at_init}
     return TrainResult(network=net, history=history, metrics=metrics)

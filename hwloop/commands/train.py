@@ -61,4 +61,8 @@ def run(args) -> dict:
         print(f"wrote {out}: {result.network.summary()}")
         print(f"accuracy  train {acc['train']:.4f}  val {acc['val']:.4f}  test {acc['test']:.4f}"
               f"  (best epoch {result.metrics['best_epoch']}, {result.metrics['train_seconds']:.1f} s)")
+        silent = result.metrics["silent_at_init"]
+        if silent["layers"]:
+            print("hidden neurons silent on the whole training set at initialisation: "
+                  f"{silent['hidden']:.1%} (per layer " + ", ".join(f"{f:.1%}" for f in silent["layers"]) + ")")
     return {"network": str(Path(out)), **result.metrics}

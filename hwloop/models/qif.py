@@ -318,7 +318,7 @@ class QIF:
         return ttfs_loss(times[-1], y, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta)
 
     @staticmethod
-    def default_train_overrides(dataset: str) -> dict:
+    def default_train_overrides(dataset: str, hidden: Sequence[int] | None = None) -> dict:
         """Training defaults in the trainer's units (τs = ``tau``); measured
         choices are in docs/results-qif.md.
 
@@ -363,6 +363,18 @@ class QIF:
                        lr=0.01, lr_step=10, lr_gamma=0.7, epochs=60)
         elif dataset == "digits":
             out.update(hidden=(100,), input_t_late=1.0, lr=0.005, lr_step=20, lr_gamma=0.95, epochs=60)
+        if hidden is not None and len(hidden) > 1:
+            # Deep nets (docs/results-qif.md, "Deep, initially silent network"):
+            # the trial-end competitor joins the loss only once the label output
+            # (pseudo)spikes first for 90 % of the training set; before that it
+            # drives every output into the trial before classes are ordered.
+            out.update(end_logit_after=0.9)
+            if dataset != "yinyang":
+                # pixels: std 0.8 x 0.5/sqrt(3 fan-in) of each layer's real fan-in,
+                # so that (nearly) every hidden neuron starts silent, the regime
+                # this configuration exists to show (1x trains as well)
+                fan_in = (n_in[0], *(int(h) + 1 for h in hidden))
+                out.update(weight_std=tuple(0.8 * 0.5 / math.sqrt(3 * n) for n in fan_in))
         return out
 
     # ------------------------------------------------------------ backward
