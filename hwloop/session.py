@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -83,6 +84,11 @@ class LoopConfig:
     # when on, evaluation, best.hwnet and the final network use the average,
     # which smooths the step-to-step jitter that measurement noise adds
     ema: float = 0.0
+    # Gaussian jitter (std, in units of the last layer's tau_syn) added to the
+    # training inputs' spike times on every step: on a coarse time grid a
+    # sample whose outputs race within a few steps flips class; training on
+    # jittered inputs asks for margins that survive a step either way
+    input_jitter: float = 0.0
 
     def validate(self) -> None:
         if self.grad_at not in ("measured", "model"):
@@ -95,6 +101,8 @@ class LoopConfig:
             raise SessionError("epochs, batch_size and checkpoint_every must be >= 1")
         if not self.lr > 0:
             raise SessionError("lr must be > 0")
+        if not (self.input_jitter >= 0.0 and math.isfinite(self.input_jitter)):
+            raise SessionError(f"input_jitter must be >= 0, got {self.input_jitter}")
         if not 0.0 <= self.ema < 1.0:
             raise SessionError(f"ema must be in [0, 1), got {self.ema}")
         if self.init is None:
@@ -314,6 +322,10 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             order = _epoch_order(cfg.seed, epoch, n)
             idx = torch.as_tensor(order[k * cfg.batch_size:(k + 1) * cfg.batch_size])
             xb, yb = t_tr[idx], yt_tr[idx]
+            if cfg.input_jitter > 0:  # keyed on (seed, step): resume replays it exactly
+                noise = np.random.default_rng([cfg.seed, step, 2]).standard_normal(tuple(xb.shape))
+                xb = torch.where(torch.isfinite(xb), (xb + torch.as_tensor(noise * cfg.input_jitter * tau,
+                                                                           dtype=xb.dtype)).clamp_min(0.0), xb)
             t0 = time.perf_counter()
             target_s = 0.0
             runs = 1

@@ -123,17 +123,29 @@ def test_weight_averaging(init_net, tmp_path):
     row = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()][1]
     assert row["io_seconds"] >= 0 and row["deploy_seconds"] > 0
 
-    run_session(tmp_path / "ref", small_cfg(init_net, ema=ema), progress=False)
+    run_session(tmp_path / "ref", small_cfg(init_net, ema=ema, input_jitter=0.05), progress=False)
     cmd = [sys.executable, "-m", "hwloop", "loop", "--dir", str(tmp_path / "crash"), "--target", "software",
            "--dataset", "yinyang", "--init", str(init_net), "--epochs", "2", "--batch-size", "50",
            "--train-limit", "200", "--eval-limit", "100", "--lr", "0.002", "--seed", "7", "--ema", str(ema),
-           "--quiet", "--crash-after-step", "5"]
+           "--input-jitter", "0.05", "--quiet", "--crash-after-step", "5"]
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=300).returncode == 3
     run_session(tmp_path / "crash", resume=True, progress=False)
     for a, b in zip(_final_weights(tmp_path / "ref"), _final_weights(tmp_path / "crash")):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(SessionError, match="ema"):
         run_session(tmp_path / "bad", small_cfg(init_net, ema=1.0), progress=False)
+    with pytest.raises(SessionError, match="input_jitter"):
+        run_session(tmp_path / "bad2", small_cfg(init_net, input_jitter=-0.1), progress=False)
+
+
+def test_input_jitter_changes_the_batches_reproducibly(init_net, tmp_path):
+    runs = {}
+    for name, jitter in (("a", 0.1), ("b", 0.1), ("plain", 0.0)):
+        run_session(tmp_path / name, small_cfg(init_net, epochs=1, input_jitter=jitter), progress=False)
+        runs[name] = _final_weights(tmp_path / name)
+    for a, b in zip(runs["a"], runs["b"]):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.abs(a - p).max() > 0 for a, p in zip(runs["a"], runs["plain"]))
 
 
 def test_bad_session_inputs(tmp_path, init_net):

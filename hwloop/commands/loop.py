@@ -32,6 +32,8 @@ def register(sub):
     p.add_argument("--ema", type=float, default=None,
                    help="average the weights over steps with this decay (e.g. 0.98); evaluation and "
                         "best.hwnet use the average (default 0: off)")
+    p.add_argument("--input-jitter", type=float, default=None,
+                   help="Gaussian jitter of the training input times, std in units of tau_syn (default 0)")
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--eval-limit", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -51,7 +53,7 @@ def run(args) -> dict:
 
     if args.resume:
         given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema",
-                             "loss_times", "max_missing")
+                             "loss_times", "max_missing", "input_jitter")
                  if getattr(args, k) is not None]
         if given:
             raise SessionError(f"--resume takes its configuration from the session; drop {', '.join(given)}")
@@ -59,7 +61,7 @@ def run(args) -> dict:
                            crash_after_step=args.crash_after_step)
     cfg = LoopConfig()
     for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed", "gradient",
-                "spsa_pairs", "grad_at", "loss_times", "train_limit", "eval_limit", "ema"):
+                "spsa_pairs", "grad_at", "loss_times", "train_limit", "eval_limit", "ema", "input_jitter"):
         v = getattr(args, key)
         if v is not None:
             setattr(cfg, key, v)
