@@ -19,9 +19,10 @@ union of all samples' event times with whole-tensor ops:
 * **Early exit.** A sample stops as soon as every neuron has spiked; in the
   backward only neurons with a nonzero upstream gradient carry weight, and a
   sample whose upstream gradient is all zero is skipped.
-* **Samples in parallel** (``prange``) in a fixed number of chunks, each
-  chunk with its own weight-gradient accumulator summed in a fixed order:
-  results do not depend on the thread count (bit-reproducible training).
+* **Samples in parallel** (``prange``, as many threads as torch uses) in a
+  fixed number of chunks, each chunk with its own weight-gradient
+  accumulator summed in a fixed order: results do not depend on the thread
+  count (bit-reproducible training).
 
 Ties: inputs of a sample at exactly the same time are merged into one jump
 (``merge=True``, the default), giving each input the order-free one-sided
@@ -62,6 +63,15 @@ try:  # numba is a dependency; without it QIF runs on its torch path
 except ImportError as exc:  # pragma: no cover
     nb = None
     _import_error = str(exc)
+else:
+    # The backward's fused loops touch 7-8 arrays; LLVM vectorises a loop only
+    # after runtime checks that they do not overlap, and gives up beyond 8
+    # such checks by default, leaving the loop scalar (5x slower, measured).
+    # Raising the limit only lets more loops vectorise (process-wide, for code
+    # compiled from now on).
+    import llvmlite.binding as _llvm
+
+    _llvm.set_option("", "-runtime-memory-check-threshold=64")
 
 
 def _engine(engine: str | None) -> str:
@@ -524,6 +534,12 @@ def _scalars(dtype: np.dtype, c, t_max: float):
                 after=np.nextafter(T, f(np.inf)), pi=f(math.pi))
 
 
+def _set_threads() -> None:
+    """Follow torch's thread count (``--threads``, `torch.set_num_threads`):
+    one knob for the whole process. Results do not depend on it."""
+    nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))
+
+
 def _np(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     return x.detach().to(dtype).contiguous().numpy()
 
@@ -538,6 +554,7 @@ def layer_forward(t_in: torch.Tensor, w: torch.Tensor, c, t_max: float, dtype: t
     out = np.empty((B, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
+        _set_threads()
         _forward_kernel(t, u, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"], k["after"], k["pi"],
                 merge is not False, freeze, extended, min(B, _FWD_CHUNKS), _RENORM_EVERY, out)
     return torch.from_numpy(out)
@@ -558,6 +575,7 @@ def layer_vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out
     parts = np.zeros((chunks, S, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
+        _set_threads()
         kc = np.array([2.0 ** 40, 2.0 ** -40, 2.0 ** -20, 2.0 ** 20], dtype=t.dtype)  # exact rescalings
         _backward_kernel(t, u, wn, to, go, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"],
                          t.dtype.type(c.tau / c.r ** 2), merge is not False, kc, _RESCALE_EVERY, g_in, parts)
