@@ -299,7 +299,8 @@ def test_bad_engine_choices_are_named(monkeypatch):
 
 
 def test_results_do_not_depend_on_thread_count():
-    """Fixed chunks summed in a fixed order: bit-identical gradients with 1 or 2 threads."""
+    """Fixed chunks summed in a fixed order: the serial kernels (1 thread) and
+    the parallel ones (2 threads) give bit-identical gradients."""
     import numba
 
     assert numba.config.NUMBA_NUM_THREADS >= 2 or pytest.skip("needs 2 numba threads")
@@ -314,7 +315,7 @@ def test_results_do_not_depend_on_thread_count():
         for k in (1, 2):
             torch.set_num_threads(k)  # the kernel follows torch's thread count
             res.append(MODEL.vjp(t, w, ext, go, P, T, engine="numba"))
-            assert numba.get_num_threads() == k
+            assert k == 1 or numba.get_num_threads() == k  # 1: the serial kernels, no thread pool
     finally:
         torch.set_num_threads(before)
     assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])

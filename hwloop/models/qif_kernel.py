@@ -223,8 +223,8 @@ if nb is not None:
                 for j in range(iu.shape[0]):
                     iu[j] += rho * row[j]
 
-    @nb.njit(cache=True, parallel=True, nogil=True, fastmath=_FASTMATH)
-    def _forward_kernel(t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
+    @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+    def _forward_chunk(ch, t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
         """Times of one layer (sections 2, 3) into out (B, n).
 
         freeze=True: first-spike dynamics; out = spike time, inf (extended
@@ -236,91 +236,101 @@ if nb is not None:
         n = u.shape[1]
         one = T / T
         zero = T - T
-        for ch in nb.prange(nchunks):
-            fw = np.empty((3, S), dtype=t.dtype)
-            iw = np.empty((5, S + 1), dtype=np.int64)
-            zx = np.empty_like(u[0])
-            zy = np.empty_like(u[0])
-            alive = np.empty_like(u[0])
-            buf = np.empty_like(u[0])
-            iu = np.empty_like(u[0])
-            for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
-                G = _schedule(t, b, T, merge, fw, iw)
-                ids, gstart, gtime = iw[0], iw[1], fw[1]
-                o = out[b]
-                for j in range(n):
-                    zx[j] = ca0
-                    zy[j] = sa0
-                    alive[j] = one
-                    o[j] = np.inf
-                n_alive = n
-                # reference event for spike times: the last event before the spike
-                pt, pc, ps = zero, one, zero
-                for g in range(G + 1):
-                    if freeze and n_alive == 0:
-                        break
-                    closing = g == G  # the weightless step at T
-                    s = T if closing else gtime[g]
-                    ang = omega * s
-                    c = np.cos(ang)
-                    sn = np.sin(ang)
-                    long = (s - pt) >= period  # a gap of >= Θ always holds a spike
-                    died = 0
-                    if closing:
-                        for j in range(n):
-                            d = zx[j] * sn + zy[j] * c
-                            if alive[j] > zero and (long or not d > zero):
-                                alive[j] = zero
-                                died += 1
-                    else:
-                        U = _jump(u, ids, gstart[g], gstart[g + 1], buf)
-                        for j in range(n):
-                            d = zx[j] * sn + zy[j] * c  # (scaled) sin α just before the event
-                            a = alive[j]
-                            a2 = zero if (long or not d > zero) else a
-                            died += a > a2
-                            alive[j] = a2
-                            q = U[j] * d
-                            if freeze:
-                                q = q * a2
-                            zx[j] -= q * c
-                            zy[j] += q * sn
-                    if died:
-                        n_alive -= died
+        fw = np.empty((3, S), dtype=t.dtype)
+        iw = np.empty((5, S + 1), dtype=np.int64)
+        zx = np.empty_like(u[0])
+        zy = np.empty_like(u[0])
+        alive = np.empty_like(u[0])
+        buf = np.empty_like(u[0])
+        iu = np.empty_like(u[0])
+        for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
+            G = _schedule(t, b, T, merge, fw, iw)
+            ids, gstart, gtime = iw[0], iw[1], fw[1]
+            o = out[b]
+            for j in range(n):
+                zx[j] = ca0
+                zy[j] = sa0
+                alive[j] = one
+                o[j] = np.inf
+            n_alive = n
+            # reference event for spike times: the last event before the spike
+            pt, pc, ps = zero, one, zero
+            for g in range(G + 1):
+                if freeze and n_alive == 0:
+                    break
+                closing = g == G  # the weightless step at T
+                s = T if closing else gtime[g]
+                ang = omega * s
+                c = np.cos(ang)
+                sn = np.sin(ang)
+                long = (s - pt) >= period  # a gap of >= Θ always holds a spike
+                died = 0
+                if closing:
+                    for j in range(n):
+                        d = zx[j] * sn + zy[j] * c
+                        if alive[j] > zero and (long or not d > zero):
+                            alive[j] = zero
+                            died += 1
+                else:
+                    U = _jump(u, ids, gstart[g], gstart[g + 1], buf)
+                    for j in range(n):
+                        d = zx[j] * sn + zy[j] * c  # (scaled) sin α just before the event
+                        a = alive[j]
+                        a2 = zero if (long or not d > zero) else a
+                        died += a > a2
+                        alive[j] = a2
+                        q = U[j] * d
                         if freeze:
-                            # a neuron that died here still holds its state after event pt
-                            for j in range(n):
-                                if alive[j] == zero and o[j] == np.inf:
-                                    x = pc * zx[j] - ps * zy[j]
-                                    y = ps * zx[j] + pc * zy[j]
-                                    ts = pt + (pi - np.arctan2(y, x)) / omega
-                                    o[j] = ts if ts < T else T
-                    pt, pc, ps = s, c, sn
-                    if g % renorm == renorm - 1:
+                            q = q * a2
+                        zx[j] -= q * c
+                        zy[j] += q * sn
+                if died:
+                    n_alive -= died
+                    if freeze:
+                        # a neuron that died here still holds its state after event pt
                         for j in range(n):
-                            nr = np.sqrt(zx[j] * zx[j] + zy[j] * zy[j])
-                            zx[j] /= nr
-                            zy[j] /= nr
-                if freeze and (not extended or n_alive == 0):
-                    continue
-                # pseudospikes: state at T (pc, ps are cos/sin of ωT here), one
-                # pulse Σ ρ w, free flow to Θ
-                _pseudo_input(t, b, u, T, period, one, iu)
-                for j in range(n):
-                    if alive[j] > zero:
-                        x = pc * zx[j] - ps * zy[j]
-                        y = ps * zx[j] + pc * zy[j]
-                        nr = np.sqrt(x * x + y * y)
-                        x /= nr
-                        y /= nr
-                        xp = x - iu[j] * y
-                        tp = T + (pi - np.arctan2(y, xp)) / omega
-                        o[j] = tp if tp > after else after
-                    elif not freeze:
-                        o[j] = after
+                            if alive[j] == zero and o[j] == np.inf:
+                                x = pc * zx[j] - ps * zy[j]
+                                y = ps * zx[j] + pc * zy[j]
+                                ts = pt + (pi - np.arctan2(y, x)) / omega
+                                o[j] = ts if ts < T else T
+                pt, pc, ps = s, c, sn
+                if g % renorm == renorm - 1:
+                    for j in range(n):
+                        nr = np.sqrt(zx[j] * zx[j] + zy[j] * zy[j])
+                        zx[j] /= nr
+                        zy[j] /= nr
+            if freeze and (not extended or n_alive == 0):
+                continue
+            # pseudospikes: state at T (pc, ps are cos/sin of ωT here), one
+            # pulse Σ ρ w, free flow to Θ
+            _pseudo_input(t, b, u, T, period, one, iu)
+            for j in range(n):
+                if alive[j] > zero:
+                    x = pc * zx[j] - ps * zy[j]
+                    y = ps * zx[j] + pc * zy[j]
+                    nr = np.sqrt(x * x + y * y)
+                    x /= nr
+                    y /= nr
+                    xp = x - iu[j] * y
+                    tp = T + (pi - np.arctan2(y, xp)) / omega
+                    o[j] = tp if tp > after else after
+                elif not freeze:
+                    o[j] = after
 
-    @nb.njit(cache=True, parallel=True, nogil=True, fastmath=_FASTMATH)
-    def _backward_kernel(t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
+
+    @nb.njit(cache=True, parallel=True, nogil=True)
+    def _forward_parallel(t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
+        for ch in nb.prange(nchunks):
+            _forward_chunk(ch, t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out)
+
+    @nb.njit(cache=True, nogil=True)
+    def _forward_serial(t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
+        for ch in range(nchunks):
+            _forward_chunk(ch, t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out)
+
+    @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+    def _backward_chunk(ch, t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
         """Exact vjp (section 4) at the given output times: g_in (B, S) is
         written, g_parts (chunks, S, n) accumulated per chunk of samples.
 
@@ -339,193 +349,203 @@ if nb is not None:
         one = T / T
         zero = T - T
         hi, lo, down, up = kc[0], kc[1], kc[2], kc[3]
-        for ch in nb.prange(nchunks):
-            gw = g_parts[ch]
-            fw = np.empty((3, S), dtype=t.dtype)
-            iw = np.empty((5, S + 1), dtype=np.int64)
-            zx = np.empty_like(u[0])
-            zy = np.empty_like(u[0])
-            gv = np.empty_like(u[0])
-            sig = np.empty_like(u[0])
-            pp = np.empty_like(u[0])
-            p1 = np.empty_like(u[0])
-            p2 = np.empty_like(u[0])
-            iu = np.empty_like(u[0])
-            ex = np.empty(n, np.int64)
-            flags = np.empty((S // renorm + 1, n), dtype=np.int8)
-            ustore = np.empty((S // 2 + 1, n), dtype=u.dtype)  # jumps of merged groups, pass 1 -> 2
-            for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
-                to = tout[b]
-                active = False
-                t_last = zero  # no event at or after the latest active output time matters
+        gw = g_parts[ch]
+        fw = np.empty((3, S), dtype=t.dtype)
+        iw = np.empty((5, S + 1), dtype=np.int64)
+        zx = np.empty_like(u[0])
+        zy = np.empty_like(u[0])
+        gv = np.empty_like(u[0])
+        sig = np.empty_like(u[0])
+        pp = np.empty_like(u[0])
+        p1 = np.empty_like(u[0])
+        p2 = np.empty_like(u[0])
+        iu = np.empty_like(u[0])
+        ex = np.empty(n, np.int64)
+        flags = np.empty((S // renorm + 1, n), dtype=np.int8)
+        ustore = np.empty((S // 2 + 1, n), dtype=u.dtype)  # jumps of merged groups, pass 1 -> 2
+        for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
+            to = tout[b]
+            active = False
+            t_last = zero  # no event at or after the latest active output time matters
+            for j in range(n):
+                gj = go[b, j]
+                if np.isfinite(to[j]) and np.isfinite(gj) and gj != zero:
+                    gv[j] = gj
+                    active = True
+                    if to[j] > t_last:
+                        t_last = to[j]
+                else:
+                    gv[j] = zero
+            if not active:
+                continue
+            G = _schedule(t, b, T, merge, fw, iw)
+            ids, gstart, gtime = iw[0], iw[1], fw[1]
+            # pass 1: the causal chain (inputs with t_i < t_out), recording
+            # the power-of-two rescalings so that pass 2 repeats them exactly
+            for j in range(n):
+                zx[j] = ca0
+                zy[j] = sa0
+                ex[j] = 0
+            Gs = 0
+            n_merged = 0
+            for g in range(G):
+                s = gtime[g]
+                if s >= t_last:
+                    break
+                Gs = g + 1
+                ang = omega * s
+                c = np.cos(ang)
+                sn = np.sin(ang)
+                x0 = gstart[g]
+                x1 = gstart[g + 1]
+                if x1 - x0 == 1:
+                    U = u[ids[x0]]
+                else:
+                    U = _jump(u, ids, x0, x1, ustore[n_merged])
+                    n_merged += 1
                 for j in range(n):
-                    gj = go[b, j]
-                    if np.isfinite(to[j]) and np.isfinite(gj) and gj != zero:
-                        gv[j] = gj
-                        active = True
-                        if to[j] > t_last:
-                            t_last = to[j]
-                    else:
-                        gv[j] = zero
-                if not active:
-                    continue
-                G = _schedule(t, b, T, merge, fw, iw)
-                ids, gstart, gtime = iw[0], iw[1], fw[1]
-                # pass 1: the causal chain (inputs with t_i < t_out), recording
-                # the power-of-two rescalings so that pass 2 repeats them exactly
-                for j in range(n):
-                    zx[j] = ca0
-                    zy[j] = sa0
-                    ex[j] = 0
-                Gs = 0
-                n_merged = 0
-                for g in range(G):
-                    s = gtime[g]
-                    if s >= t_last:
-                        break
-                    Gs = g + 1
-                    ang = omega * s
-                    c = np.cos(ang)
-                    sn = np.sin(ang)
-                    x0 = gstart[g]
-                    x1 = gstart[g + 1]
-                    if x1 - x0 == 1:
-                        U = u[ids[x0]]
-                    else:
-                        U = _jump(u, ids, x0, x1, ustore[n_merged])
-                        n_merged += 1
+                    d = zx[j] * sn + zy[j] * c
+                    dc = d if s < to[j] else zero
+                    q = U[j] * dc
+                    zx[j] -= q * c
+                    zy[j] += q * sn
+                if g % renorm == renorm - 1:
+                    fl = flags[g // renorm]
+                    for j in range(n):
+                        nn = zx[j] * zx[j] + zy[j] * zy[j]
+                        f = 0
+                        while nn > hi and f < 100:
+                            zx[j] *= down
+                            zy[j] *= down
+                            nn *= lo
+                            f += 1
+                        while nn < lo and nn > zero and f > -100:
+                            zx[j] *= up
+                            zy[j] *= up
+                            nn *= hi
+                            f -= 1
+                        fl[j] = f
+                        ex[j] += f
+            # σ = g/|z̃_K|² with g = −1 (ordinary) or −∂H/∂φ(φ(T), I) (pseudospike)
+            angT = omega * T
+            cT = np.cos(angT)
+            sT = np.sin(angT)
+            any_pseudo = False
+            for j in range(n):
+                if gv[j] != zero and to[j] > T:
+                    any_pseudo = True
+            if any_pseudo:
+                _pseudo_input(t, b, u, T, period, one, iu)
+            for j in range(n):
+                pp[j] = zero
+                if gv[j] == zero:
+                    sg = zero
+                elif to[j] > T:
+                    xT = cT * zx[j] - sT * zy[j]
+                    yT = sT * zx[j] + cT * zy[j]
+                    xp = xT - iu[j] * yT
+                    den = xp * xp + yT * yT
+                    sg = -gv[j] / den
+                    pp[j] = -gv[j] * kw * (yT * yT / den)  # ∂L/∂I
+                else:
+                    sg = -gv[j] / (zx[j] * zx[j] + zy[j] * zy[j])
+                e = ex[j]  # back to the scale of the initial state
+                while e > 0:
+                    sg *= lo
+                    e -= 1
+                while e < 0:
+                    sg *= hi
+                    e += 1
+                sig[j] = sg
+                zx[j] = ca0
+                zy[j] = sa0
+            if any_pseudo:
+                for i in range(S):
+                    ti = t[b, i]
+                    if ti > T and ti < T + period:
+                        rho = one - (ti - T) / period
+                        if rho > zero:
+                            row = w[i]
+                            grow = gw[i]
+                            acc = zero
+                            for j in range(n):
+                                grow[j] += rho * pp[j]
+                                acc += pp[j] * row[j]
+                            g_in[b, i] = -acc / period
+            # pass 2: the same events again, now adding the contributions
+            n_merged = 0
+            for g in range(Gs):
+                s = gtime[g]
+                ang = omega * s
+                c = np.cos(ang)
+                sn = np.sin(ang)
+                x0 = gstart[g]
+                x1 = gstart[g + 1]
+                if x1 - x0 == 1:  # one input: fully fused
+                    i = ids[x0]
+                    row = u[i]
+                    grow = gw[i]
+                    acc = zero
+                    for j in range(n):
+                        d = zx[j] * sn + zy[j] * c
+                        dc = d if s < to[j] else zero
+                        q = row[j] * dc
+                        zx[j] -= q * c
+                        zy[j] += q * sn
+                        xp = c * zx[j] - sn * zy[j]
+                        sd = sig[j] * dc
+                        a1 = sd * dc
+                        grow[j] += kw * a1
+                        acc += row[j] * (row[j] * a1 + (sd + sd) * xp)
+                    g_in[b, i] = acc
+                else:  # merged inputs: shared per-neuron factors, then each input
+                    U = ustore[n_merged]
+                    n_merged += 1
                     for j in range(n):
                         d = zx[j] * sn + zy[j] * c
                         dc = d if s < to[j] else zero
                         q = U[j] * dc
                         zx[j] -= q * c
                         zy[j] += q * sn
-                    if g % renorm == renorm - 1:
-                        fl = flags[g // renorm]
-                        for j in range(n):
-                            nn = zx[j] * zx[j] + zy[j] * zy[j]
-                            f = 0
-                            while nn > hi and f < 100:
-                                zx[j] *= down
-                                zy[j] *= down
-                                nn *= lo
-                                f += 1
-                            while nn < lo and nn > zero and f > -100:
-                                zx[j] *= up
-                                zy[j] *= up
-                                nn *= hi
-                                f -= 1
-                            fl[j] = f
-                            ex[j] += f
-                # σ = g/|z̃_K|² with g = −1 (ordinary) or −∂H/∂φ(φ(T), I) (pseudospike)
-                angT = omega * T
-                cT = np.cos(angT)
-                sT = np.sin(angT)
-                any_pseudo = False
-                for j in range(n):
-                    if gv[j] != zero and to[j] > T:
-                        any_pseudo = True
-                if any_pseudo:
-                    _pseudo_input(t, b, u, T, period, one, iu)
-                for j in range(n):
-                    pp[j] = zero
-                    if gv[j] == zero:
-                        sg = zero
-                    elif to[j] > T:
-                        xT = cT * zx[j] - sT * zy[j]
-                        yT = sT * zx[j] + cT * zy[j]
-                        xp = xT - iu[j] * yT
-                        den = xp * xp + yT * yT
-                        sg = -gv[j] / den
-                        pp[j] = -gv[j] * kw * (yT * yT / den)  # ∂L/∂I
-                    else:
-                        sg = -gv[j] / (zx[j] * zx[j] + zy[j] * zy[j])
-                    e = ex[j]  # back to the scale of the initial state
-                    while e > 0:
-                        sg *= lo
-                        e -= 1
-                    while e < 0:
-                        sg *= hi
-                        e += 1
-                    sig[j] = sg
-                    zx[j] = ca0
-                    zy[j] = sa0
-                if any_pseudo:
-                    for i in range(S):
-                        ti = t[b, i]
-                        if ti > T and ti < T + period:
-                            rho = one - (ti - T) / period
-                            if rho > zero:
-                                row = w[i]
-                                grow = gw[i]
-                                acc = zero
-                                for j in range(n):
-                                    grow[j] += rho * pp[j]
-                                    acc += pp[j] * row[j]
-                                g_in[b, i] = -acc / period
-                # pass 2: the same events again, now adding the contributions
-                n_merged = 0
-                for g in range(Gs):
-                    s = gtime[g]
-                    ang = omega * s
-                    c = np.cos(ang)
-                    sn = np.sin(ang)
-                    x0 = gstart[g]
-                    x1 = gstart[g + 1]
-                    if x1 - x0 == 1:  # one input: fully fused
-                        i = ids[x0]
+                        xp = c * zx[j] - sn * zy[j]
+                        sd = sig[j] * dc
+                        p1[j] = sd * dc
+                        p2[j] = (sd + sd) * xp
+                    for x in range(x0, x1):
+                        i = ids[x]
                         row = u[i]
                         grow = gw[i]
                         acc = zero
                         for j in range(n):
-                            d = zx[j] * sn + zy[j] * c
-                            dc = d if s < to[j] else zero
-                            q = row[j] * dc
-                            zx[j] -= q * c
-                            zy[j] += q * sn
-                            xp = c * zx[j] - sn * zy[j]
-                            sd = sig[j] * dc
-                            a1 = sd * dc
-                            grow[j] += kw * a1
-                            acc += row[j] * (row[j] * a1 + (sd + sd) * xp)
+                            grow[j] += kw * p1[j]
+                            acc += row[j] * (row[j] * p1[j] + p2[j])
                         g_in[b, i] = acc
-                    else:  # merged inputs: shared per-neuron factors, then each input
-                        U = ustore[n_merged]
-                        n_merged += 1
-                        for j in range(n):
-                            d = zx[j] * sn + zy[j] * c
-                            dc = d if s < to[j] else zero
-                            q = U[j] * dc
-                            zx[j] -= q * c
-                            zy[j] += q * sn
-                            xp = c * zx[j] - sn * zy[j]
-                            sd = sig[j] * dc
-                            p1[j] = sd * dc
-                            p2[j] = (sd + sd) * xp
-                        for x in range(x0, x1):
-                            i = ids[x]
-                            row = u[i]
-                            grow = gw[i]
-                            acc = zero
-                            for j in range(n):
-                                grow[j] += kw * p1[j]
-                                acc += row[j] * (row[j] * p1[j] + p2[j])
-                            g_in[b, i] = acc
-                    if g % renorm == renorm - 1:
-                        fl = flags[g // renorm]
-                        for j in range(n):
-                            f = fl[j]
-                            while f > 0:
-                                zx[j] *= down
-                                zy[j] *= down
-                                sig[j] *= hi
-                                f -= 1
-                            while f < 0:
-                                zx[j] *= up
-                                zy[j] *= up
-                                sig[j] *= lo
-                                f += 1
+                if g % renorm == renorm - 1:
+                    fl = flags[g // renorm]
+                    for j in range(n):
+                        f = fl[j]
+                        while f > 0:
+                            zx[j] *= down
+                            zy[j] *= down
+                            sig[j] *= hi
+                            f -= 1
+                        while f < 0:
+                            zx[j] *= up
+                            zy[j] *= up
+                            sig[j] *= lo
+                            f += 1
 
+
+
+    @nb.njit(cache=True, parallel=True, nogil=True)
+    def _backward_parallel(t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
+        for ch in nb.prange(g_parts.shape[0]):
+            _backward_chunk(ch, t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts)
+
+    @nb.njit(cache=True, nogil=True)
+    def _backward_serial(t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
+        for ch in range(g_parts.shape[0]):
+            _backward_chunk(ch, t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts)
 
 def _scalars(dtype: np.dtype, c, t_max: float):
     f = dtype.type
@@ -534,10 +554,17 @@ def _scalars(dtype: np.dtype, c, t_max: float):
                 after=np.nextafter(T, f(np.inf)), pi=f(math.pi))
 
 
-def _set_threads() -> None:
+def _parallel() -> bool:
     """Follow torch's thread count (``--threads``, `torch.set_num_threads`):
-    one knob for the whole process. Results do not depend on it."""
-    nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))
+    one knob for the whole process; results do not depend on it. With one
+    thread the serial kernels run and numba's thread pool is never started:
+    its idle workers spin-wait on the cores torch needs (a Yin-Yang epoch
+    took 5x longer that way, measured on 2 busy cores)."""
+    k = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS))
+    if k == 1:
+        return False
+    nb.set_num_threads(k)
+    return True
 
 
 def _np(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
@@ -546,7 +573,7 @@ def _np(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
 
 def layer_forward(t_in: torch.Tensor, w: torch.Tensor, c, t_max: float, dtype: torch.dtype, *,
                   extended: bool, merge: bool | None = None, freeze: bool = True) -> torch.Tensor:
-    """(B, n) times of one QIF layer; see `_forward_kernel` for the modes.
+    """(B, n) times of one QIF layer; see `_forward_chunk` for the modes.
     ``c`` is a `ThetaConstants`."""
     t = _np(t_in, dtype)
     u = _np(w.detach().to(dtype) / c.r, dtype)
@@ -554,9 +581,9 @@ def layer_forward(t_in: torch.Tensor, w: torch.Tensor, c, t_max: float, dtype: t
     out = np.empty((B, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
-        _set_threads()
-        _forward_kernel(t, u, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"], k["after"], k["pi"],
-                merge is not False, freeze, extended, min(B, _FWD_CHUNKS), _RENORM_EVERY, out)
+        kernel = _forward_parallel if _parallel() else _forward_serial
+        kernel(t, u, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"], k["after"], k["pi"],
+               merge is not False, freeze, extended, min(B, _FWD_CHUNKS), _RENORM_EVERY, out)
     return torch.from_numpy(out)
 
 
@@ -575,10 +602,10 @@ def layer_vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out
     parts = np.zeros((chunks, S, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
-        _set_threads()
+        kernel = _backward_parallel if _parallel() else _backward_serial
         kc = np.array([2.0 ** 40, 2.0 ** -40, 2.0 ** -20, 2.0 ** 20], dtype=t.dtype)  # exact rescalings
-        _backward_kernel(t, u, wn, to, go, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"],
-                         t.dtype.type(c.tau / c.r ** 2), merge is not False, kc, _RESCALE_EVERY, g_in, parts)
+        kernel(t, u, wn, to, go, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"],
+               t.dtype.type(c.tau / c.r ** 2), merge is not False, kc, _RESCALE_EVERY, g_in, parts)
     return torch.from_numpy(g_in), torch.from_numpy(parts.sum(0))
 
 
