@@ -19,8 +19,8 @@ union of all samples' event times with whole-tensor ops:
 * **Early exit.** A sample stops as soon as every neuron has spiked; in the
   backward only neurons with a nonzero upstream gradient carry weight, and a
   sample whose upstream gradient is all zero is skipped.
-* **Samples in parallel** (``prange``, as many threads as torch uses) in a
-  fixed number of chunks, each chunk with its own weight-gradient
+* **Samples in parallel** (as many threads as torch uses, see `_run_chunks`)
+  in a fixed number of chunks, each chunk with its own weight-gradient
   accumulator summed in a fixed order: results do not depend on the thread
   count (bit-reproducible training).
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -319,14 +320,9 @@ if nb is not None:
                     o[j] = after
 
 
-    @nb.njit(cache=True, parallel=True, nogil=True)
-    def _forward_parallel(t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
-        for ch in nb.prange(nchunks):
-            _forward_chunk(ch, t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out)
-
     @nb.njit(cache=True, nogil=True)
-    def _forward_serial(t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
-        for ch in range(nchunks):
+    def _forward_chunks(c0, c1, t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out):
+        for ch in range(c0, c1):
             _forward_chunk(ch, t, u, T, omega, period, ca0, sa0, after, pi, merge, freeze, extended, nchunks, renorm, out)
 
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -537,15 +533,11 @@ if nb is not None:
 
 
 
-    @nb.njit(cache=True, parallel=True, nogil=True)
-    def _backward_parallel(t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
-        for ch in nb.prange(g_parts.shape[0]):
+    @nb.njit(cache=True, nogil=True)
+    def _backward_chunks(c0, c1, t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
+        for ch in range(c0, c1):
             _backward_chunk(ch, t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts)
 
-    @nb.njit(cache=True, nogil=True)
-    def _backward_serial(t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts):
-        for ch in range(g_parts.shape[0]):
-            _backward_chunk(ch, t, u, w, tout, go, T, omega, period, ca0, sa0, kw, merge, kc, renorm, g_in, g_parts)
 
 def _scalars(dtype: np.dtype, c, t_max: float):
     f = dtype.type
@@ -554,17 +546,30 @@ def _scalars(dtype: np.dtype, c, t_max: float):
                 after=np.nextafter(T, f(np.inf)), pi=f(math.pi))
 
 
-def _parallel() -> bool:
-    """Follow torch's thread count (``--threads``, `torch.set_num_threads`):
-    one knob for the whole process; results do not depend on it. With one
-    thread the serial kernels run and numba's thread pool is never started:
-    its idle workers spin-wait on the cores torch needs (a Yin-Yang epoch
-    took 5x longer that way, measured on 2 busy cores)."""
-    k = max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS))
+_pool: ThreadPoolExecutor | None = None
+
+
+def _run_chunks(kernel, nchunks: int, *args) -> None:
+    """Run ``kernel(c0, c1, *args)`` over chunks [0, nchunks), split over as
+    many threads as torch uses (``--threads``, `torch.set_num_threads`: one
+    knob for the process; results do not depend on it).
+
+    Plain Python threads around a nogil kernel rather than numba's parallel
+    loops: numba's OpenMP workers spin-wait after each kernel on the cores
+    torch needs (a Yin-Yang epoch took 5x longer, measured on 2 busy cores),
+    and its parallel compilation costs ~30 s per kernel and dtype."""
+    global _pool
+    k = max(1, min(torch.get_num_threads(), nchunks, os.cpu_count() or 1))
     if k == 1:
-        return False
-    nb.set_num_threads(k)
-    return True
+        kernel(0, nchunks, *args)
+        return
+    if _pool is None or _pool._max_workers < k - 1:
+        _pool = ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="qif-kernel")
+    bounds = [(i * nchunks // k, (i + 1) * nchunks // k) for i in range(k)]
+    futures = [_pool.submit(kernel, c0, c1, *args) for c0, c1 in bounds[1:]]
+    kernel(*bounds[0], *args)
+    for f in futures:
+        f.result()
 
 
 def _np(x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
@@ -581,9 +586,9 @@ def layer_forward(t_in: torch.Tensor, w: torch.Tensor, c, t_max: float, dtype: t
     out = np.empty((B, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
-        kernel = _forward_parallel if _parallel() else _forward_serial
-        kernel(t, u, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"], k["after"], k["pi"],
-               merge is not False, freeze, extended, min(B, _FWD_CHUNKS), _RENORM_EVERY, out)
+        chunks = min(B, _FWD_CHUNKS)
+        _run_chunks(_forward_chunks, chunks, t, u, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"], k["after"],
+                    k["pi"], merge is not False, freeze, extended, chunks, _RENORM_EVERY, out)
     return torch.from_numpy(out)
 
 
@@ -602,10 +607,9 @@ def layer_vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out
     parts = np.zeros((chunks, S, n), dtype=t.dtype)
     if B and n:
         k = _scalars(t.dtype, c, t_max)
-        kernel = _backward_parallel if _parallel() else _backward_serial
         kc = np.array([2.0 ** 40, 2.0 ** -40, 2.0 ** -20, 2.0 ** 20], dtype=t.dtype)  # exact rescalings
-        kernel(t, u, wn, to, go, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"],
-               t.dtype.type(c.tau / c.r ** 2), merge is not False, kc, _RESCALE_EVERY, g_in, parts)
+        _run_chunks(_backward_chunks, chunks, t, u, wn, to, go, k["T"], k["omega"], k["period"], k["ca0"], k["sa0"],
+                    t.dtype.type(c.tau / c.r ** 2), merge is not False, kc, _RESCALE_EVERY, g_in, parts)
     return torch.from_numpy(g_in), torch.from_numpy(parts.sum(0))
 
 
