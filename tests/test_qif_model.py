@@ -17,6 +17,14 @@ from hwloop.network import Layer, NeuronParams
 
 from ode_qif import layer_times
 
+
+@pytest.fixture(autouse=True, params=["numba", "torch"])
+def engine(request, monkeypatch):
+    """Every test here runs on both engines: the numba kernel (the default)
+    and the torch reference path, each against the ODE and finite differences."""
+    monkeypatch.setenv("HWLOOP_QIF_ENGINE", request.param)
+    return request.param
+
 T = 1.0
 P = NeuronParams(model="qif", tau_mem=1.0, tau_syn=1.0, options={"i0": 1.25, "v0": 0.5})
 MODEL = QIF()
