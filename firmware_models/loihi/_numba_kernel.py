@@ -1,0 +1,154 @@
+"""The fused numba kernel of the bit-accurate Loihi core (see `core.py`).
+
+Defined at module level so that numba's on-disk cache (``cache=True``)
+finds it again in the next process: kernels defined inside a function get a
+fresh cache key every time and are recompiled in every process.
+"""
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, inline="always")
+def trunc_decay(x, factor):
+    # trunc(p / 4096) toward zero without a branch: add 4095 when p < 0
+    p = x * factor
+    return (p + ((p >> 63) & 4095)) >> 12
+
+
+@nb.njit(cache=True, inline="always")
+def wrap24(d):
+    # u is a 24-bit register: one wrap suffices, |d| < 3 * 2**23
+    if d > 8388608:
+        d -= 16777216
+    elif d <= -8388608:
+        d += 16777216
+    return d
+
+
+@nb.njit(cache=True, inline="always")
+def clip24(x):
+    if x > 8388607:
+        x = 8388607
+    elif x < -8388607:
+        x = -8388607
+    return x
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def layer_kernel(in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias, eb_any,
+                 fu, fv, du1, vth, steps, prune_every, out):
+    B, n_src = in_steps.shape
+    n = w.shape[1]
+    n_chunks = min(B, 256)
+    for c in nb.prange(n_chunks):
+        # scratch once per chunk of samples, not per sample
+        start = np.empty(steps + 2, np.int64)
+        order = np.empty(n_src, np.int64)
+        a = np.empty(n, np.int64)
+        idx = np.empty(n, np.int64)
+        u = np.empty(n, np.int64)
+        v = np.empty(n, np.int64)
+        eb = np.empty(n, np.int64)
+        thr = np.empty(n, np.int64)
+        NEVER = np.int64(1) << 62
+        b0 = c * B // n_chunks
+        b1 = (c + 1) * B // n_chunks
+        for b in range(b0, b1):
+            # counting sort of this sample's source spikes by step:
+            # sources of step k are order[start[k]:start[k + 1]]
+            for k in range(steps + 2):
+                start[k] = 0
+            last = last_input
+            for i in range(n_src):
+                s = in_steps[b, i]
+                if 0 <= s < steps:
+                    start[s + 2] += 1
+                    if s > last:
+                        last = s
+            for k in range(2, steps + 2):
+                start[k] += start[k - 1]
+            for i in range(n_src):
+                s = in_steps[b, i]
+                if 0 <= s < steps:
+                    order[start[s + 1]] = i
+                    start[s + 1] += 1
+            # live neurons, compacted: idx[x] is the neuron in slot x
+            for j in range(n):
+                idx[j] = j
+                u[j] = 0
+                v[j] = 0
+                eb[j] = eff_bias[j]
+                thr[j] = vth
+                out[b, j] = -1
+            n_act = n
+            n_dead = 0
+            for k in range(steps):
+                e0 = start[k]
+                e1 = start[k + 1]
+                if e0 < e1 or bias_step[k]:
+                    # an input step: per-neuron input of both synapse groups
+                    for j in range(n):
+                        a[j] = 0
+                    for e in range(e0, e1):
+                        i = order[e]
+                        for j in range(n):
+                            a[j] += w[i, j]
+                    if weight_exp >= 0:
+                        for j in range(n):
+                            a[j] = ((a[j] << weight_exp) + bias_in[k, j]) << 6
+                    else:
+                        for j in range(n):
+                            a[j] = ((a[j] >> (-weight_exp)) + bias_in[k, j]) << 6
+                    nf = 0
+                    for x in range(n_act):
+                        uu = wrap24(trunc_decay(u[x], fu) + a[idx[x]])
+                        u[x] = uu
+                        vv = clip24(trunc_decay(v[x], fv) + uu + eb[x])
+                        v[x] = vv
+                        nf += vv > thr[x]
+                else:
+                    # no input: |u| only shrinks, no wrap possible
+                    nf = 0
+                    for x in range(n_act):
+                        uu = trunc_decay(u[x], fu)
+                        u[x] = uu
+                        vv = clip24(trunc_decay(v[x], fv) + uu + eb[x])
+                        v[x] = vv
+                        nf += vv > thr[x]
+                # (fired neurons stay in their slot with an unreachable
+                # threshold until enough of them pile up to compact)
+                if nf > 0:
+                    for x in range(n_act):
+                        if v[x] > thr[x]:
+                            out[b, idx[x]] = k
+                            thr[x] = NEVER
+                    n_dead += nf
+                    if n_dead == n_act:
+                        break
+                prune = k >= last and (k - last) % prune_every == 0
+                if prune or 4 * n_dead > n_act:
+                    # drop neurons that fired (one spike per trial) and, once
+                    # all input is in, those that provably cannot fire: with
+                    # no input and bias <= 0, v stays <= max(v,0) + max(u,0)*fu/(du+1)
+                    y = 0
+                    for x in range(n_act):
+                        if thr[x] == NEVER:
+                            continue
+                        vv = v[x]
+                        uu = u[x]
+                        if prune and eb[x] <= 0:
+                            up = uu if uu > 0 else 0
+                            vp = vv if vv > 0 else 0
+                            if vp * du1 + up * fu <= vth * du1:
+                                continue
+                        idx[y] = idx[x]
+                        u[y] = uu
+                        v[y] = vv
+                        eb[y] = eb[x]
+                        thr[y] = vth
+                        y += 1
+                    n_act = y
+                    n_dead = 0
+                    if n_act == 0:
+                        break
