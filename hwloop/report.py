@@ -137,6 +137,12 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
         host = sum(r["host_seconds"] for r in train)
         lines += [f"Steps: {len(train)}; target time {tgt:.1f} s, host time {host:.1f} s "
                   f"(host share {host / max(1e-9, tgt + host):.0%}).", ""]
+        if all("io_seconds" in r for r in train):  # logged since the timing split was added
+            io = sum(r["io_seconds"] for r in train)
+            dep = sum(r.get("deploy_seconds", 0.0) for r in train)
+            lines += [f"Of the host time: backend I/O (transfer, encoding, decoding) {io:.1f} s, "
+                      f"deploying the weights {dep:.1f} s, the host's own work (backward, optimiser, "
+                      f"checkpoints) {host - io - dep:.1f} s.", ""]
     if summary:
         lines += [f"Completed {summary.get('finished', '?')}.", ""]
     for k, v in extra.items():

@@ -165,3 +165,22 @@ def test_bad_session_inputs(tmp_path, init_net):
     with pytest.raises(TargetError, match="unknown target"):
         run_session(tmp_path / "c", small_cfg(init_net, target="nope"), progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_report_of_a_session(init_net, tmp_path):
+    """`hwloop report`: Markdown + four PNGs; on the software target the
+    measured times *are* the model's, so the scatter statistics must say so."""
+    from hwloop.report import write_report
+
+    run_session(tmp_path / "s", small_cfg(init_net, epochs=1), progress=False)
+    res = write_report(str(tmp_path / "s"), samples=100)
+    md = (tmp_path / "s" / "report" / "report.md").read_text()
+    for png in ("accuracy_loss.png", "silent.png", "measured_vs_model.png", "raster.png"):
+        assert f"({png})" in md
+        assert (tmp_path / "s" / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "backend I/O" in md and "host share" in md
+    for layer in (0, 1):
+        assert res[f"layer{layer}_median_abs_diff"] == pytest.approx(0.0, abs=1e-9)
+        assert res[f"layer{layer}_fire_agreement"] == pytest.approx(1.0)
+    with pytest.raises(SessionError):
+        write_report(str(tmp_path / "nothing"))
