@@ -205,7 +205,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
     from .evaluation import run_batches, spike_statistics
     from .inloop import measured_forward, network_with, spsa_gradient, worst_case_output
     from .models import network_forward
-    from .training import revive_silent, ttfs_loss
+    from .training import jitter_times, revive_silent, ttfs_loss
 
     sd = SessionDir(directory)
     if resume:
@@ -300,7 +300,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
                            "weights": [w.detach().clone() for w in weights],
                            "averaged": [a.clone() for a in averaged],
                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, sd.checkpoint)
-        network_with(template, weights).save(sd.latest)
+        network_with(template, deployed()).save(sd.latest)  # the same weights the session ends with
 
     bar = None
     if progress:
@@ -324,8 +324,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
             xb, yb = t_tr[idx], yt_tr[idx]
             if cfg.input_jitter > 0:  # keyed on (seed, step): resume replays it exactly
                 noise = np.random.default_rng([cfg.seed, step, 2]).standard_normal(tuple(xb.shape))
-                xb = torch.where(torch.isfinite(xb), (xb + torch.as_tensor(noise * cfg.input_jitter * tau,
-                                                                           dtype=xb.dtype)).clamp_min(0.0), xb)
+                xb = jitter_times(xb, torch.as_tensor(noise * cfg.input_jitter * tau, dtype=xb.dtype))
             t0 = time.perf_counter()
             target_s = 0.0
             runs = 1

@@ -124,6 +124,11 @@ def ttfs_loss(t_out: torch.Tensor, y: torch.Tensor, t_max: float, tau: float,
     return ce + pull.mean()
 
 
+def jitter_times(t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Input spike times moved by ``noise``, kept >= 0; silent inputs (inf) stay silent."""
+    return torch.where(torch.isfinite(t), (t + noise).clamp_min(0.0), t)
+
+
 def revive_silent(weights: Sequence[torch.Tensor], times: Sequence[torch.Tensor],
                   max_missing: Sequence[float], bump: float) -> list[int]:
     """Weight bumping (see module doc). Returns the indices of bumped layers."""
@@ -315,7 +320,7 @@ def train(cfg: TrainConfig, progress: bool = True,
             xb, yb = x_tr[idx], y_tr[idx]
             if cfg.input_jitter > 0:
                 noise = torch.randn(xb.shape, generator=gen, dtype=xb.dtype) * (cfg.input_jitter * cfg.tau)
-                xb = torch.where(torch.isfinite(xb), (xb + noise).clamp_min(0.0), xb)
+                xb = jitter_times(xb, noise)
             times = forward(xb)
             loss = ttfs_loss(times[-1], yb, t_max, cfg.tau, cfg.xi, cfg.alpha, cfg.beta, end_logit_on)
             with torch.no_grad():  # label output first on the times the loss saw (extended for QIF)
