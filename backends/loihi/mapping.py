@@ -12,10 +12,15 @@ The float network (model units) becomes integer registers on a time grid of
   factors of I and V) makes the discrete response equal the continuous PSP
   at every grid point;
 * weights: 8-bit mixed-sign mantissa ``W`` (even, -256..254) and one
-  exponent ``e`` per layer, chosen so the largest weight uses the whole
-  mantissa; ``vth`` is chosen large enough for precision and small enough
-  that ``u`` can never wrap (each source fires once, so the worst case is the
-  sum of a neuron's positive, or negative, weights);
+  exponent ``e`` per layer. The threshold ``vth`` (a free 17-bit integer)
+  is chosen with ``e`` so that the largest weight sits at the top of the
+  mantissa (|W| = 252..254): the quantisation step is then 1/127 of the
+  largest weight at every ``dt``, where a power-of-two exponent alone
+  would leave up to half the mantissa unused. ``vth`` starts near 2^13,
+  is raised before a negative ``e`` is used (that floors every synaptic
+  sum), and is lowered (with ``e``) until ``u`` can never wrap (each
+  source fires once, so the worst case is the sum of a neuron's positive,
+  or negative, weights);
 * time: input and bias spikes at ``round(t/dt)``; a spike at local step
   ``k`` is reported at ``(k + 1/2) dt`` (the grid puts the crossing in
   ``(k dt, (k+1) dt]``); one spike per neuron via the ``TTFSLif`` process.
@@ -145,28 +150,39 @@ def compile_network(net: Network, steps: int = DEFAULT_STEPS) -> LoihiCompiled:
         neg = np.clip(-per_unit, 0, None).sum(axis=0).max()
         worst = float(max(pos, neg))  # worst |sum of jumps| into u, per unit vth
 
+        pu_max = float(np.abs(per_unit).max())
+
         def exponent_for(vth: int) -> int:
-            biggest = vth * float(np.abs(per_unit).max())
+            biggest = vth * pu_max
             return 0 if biggest == 0 else int(math.ceil(math.log2(biggest / 254.0)))
 
-        vth = VTH_PREFERRED
-        e = exponent_for(vth)
-        if e < 0:  # small weights: a larger vth keeps the exponent at 0 (no flooring)
-            vth = int(min(fw.VTH_MAX, math.floor(254.0 / float(np.abs(per_unit).max()))))
-            e = exponent_for(vth)
+        def filling(e: int) -> int:
+            """The threshold that puts the largest weight at the top of the mantissa."""
+            return VTH_PREFERRED if pu_max == 0 else int(min(fw.VTH_MAX, math.floor(254.0 * 2.0 ** e / pu_max)))
+
+        def wraps(vth: int, e: int) -> bool:
+            return 64 * (vth * worst + slack * 2.0 ** e) >= fw.UV_MAX
+
         # u may not wrap: 64 * 2^e * (worst sum in mantissa units + flooring slack) < 2^23
         slack = fan_in
-        while vth > VTH_MIN and (e > fw.WEIGHT_EXP_RANGE[1] or 64 * (vth * worst + slack * 2.0 ** e) >= fw.UV_MAX):
-            vth //= 2
-            e = exponent_for(vth)
-        if e > fw.WEIGHT_EXP_RANGE[1] or 64 * (vth * worst + slack * 2.0 ** e) >= fw.UV_MAX:
+        # a negative exponent floors every synaptic sum, so small weights get a
+        # larger threshold at exponent 0 first, and only below that a negative one
+        e = max(exponent_for(VTH_PREFERRED), 0)
+        if pu_max > 0 and 254.0 * 2.0 ** e / pu_max > fw.VTH_MAX:
+            e = max(int(math.floor(math.log2(fw.VTH_MAX * pu_max / 254.0))), fw.WEIGHT_EXP_RANGE[0])
+        vth = filling(e)
+        while vth > VTH_MIN and (e > fw.WEIGHT_EXP_RANGE[1] or wraps(vth, e)):
+            e -= 1
+            vth = filling(e)
+        if vth < VTH_MIN or e > fw.WEIGHT_EXP_RANGE[1] or wraps(vth, e):
             raise DesignRuleError(
                 "current-range", li, "sum of a neuron's same-sign input jumps < 2^23 at vth >= 16",
                 f"weights up to {w_max:.3g} against threshold {p.threshold:g} need more than the 24-bit current")
-        if e < fw.WEIGHT_EXP_RANGE[0]:
+        if pu_max > 0 and vth * pu_max / 2.0 ** e < 127:
             raise DesignRuleError(
                 "weight-exponent", li, f"{fw.WEIGHT_EXP_RANGE[0]}..{fw.WEIGHT_EXP_RANGE[1]}",
-                f"largest weight {w_max:.3g} is too small against threshold {p.threshold:g} (exponent {e})")
+                f"largest weight {w_max:.3g} is too small against threshold {p.threshold:g}: it fills less than "
+                f"half of the 8-bit mantissa at the largest threshold and the finest exponent")
         W = _quantise(vth * per_unit, e)
         w_eff = W.astype(np.float64) * 2.0 ** e / vth * p.threshold / g
         err = w_eff - w
