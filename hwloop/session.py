@@ -192,6 +192,23 @@ class _StopRequested(Exception):
     pass
 
 
+#: Settings a session on a Loihi time grid gets unless they are given
+#: (`hwloop loop` applies them; docs/in-the-loop.md has the measurements):
+#: on the grid the gradient at the measured output time is dominated by
+#: samples where the model's membrane is past its peak, the measured loss
+#: cannot see outputs the target narrowly missed, and bumping an output's
+#: weights shifts a whole class by most of a step.
+GRID_SETTINGS = {"grad_at": "model", "loss_times": "worst", "max_missing": (0.3, 1.0)}
+GRID_TARGETS = ("bitexact", "lava-sim", "lava-hw")
+
+
+def recommended_settings(target: str) -> dict:
+    """Per-target defaults for the session options that depend on the target."""
+    from backends import parse_target
+
+    return dict(GRID_SETTINGS) if parse_target(target).scheme in GRID_TARGETS else {}
+
+
 def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, resume: bool = False,
                 progress: bool = True, crash_after_step: int | None = None) -> dict:
     """Create (``cfg``) or resume (``resume=True``) a session and run it to the end.

@@ -146,3 +146,22 @@ def test_lava_sim_session_matches_bitexact_step_for_step(tmp_path, init_net):
         assert {k: a.get(k) for k in keys} == {k: b.get(k) for k in keys}
     for la, lb in zip(net_l.layers, net_b.layers):
         np.testing.assert_array_equal(la.weight, lb.weight)
+
+
+@pytest.mark.parametrize("target, extra, expect", [
+    ("bitexact?steps=50", [], ("model", "worst", [0.3, 1.0])),
+    ("bitexact?steps=50", ["--grad-at", "measured", "--max-missing", "0.3,0"], ("measured", "worst", [0.3, 0.0])),
+    ("software", [], ("measured", "measured", [0.3, 0.0])),
+])
+def test_loop_command_uses_grid_settings_on_loihi_targets(tmp_path, init_net, target, extra, expect):
+    """`hwloop loop` on a Loihi target defaults to the grid settings; options
+    given on the command line win; other targets keep the plain defaults."""
+    from hwloop.cli import main
+
+    d = tmp_path / "s"
+    rc = main(["loop", "--target", target, "--dataset", "yinyang", "--init", str(init_net), "--dir", str(d),
+               "--epochs", "1", "--batch-size", "50", "--train-limit", "50", "--eval-limit", "50", "--quiet",
+               "--json", *extra])
+    assert rc == 0
+    cfg = json.loads((d / "config.json").read_text())
+    assert (cfg["grad_at"], cfg["loss_times"], cfg["max_missing"]) == expect

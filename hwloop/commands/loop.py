@@ -20,15 +20,18 @@ def register(sub):
     p.add_argument("--gradient", choices=["model", "spsa"], default=None)
     p.add_argument("--spsa-pairs", type=int, default=None)
     p.add_argument("--grad-at", choices=["measured", "model"], default=None,
-                   help="evaluate the model gradient at the measured output times (default) or at the "
-                        "model's times for the measured inputs (robust on coarse time grids)")
+                   help="evaluate the model gradient at the measured output times or at the model's times for "
+                        "the measured inputs (robust on time grids); default: model on Loihi targets "
+                        "(bitexact, lava-sim, lava-hw), measured elsewhere")
     p.add_argument("--loss-times", choices=["measured", "worst"], default=None,
-                   help="output times the loss sees: the measured ones (default), or per output the worse of "
-                        "measured and the model's for the measured inputs (the later for the label, the "
-                        "earlier for the others; steadies training on a time grid, docs/in-the-loop.md)")
+                   help="output times the loss sees: the measured ones, or per output the worse of measured and "
+                        "the model's for the measured inputs (the later for the label, the earlier for the "
+                        "others; steadies training on a time grid, docs/in-the-loop.md); default: worst on "
+                        "Loihi targets, measured elsewhere")
     p.add_argument("--max-missing", default=None, metavar="F[,F...]",
                    help="LIF weight bumping: per layer, the fraction of a batch a neuron may miss before its "
-                        "inputs are raised (last value repeats; default 0.3,0.0; 1 turns it off for a layer)")
+                        "inputs are raised (last value repeats; 1 turns it off for a layer; default 0.3,1 on Loihi "
+                        "targets, 0.3,0 elsewhere)")
     p.add_argument("--ema", type=float, default=None,
                    help="average the weights over steps with this decay (e.g. 0.98); evaluation and "
                         "best.hwnet use the average (default 0: off)")
@@ -49,7 +52,7 @@ def argparse_suppress():
 
 
 def run(args) -> dict:
-    from ..session import LoopConfig, SessionError, run_session
+    from ..session import LoopConfig, SessionError, recommended_settings, run_session
 
     if args.resume:
         given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema",
@@ -67,6 +70,10 @@ def run(args) -> dict:
             setattr(cfg, key, v)
     if args.max_missing is not None:
         cfg.max_missing = _fractions(args.max_missing)
+    given = {"grad_at": args.grad_at, "loss_times": args.loss_times, "max_missing": args.max_missing}
+    for key, value in recommended_settings(cfg.target).items():
+        if given[key] is None:
+            setattr(cfg, key, value)
     directory = args.dir or f"runs/loop-{cfg.target.split('?')[0].replace('/', '_').replace(':', '')}"
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
