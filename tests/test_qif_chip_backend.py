@@ -163,6 +163,36 @@ def test_default_chip_differs_like_mismatch_should():
     assert np.corrcoef(real[both], ideal[both])[0, 1] > 0.9
 
 
+def test_dead_emulator_is_restarted_and_the_run_repeated_exactly():
+    """qif-emu restarts an emulator process that died (the pseudo-terminal
+    dies with it, so the link alone cannot recover), re-sends the
+    configuration and repeats the lost run with the same noise seed: the
+    results equal those of a backend whose emulator never died."""
+    net = random_net(9)
+    x = np.random.default_rng(1).uniform(0, 1.2, (40, 4))
+    url = "qif-emu?baud=0&chip_id=7&timeout=1&ack_timeout=0.05&retries=2&recoveries=1&connect_timeout=5"
+    with open_target(url) as ref:
+        ref.load(net)
+        expected = [ref.run(x).times for _ in range(2)]
+    with open_target(url) as chip:
+        chip.load(net)
+        first = chip.run(x).times
+        chip.proc.kill()
+        chip.proc.wait(5)
+        check = chip._check_alive
+        chip._check_alive = lambda: None  # as if it died during the run: the link fails first
+        second = chip.run(x)
+        assert chip.respawns == 1 and second.info["emulator_respawns"] == 1
+        chip._check_alive = check
+        for got, want in zip([first, second.times], expected):
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+        chip.proc.kill()  # found dead before a configuration: restarted at once
+        chip.proc.wait(5)
+        chip.load(random_net(10))
+        assert chip.respawns == 2 and np.isfinite(chip.run(x).times[-1]).any()
+
+
 def test_firmware_answers_errors_with_types(ideal):
     ideal.load(random_net(0))
     c = ideal.client

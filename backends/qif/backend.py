@@ -77,6 +77,11 @@ class QifSerialBackend(Backend):
         self.run_index = 0
         self.port = None
         self.client: ChipClient | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        """Open the port and handshake (on failure: close and raise TargetError)."""
+        url = self.url
         try:
             self.port = self._open_port(self.port_path())
             self.client = ChipClient(
@@ -175,13 +180,77 @@ class QifEmuBackend(QifSerialBackend):
     KNOWN_OPTIONS = QifSerialBackend.KNOWN_OPTIONS | {"chip_id", "mismatch", "noise"}
     START_TIMEOUT = 30.0
 
+    #: consecutive emulator deaths survived (by restarting it) before giving up
+    MAX_RESPAWNS = 3
+
     def __init__(self, url: TargetURL):
         self.proc = None
         self._stderr = None
+        #: emulator processes restarted after they died (the link alone cannot
+        #: recover: the pseudo-terminal goes with the process)
+        self.respawns = 0
+        self._respawns_in_a_row = 0
         super().__init__(url)
 
     def default_baud(self) -> int:
         return EMU_DEFAULT_BAUD
+
+    def _emulator_died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def _respawn(self, exc: TargetError) -> None:
+        """Start a fresh emulator (same chip, same options), reconnect, re-send
+        the deployed configuration. The chip is deterministic given its id and
+        the run's noise seed, so a repeated run gives what the lost one would."""
+        if self._respawns_in_a_row >= self.MAX_RESPAWNS:
+            raise TargetError(f"{self.url.raw}: the emulator died {self._respawns_in_a_row + 1} times in a row; "
+                              f"giving up (last error: {exc})") from None
+        code = self.proc.returncode
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+            tail = f": {lines[-1]}" if lines else ""
+        print(f"qif-emu: the emulator process exited (code {code}{tail}); restarting it", file=sys.stderr)
+        self.close()
+        self._connect()
+        if self._deployed is not None:
+            QifSerialBackend._deploy(self, self._deployed)
+        self.respawns += 1
+        self._respawns_in_a_row += 1
+
+    def _check_alive(self) -> None:
+        """Restart an emulator found dead before a command is sent (cheap: one
+        poll), rather than waiting for the link's timeouts to notice."""
+        if self._emulator_died():
+            self._respawn(TargetError(f"{self.url.raw}: emulator process not running"))
+
+    def _deploy(self, prog: QifProgram) -> None:
+        self._check_alive()
+        while True:
+            try:
+                super()._deploy(prog)
+                self._respawns_in_a_row = 0
+                return
+            except TargetError as exc:
+                if not self._emulator_died():
+                    raise
+                self._respawn(exc)
+
+    def _run(self, t_features: np.ndarray):
+        self._check_alive()
+        first = self.run_index
+        while True:
+            try:
+                out = super()._run(t_features)
+                self._respawns_in_a_row = 0
+                out[2]["emulator_respawns"] = self.respawns
+                return out
+            except TargetError as exc:
+                if not self._emulator_died():
+                    raise
+                self.run_index = first  # the repeated run gets the lost run's noise seed
+                self._respawn(exc)
 
     def port_path(self) -> str:
         url = self.url
