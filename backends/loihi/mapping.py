@@ -174,7 +174,7 @@ def compile_network(net: Network, steps: int = DEFAULT_STEPS) -> LoihiCompiled:
         while vth > VTH_MIN and (e > fw.WEIGHT_EXP_RANGE[1] or wraps(vth, e)):
             e -= 1
             vth = filling(e)
-        if vth < VTH_MIN or e > fw.WEIGHT_EXP_RANGE[1] or wraps(vth, e):
+        if vth < VTH_MIN or not fw.WEIGHT_EXP_RANGE[0] <= e <= fw.WEIGHT_EXP_RANGE[1] or wraps(vth, e):
             raise DesignRuleError(
                 "current-range", li, "sum of a neuron's same-sign input jumps < 2^23 at vth >= 16",
                 f"weights up to {w_max:.3g} against threshold {p.threshold:g} need more than the 24-bit current")
