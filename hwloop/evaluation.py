@@ -65,7 +65,7 @@ def evaluate_network(net: Network, dataset: str, split: str = "test", target: st
     t_in = net.encoding.encode(x)
     t0 = time.perf_counter()
     with open_target(target) as backend:
-        backend.load(net)
+        compiled = backend.load(net)
         times, target_s, host_s = run_batches(backend, t_in, batch_size, progress, desc=f"eval {target}")
     wall = time.perf_counter() - t0
     report = classification_report(times[-1], y)
@@ -80,4 +80,8 @@ def evaluate_network(net: Network, dataset: str, split: str = "test", target: st
         "target_seconds": target_s,
         "host_seconds": host_s,
         "samples_per_second": len(y) / wall if wall > 0 else float("inf"),
+        # a target whose compiler reports its quantisation (Loihi: registers and
+        # weight error per layer) has it here, so the figures can be rerun
+        **({"mapping": compiled.report, "mapping_text": compiled.format_report()}
+           if hasattr(compiled, "format_report") else {}),
     }

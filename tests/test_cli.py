@@ -39,6 +39,12 @@ def test_eval_and_simulate(capsys, tmp_path, small_net):
     assert code == 0 and res["n"] == 200
     assert 0.0 <= res["accuracy"] <= 1.0
     assert len(res["spikes"]["layers"]) == 2
+    assert "mapping" not in res  # the float model quantises nothing
+    code, res = run_json(capsys, ["eval", str(small_net), "--dataset", "yinyang", "--limit", "50",
+                                  "--target", "bitexact?steps=150"])
+    assert code == 0 and [r["layer"] for r in res["mapping"]] == [0, 1]
+    assert all(0 < r["weight_err_rms"] <= r["w_max"] / 127 for r in res["mapping"])
+    assert "150 steps" in res["mapping_text"]
     x = np.random.default_rng(0).uniform(size=(7, 2))
     x = np.concatenate([x, 1 - x], axis=1)
     np.save(tmp_path / "x.npy", x)

@@ -32,4 +32,6 @@ def run(args) -> dict:
         print(f"spikes per hidden neuron per sample: {sp['spikes_per_hidden_neuron']:.3f}; silent fraction per layer: "
               + ", ".join(f"{layer['silent_fraction']:.3f}" for layer in sp["layers"]))
         print(f"{res['samples_per_second']:.0f} samples/s")
+        if "mapping_text" in res:
+            print(res["mapping_text"])
     return res
