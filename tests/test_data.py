@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hwloop.data import (
@@ -170,6 +170,7 @@ def test_digits_deterministic():
     frac=st.tuples(st.floats(0.0, 0.3), st.floats(0.0, 0.3)),
     seed=st.integers(0, 2**31),
 )
+@example(counts=[1, 1, 1, 1], frac=(0.25, 0.25), seed=0)  # two splits once claimed one class's only sample
 def test_stratified_split_exact_sizes_and_proportions(counts, frac, seed):
     y = np.repeat(np.arange(len(counts)), counts)
     np.random.default_rng(seed).shuffle(y)

@@ -61,12 +61,19 @@ def stratified_split(y: np.ndarray, sizes: dict[str, int], seed: int, rest: str 
     if any(v < 0 for v in fixed.values()) or sum(fixed.values()) > n:
         raise DatasetError(f"split sizes {fixed} do not fit {n} samples")
     quotas = {}
+    room = counts.astype(np.int64)  # samples of each class not yet given to a split
     for name, size in fixed.items():
         exact = size * counts / n
-        q = np.floor(exact).astype(np.int64)
+        q = np.minimum(np.floor(exact).astype(np.int64), room)
         short = size - int(q.sum())
-        q[np.argsort(-(exact - q), kind="stable")[:short]] += 1
+        # largest remainders first, among classes that still have a sample to give
+        # (split by split alone, two small splits could both claim a class's last one)
+        order = [i for i in np.argsort(-(exact - q), kind="stable") if q[i] < room[i]]
+        if short > len(order):
+            raise DatasetError(f"split sizes {fixed} do not fit the class counts {counts.tolist()}")
+        q[order[:short]] += 1
         quotas[name] = q
+        room = room - q
     rng = np.random.default_rng(seed)
     out: dict[str, list[np.ndarray]] = {name: [] for name in list(fixed) + [rest]}
     for ci, c in enumerate(classes):
