@@ -1,4 +1,4 @@
-"""One adapter per target behind one small interface (`backends.base.Backend`).
+"""One adapter per target behind one small interface (`hwloop.backends.base.Backend`).
 
 ``open_target(url)`` picks the adapter by the URL's scheme; adapters are
 imported only when asked for, so optional dependencies (Lava) stay optional.
@@ -14,12 +14,12 @@ from .base import Backend, Measurement, TargetURL, parse_target
 
 # scheme -> "module:Class"; imported lazily
 TARGETS: dict[str, str] = {
-    "software": "backends.software:SoftwareBackend",
-    "bitexact": "backends.loihi:BitExactBackend",
-    "lava-sim": "backends.loihi:LavaSimBackend",
-    "lava-hw": "backends.loihi:LavaHwBackend",
-    "qif-emu": "backends.qif:QifEmuBackend",
-    "qif": "backends.qif:QifSerialBackend",
+    "software": "hwloop.backends.software:SoftwareBackend",
+    "bitexact": "hwloop.backends.loihi:BitExactBackend",
+    "lava-sim": "hwloop.backends.loihi:LavaSimBackend",
+    "lava-hw": "hwloop.backends.loihi:LavaHwBackend",
+    "qif-emu": "hwloop.backends.qif:QifEmuBackend",
+    "qif": "hwloop.backends.qif:QifSerialBackend",
 }
 
 
@@ -30,7 +30,7 @@ def backend_class(scheme: str) -> type[Backend]:
     try:
         return getattr(importlib.import_module(mod), cls)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("backends"):
+        if exc.name and exc.name.startswith("hwloop.backends"):
             raise TargetError(f"target {scheme!r} is not implemented in this build") from None
         raise
     except AttributeError:

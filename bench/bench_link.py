@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends import open_target  # noqa: E402
+from hwloop.backends import open_target  # noqa: E402
 from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding  # noqa: E402
 
 

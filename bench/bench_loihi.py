@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backends import open_target  # noqa: E402
+from hwloop.backends import open_target  # noqa: E402
 from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding  # noqa: E402
 
 

@@ -53,7 +53,7 @@ def run_batches(backend, t_in: np.ndarray, batch_size: int = 1000, progress: boo
 def evaluate_network(net: Network, dataset: str, split: str = "test", target: str = "software",
                      limit: int | None = None, root: str | None = None, batch_size: int = 1000,
                      progress: bool = False) -> dict:
-    from backends import open_target
+    from hwloop.backends import open_target
 
     from .data import load_dataset
     from .data.decoding import classification_report

@@ -71,7 +71,7 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
 
     extra = {}
     if run_target:
-        from backends import open_target
+        from hwloop.backends import open_target
 
         from .data import load_dataset
         from .evaluation import run_batches

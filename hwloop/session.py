@@ -204,7 +204,7 @@ GRID_TARGETS = ("bitexact", "lava-sim", "lava-hw")
 
 def recommended_settings(target: str) -> dict:
     """Per-target defaults for the session options that depend on the target."""
-    from backends import parse_target
+    from hwloop.backends import parse_target
 
     return dict(GRID_SETTINGS) if parse_target(target).scheme in GRID_TARGETS else {}
 
@@ -215,7 +215,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
 
     ``crash_after_step`` is a test hook: the process exits abruptly right
     after that step's weight update, before its checkpoint."""
-    from backends import open_target
+    from hwloop.backends import open_target
 
     from .data import load_dataset
     from .data.decoding import classification_report
@@ -233,7 +233,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
         if cfg is None:
             raise SessionError("no configuration given")
         cfg.validate()
-        from backends import backend_class, parse_target
+        from hwloop.backends import backend_class, parse_target
 
         backend_class(parse_target(cfg.target).scheme)  # an unknown target fails before anything is written
         sd.create(cfg)

@@ -18,7 +18,7 @@ import tty
 
 import numpy as np
 
-from backends.qif import spawn_emulator, stop_emulator
+from hwloop.backends.qif import spawn_emulator, stop_emulator
 
 
 class LinkProxy:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends import open_target
+from hwloop.backends import open_target
 from hwloop.inloop import measured_forward, worst_case_output
 from hwloop.models import network_forward
 from hwloop.network import Network
@@ -134,7 +134,7 @@ def test_worst_loss_session_on_bitexact_runs_and_logs(tmp_path, init_net):
 def test_lava_sim_session_matches_bitexact_step_for_step(tmp_path, init_net):
     """lava-sim (fixed point) and bitexact are spike-for-spike identical, so
     the same session gives the same per-step losses and the same weights."""
-    from backends.loihi import lava_compat
+    from hwloop.backends.loihi import lava_compat
 
     if not lava_compat.lava_installed():
         pytest.skip("lava-nc not installed (pip install -e '.[lava]'; see docs/loihi.md)")

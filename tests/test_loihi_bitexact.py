@@ -1,4 +1,4 @@
-"""`bitexact` (firmware_models.loihi) against Lava's own fixed-point models,
+"""`bitexact` (hwloop.firmware_models.loihi) against Lava's own fixed-point models,
 spike for spike in every layer, over random networks (hypothesis).
 
 The Lava half runs through the same worker the `lava-sim` target uses, with
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware_models.loihi import CoreConfig, CoreLayer, clip_and_truncate_weights, numba_available, simulate
+from hwloop.firmware_models.loihi import CoreConfig, CoreLayer, clip_and_truncate_weights, numba_available, simulate
 
 LAVA_EXAMPLES = 40  # random networks run on Lava per test session (each ~0.3 s, 24 samples batched)
 ENGINE_EXAMPLES = 150  # numba vs numpy engine, no Lava
@@ -91,13 +91,13 @@ def test_one_spike_per_neuron_and_reset():
 
 
 # ------------------------------------------------------------------- Lava
-lava = pytest.importorskip("backends.loihi.lava_compat")
+lava = pytest.importorskip("hwloop.backends.loihi.lava_compat")
 needs_lava = pytest.mark.skipif(not lava.lava_installed(), reason="lava-nc not installed")
 
 
 @pytest.fixture(scope="module")
 def worker():
-    from backends.loihi.lava_runner import LavaWorker
+    from hwloop.backends.loihi.lava_runner import LavaWorker
 
     w = LavaWorker()
     yield w
@@ -105,7 +105,7 @@ def worker():
 
 
 def _lava_layers(config, raw):
-    from backends.loihi.lava_runner import LavaLayer
+    from hwloop.backends.loihi.lava_runner import LavaLayer
 
     return [LavaLayer(weight=w_raw, bias_weight=wb_raw, bias_steps=l.bias_steps, weight_exp=l.weight_exp,
                       du=l.du, dv=l.dv, vth=l.vth, bias_mant=l.bias_mant, bias_exp=l.bias_exp)

@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from backends import open_target
-from backends.loihi import lava_compat
-from backends.loihi.mapping import compile_network
+from hwloop.backends import open_target
+from hwloop.backends.loihi import lava_compat
+from hwloop.backends.loihi.mapping import compile_network
 from hwloop.errors import DesignRuleError, TargetError
 from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
 
@@ -129,7 +129,7 @@ def test_bitexact_tracks_float_lif_model(tau_m):
 def test_integer_discretisation_matches_continuous_psp():
     """One input, no threshold crossing: the core's membrane at step k equals
     c * V((k+1) dt) of the continuous ODE (closed-form PSP) up to rounding."""
-    from firmware_models.loihi import core as fw
+    from hwloop.firmware_models.loihi import core as fw
     dt, tau_s, tau_m, w = 0.01, 1.0, 2.0, 0.5
     net = make_net(tau_m=tau_m, tau_s=tau_s, t_max=1.0)
     c = compile_network(net, 100)
@@ -181,7 +181,7 @@ def test_lava_missing_says_how_to_install(monkeypatch):
 
 @needs_lava
 def test_lava_hw_without_lava_loihi_is_a_clear_error():
-    from backends.loihi import lava_loihi_installed
+    from hwloop.backends.loihi import lava_loihi_installed
 
     if lava_loihi_installed():
         pytest.skip("lava-loihi is installed here")
@@ -190,8 +190,8 @@ def test_lava_hw_without_lava_loihi_is_a_clear_error():
 
 
 def test_core_does_not_import_lava():
-    code = ("import sys, numpy as np; import hwloop, backends; from backends import open_target; "
-            "import backends.loihi; b = open_target('bitexact'); "
+    code = ("import sys, numpy as np; import hwloop, hwloop.backends; from hwloop.backends import open_target; "
+            "import hwloop.backends.loihi; b = open_target('bitexact'); "
             "print(any(m == 'lava' or m.startswith('lava.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -205,7 +205,7 @@ def test_shim_fixes_var_model_in_a_fresh_interpreter():
     if bare.returncode == 0:
         pytest.skip("this Lava imports without the shim")
     assert "default_factory" in bare.stderr  # the 3.11 dataclass error the shim exists for
-    code = ("from backends.loihi.lava_compat import import_lava; import_lava(); "
+    code = ("from hwloop.backends.loihi.lava_compat import import_lava; import_lava(); "
             "from lava.magma.compiler.var_model import CoreEncoder; a, b = CoreEncoder(), CoreEncoder(); "
             "print(a.x == b.x and a.x is not b.x)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -13,9 +13,9 @@ import h5py  # a dependency: if missing, fail rather than skip
 import numpy as np
 import pytest
 
-from backends import open_target
-from backends.loihi.mapping import compile_network
-from firmware_models.loihi import simulate
+from hwloop.backends import open_target
+from hwloop.backends.loihi.mapping import compile_network
+from hwloop.firmware_models.loihi import simulate
 from hwloop.cli import main as cli_main
 from hwloop.errors import DesignRuleError, NetworkFileError
 from hwloop.interop.netx import export_netx, read_netx

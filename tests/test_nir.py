@@ -15,7 +15,7 @@ import nir  # a dependency: if missing, fail rather than skip
 import numpy as np
 import pytest
 
-from backends import open_target
+from hwloop.backends import open_target
 from hwloop.cli import main as cli_main
 from hwloop.errors import NetworkFileError, NetworkSpecError
 from hwloop.interop.nir_io import export_nir, import_nir, network_to_nir, nir_to_network

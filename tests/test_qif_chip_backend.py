@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from backends import list_targets, open_target
-from firmware_models.wire import RemoteError
-from firmware_models.wire import messages as M
+from hwloop.backends import list_targets, open_target
+from hwloop.firmware_models.wire import RemoteError
+from hwloop.firmware_models.wire import messages as M
 from hwloop.errors import DesignRuleError, TargetError
 from hwloop.models import network_forward
 from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
@@ -97,7 +97,7 @@ def test_dac_quantisation_is_6_bit_and_reported(ideal):
 
 
 def test_dac_policies_cover_and_mse(ideal):
-    from backends.qif.compiler import compile_network
+    from hwloop.backends.qif.compiler import compile_network
 
     info = ideal.client.info
     net = random_net(3)

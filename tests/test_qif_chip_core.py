@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from firmware_models.qif_chip import AnalogCore, ChipSpec, ConfigInvalid, Mismatch, validate_config
-from firmware_models.wire.messages import NO_SPIKE, ChipConfig, LayerConfig
+from hwloop.firmware_models.qif_chip import AnalogCore, ChipSpec, ConfigInvalid, Mismatch, validate_config
+from hwloop.firmware_models.wire.messages import NO_SPIKE, ChipConfig, LayerConfig
 
 from qif_reference import layer_times
 

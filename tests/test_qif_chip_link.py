@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from backends.base import parse_target
-from backends.qif import QifSerialBackend
+from hwloop.backends.base import parse_target
+from hwloop.backends.qif import QifSerialBackend
 from hwloop.errors import TargetError
 from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
 

@@ -35,7 +35,7 @@ def small_cfg(init, **kw):
 def test_measured_forward_on_software_equals_software_training(init_net, grad_at):
     """On the float model itself, hardware-forward/software-backward gives the
     software gradient exactly."""
-    from backends import open_target
+    from hwloop.backends import open_target
 
     net = Network.load(init_net)
     x = torch.as_tensor(net.encoding.encode(np.random.default_rng(0).uniform(size=(40, 4))))

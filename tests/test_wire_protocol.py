@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_models.wire import (
+from hwloop.firmware_models.wire import (
     Frame, FrameDecoder, FrameError, Link, LinkError, ProtocolError, cobs_decode, cobs_encode,
     decode_frame, encode_frame,
 )
-from firmware_models.wire import messages as M
-from firmware_models.wire.frame import MAX_ENCODED, MAX_PAYLOAD
-from firmware_models.wire.transport import FdTransport
+from hwloop.firmware_models.wire import messages as M
+from hwloop.firmware_models.wire.frame import MAX_ENCODED, MAX_PAYLOAD
+from hwloop.firmware_models.wire.transport import FdTransport
 
 
 # ------------------------------------------------------------------ COBS

@@ -1,7 +1,7 @@
 """Loihi targets behind the one backend interface.
 
 * ``bitexact[?steps=N&engine=numba|numpy]``: our integer model of the Loihi
-  core (`firmware_models.loihi`), in-process, no Lava.
+  core (`hwloop.firmware_models.loihi`), in-process, no Lava.
 * ``lava-sim[?steps=N&precision=fixed|float&timeout=S&batch=B]``: Lava's
   ``Loihi2SimCfg`` (fixed-point models by default), run in a worker process.
 * ``lava-hw[?steps=N]``: Lava's ``Loihi2HwCfg``; needs Intel's non-public
@@ -79,13 +79,13 @@ class BitExactBackend(_LoihiBackend):
         super().__init__(url)
         self.engine = _choice_option(url, "engine", ("auto", "numba", "numpy"))
         if self.engine == "numba":
-            from firmware_models.loihi import numba_available
+            from hwloop.firmware_models.loihi import numba_available
 
             if not numba_available():
                 raise TargetError(f"target {url.raw!r}: numba is not installed (pip install 'numba>=0.59,<0.61')")
 
     def _run(self, t_features: np.ndarray):
-        from firmware_models.loihi import simulate
+        from hwloop.firmware_models.loihi import simulate
 
         c = self._compiled
         k_in = c.to_steps(t_features)

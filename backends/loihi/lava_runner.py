@@ -61,7 +61,7 @@ def run_in_process(layers: list[LavaLayer], steps: int, in_steps: np.ndarray, pr
 
     Returns {"steps": [per-layer (S, n) local spike steps, -1 silent],
     "lava_s": seconds inside run(), "build_s": seconds building}."""
-    from backends.loihi.lava_compat import import_lava
+    from hwloop.backends.loihi.lava_compat import import_lava
 
     import_lava()
     from scipy.sparse import csr_matrix, identity, kron
@@ -71,7 +71,7 @@ def run_in_process(layers: list[LavaLayer], steps: int, in_steps: np.ndarray, pr
     from lava.proc.sparse.process import Sparse
     from lava.utils.weightutils import SignMode
 
-    from backends.loihi.lava_procs.ttfs.ttfs import SpikeTimeSource, TTFSLif
+    from hwloop.backends.loihi.lava_procs.ttfs.ttfs import SpikeTimeSource, TTFSLif
 
     t0 = time.perf_counter()
     fixed = precision in ("fixed", "hw")
@@ -154,7 +154,7 @@ def _worker_main(fd: int) -> None:
 class LavaWorker:
     """A separate Python process (own session, so its Lava children can be
     killed with it) that runs Lava jobs one at a time. Started as
-    ``python -m backends.loihi.lava_worker FD`` rather than through
+    ``python -m hwloop.backends.loihi.lava_worker FD`` rather than through
     multiprocessing's spawn, which would re-run the caller's ``__main__``."""
 
     def __init__(self):
@@ -167,7 +167,7 @@ class LavaWorker:
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "backends.loihi.lava_worker", str(theirs.fileno())],
+            [sys.executable, "-m", "hwloop.backends.loihi.lava_worker", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         )
         theirs.close()

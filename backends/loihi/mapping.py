@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_models.loihi import CoreConfig, CoreLayer
-from firmware_models.loihi import core as fw
+from hwloop.firmware_models.loihi import CoreConfig, CoreLayer
+from hwloop.firmware_models.loihi import core as fw
 from hwloop.errors import DesignRuleError, TargetError
 from hwloop.network import Network
 

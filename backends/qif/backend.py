@@ -2,7 +2,7 @@
 
 Both talk to the chip through pyserial and the wire protocol; they differ
 only in where the port comes from. ``qif-emu`` spawns the emulator process
-(`firmware_models.qif_chip`), reads the pseudo-terminal path it prints, and
+(`hwloop.firmware_models.qif_chip`), reads the pseudo-terminal path it prints, and
 opens that path like any serial port, so everything past the spawn is the
 code path a real board gets.
 
@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from backends.base import Backend, TargetURL
-from firmware_models.wire.errors import LinkError, ProtocolError, RemoteError, WireError
-from firmware_models.wire.transport import SerialTransport
+from hwloop.backends.base import Backend, TargetURL
+from hwloop.firmware_models.wire.errors import LinkError, ProtocolError, RemoteError, WireError
+from hwloop.firmware_models.wire.transport import SerialTransport
 from hwloop.errors import TargetError
 from hwloop.network import Network
 
@@ -254,7 +254,7 @@ class QifEmuBackend(QifSerialBackend):
 
     def port_path(self) -> str:
         url = self.url
-        from firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
+        from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
 
         args = [
             "--chip-id", str(_opt(url, "chip_id", lambda s: int(s, 0), 1)),
@@ -282,7 +282,7 @@ class QifEmuBackend(QifSerialBackend):
 def spawn_emulator(args: list[str], timeout: float = 30.0):
     """Start the emulator process; return (process, stderr file, pty path)."""
     err = tempfile.TemporaryFile(mode="w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "firmware_models.qif_chip", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "hwloop.firmware_models.qif_chip", *args], stdout=subprocess.PIPE,
                             stderr=err, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     line = b""

@@ -1,6 +1,6 @@
 """The host side of the link: requests, replies, and recovery.
 
-`ChipClient` speaks the request layer over a `firmware_models.wire.Link`:
+`ChipClient` speaks the request layer over a `hwloop.firmware_models.wire.Link`:
 every request carries a fresh request id, and replies are matched on it, so
 a late reply to an abandoned request is recognised and dropped. Every wait
 is bounded (the link's ACK retries, ``reply_timeout`` between messages of a
@@ -25,9 +25,9 @@ from collections import Counter
 
 import numpy as np
 
-from firmware_models.wire import messages as M
-from firmware_models.wire.errors import LinkError, LinkTimeout, ProtocolError, RemoteError
-from firmware_models.wire.link import Link
+from hwloop.firmware_models.wire import messages as M
+from hwloop.firmware_models.wire.errors import LinkError, LinkTimeout, ProtocolError, RemoteError
+from hwloop.firmware_models.wire.link import Link
 
 
 class ChipClient:

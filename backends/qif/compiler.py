@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_models.wire.messages import MAX_TICK, NO_SPIKE, ChipConfig, ChipInfo, LayerConfig
+from hwloop.firmware_models.wire.messages import MAX_TICK, NO_SPIKE, ChipConfig, ChipInfo, LayerConfig
 from hwloop.errors import DesignRuleError
 from hwloop.network import Network
 

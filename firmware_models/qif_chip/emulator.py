@@ -1,6 +1,6 @@
 """The chip emulator as a process that owns a serial port.
 
-``python -m firmware_models.qif_chip [--chip-id N --mismatch S --noise S --baud B]``
+``python -m hwloop.firmware_models.qif_chip [--chip-id N --mismatch S --noise S --baud B]``
 opens a pseudo-terminal, prints ``PORT /dev/pts/N`` on stdout (one line, then
 nothing else there), and runs the firmware on the master side. Anything that
 speaks the wire protocol over a serial port can then open the slave path as
@@ -32,7 +32,7 @@ def open_pty() -> tuple[int, int, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m firmware_models.qif_chip", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m hwloop.firmware_models.qif_chip", description=__doc__.splitlines()[0])
     p.add_argument("--chip-id", type=lambda s: int(s, 0), default=1, help="die identity; seeds the fixed-pattern mismatch")
     p.add_argument("--mismatch", type=float, default=DEFAULT_MISMATCH, help="relative sigma of fixed-pattern mismatch")
     p.add_argument("--noise", type=float, default=DEFAULT_NOISE, help="temporal noise strength (V per sqrt(tau))")

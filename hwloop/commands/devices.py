@@ -10,7 +10,7 @@ def register(sub):
 
 
 def run(args) -> dict:
-    from backends import list_targets
+    from hwloop.backends import list_targets
 
     rows = list_targets()
     if not args.json:

@@ -9,7 +9,7 @@ interrupted, so the driver can be pointed at it like at a board::
 
 from __future__ import annotations
 
-from firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
+from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
 
 
 def register(sub):
@@ -24,7 +24,7 @@ def register(sub):
 
 def run(args) -> dict:
     from hwloop.errors import TargetError
-    from firmware_models.qif_chip.emulator import main
+    from hwloop.firmware_models.qif_chip.emulator import main
 
     try:
         chip_id = int(str(args.chip_id), 0)

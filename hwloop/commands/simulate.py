@@ -35,7 +35,7 @@ def _load_inputs(path: str) -> np.ndarray:
 
 
 def run(args) -> dict:
-    from backends import open_target
+    from hwloop.backends import open_target
 
     from ..evaluation import run_batches
     from ..network import Network

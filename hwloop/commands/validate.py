@@ -57,7 +57,7 @@ def compare_layers(ref: list[np.ndarray], test: list[np.ndarray], atol: float = 
 
 
 def run(args) -> dict:
-    from backends import open_target
+    from hwloop.backends import open_target
 
     from ..data import load_dataset
     from ..errors import DatasetError

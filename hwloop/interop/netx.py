@@ -1,6 +1,6 @@
 """Write (and read back) the HDF5 network layout Lava-DL's ``netx`` loads.
 
-The integers come from the Loihi compiler (`backends.loihi.mapping`), the
+The integers come from the Loihi compiler (`hwloop.backends.loihi.mapping`), the
 same ones the ``bitexact`` and ``lava-sim`` targets run, so the file is the
 compiled network, not a second quantisation of the float one.
 
@@ -67,7 +67,7 @@ def export_netx(net: Network, path: str | os.PathLike, steps: int | None = None)
     Raises `DesignRuleError` when the network does not fit Loihi (e.g. a QIF
     network), before anything is written.
     """
-    from backends.loihi.mapping import DEFAULT_STEPS, compile_network  # noqa: PLC0415
+    from hwloop.backends.loihi.mapping import DEFAULT_STEPS, compile_network  # noqa: PLC0415
 
     h5py = _h5py()
     compiled = compile_network(net, DEFAULT_STEPS if steps is None else steps)
@@ -136,7 +136,7 @@ def read_netx(path: str | os.PathLike):
     hwloop metadata when present. Raises `NetworkFileError` naming the layer
     and key on anything missing or out of range.
     """
-    from firmware_models.loihi import CoreConfig, CoreLayer  # noqa: PLC0415
+    from hwloop.firmware_models.loihi import CoreConfig, CoreLayer  # noqa: PLC0415
 
     h5py = _h5py()
     path = Path(path)
