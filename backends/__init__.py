@@ -44,6 +44,13 @@ def open_target(url: str) -> Backend:
     return backend_class(parsed.scheme)(parsed)
 
 
+def check_target(url: str) -> dict:
+    """Check a target URL without opening the target: the scheme is known, the
+    options are valid (`TargetError` otherwise). Returns the typed options."""
+    parsed = parse_target(url)
+    return backend_class(parsed.scheme).check_url(parsed)
+
+
 def list_targets() -> list[dict]:
     """Every target this build knows, with whether it is reachable now."""
     rows = []
@@ -73,5 +80,5 @@ def target_options_markdown() -> str:
     return options_markdown(target_options(), describe=lambda s: backend_class(s).description)
 
 
-__all__ = ["Backend", "Measurement", "Option", "TargetURL", "parse_target", "open_target", "list_targets",
+__all__ = ["Backend", "Measurement", "Option", "TargetURL", "parse_target", "open_target", "check_target", "list_targets",
            "target_options", "target_options_markdown", "TARGETS"]

@@ -92,13 +92,19 @@ class Backend(abc.ABC):
     takes_path: bool = False
 
     def __init__(self, url: TargetURL):
-        if url.path and not self.takes_path:
-            raise TargetError(f"target {url.raw!r}: {self.scheme} takes no path (got {url.path!r})")
         #: typed option values, defaults filled in
-        self.opts: dict[str, Any] = parse_options(url.raw, url.options, self.OPTIONS)
+        self.opts: dict[str, Any] = self.check_url(url)
         self.url = url
         self._deployed: Any = None
         self._network: Network | None = None
+
+    @classmethod
+    def check_url(cls, url: TargetURL) -> dict[str, Any]:
+        """The URL's typed options, or a `TargetError` naming what is wrong;
+        opens nothing."""
+        if url.path and not cls.takes_path:
+            raise TargetError(f"target {url.raw!r}: {cls.scheme} takes no path (got {url.path!r})")
+        return parse_options(url.raw, url.options, cls.OPTIONS)
 
     # ---- to implement
     @abc.abstractmethod

@@ -22,7 +22,7 @@ from hwloop.errors import TargetError
 from hwloop.network import Network
 
 from ..base import Backend, TargetURL
-from ..options import Option, parse_options
+from ..options import Option
 from . import lava_compat
 from .mapping import DEFAULT_STEPS, MAX_STEPS, LoihiCompiled, compile_network, core_as_lava_layers
 
@@ -160,7 +160,7 @@ class LavaHwBackend(LavaSimBackend):
     OPTIONS = LAVA_OPTIONS
 
     def __init__(self, url: TargetURL):
-        parse_options(url.raw, url.options, self.OPTIONS)  # bad options first, before probing for Lava
+        self.check_url(url)  # bad options first, before probing for Lava
         if not lava_compat.lava_installed():
             raise TargetError(f"target {url.raw!r}: {lava_compat.INSTALL_HINT}")
         if not lava_loihi_installed():
