@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from hwloop.cli import main
+from hwloop.network import Network
 from hwloop.pretrained import path as pretrained
 
 LIF = str(pretrained("yinyang-lif.hwnet"))
@@ -126,11 +127,15 @@ def test_network_with_more_outputs_than_classes_refused(capsys, tmp_path):
 
 
 def test_network_for_other_features_refused(capsys, tmp_path):
-    from hwloop.training import default_config, train
+    """A 64-input (digits-shaped) network on the 4-feature Yin-Yang data."""
+    import dataclasses
 
-    cfg = default_config("lif", "digits", hidden=(5,), epochs=0, seed=0)
-    net = train(cfg, progress=False).network
-    path = str(net.save(tmp_path / "digits.hwnet"))
+    net = Network.load(LIF)
+    first = net.layers[0]
+    w = np.random.default_rng(0).normal(size=(64 + len(first.bias_times), first.n_out))
+    wide_in = dataclasses.replace(net, encoding=dataclasses.replace(net.encoding, n_features=64),
+                                  layers=(dataclasses.replace(first, weight=w),) + net.layers[1:])
+    path = str(wide_in.save(tmp_path / "in64.hwnet"))
     one_line_error(capsys, ["eval", path, "--dataset", "yinyang", "--limit", "5"], "64 input features", "4")
 
 

@@ -71,7 +71,6 @@ def run(args) -> dict:
     import sys
 
     from ..fileio import atomic_write_bytes, check_output_path
-    from ..training import default_config, train
 
     # refuse unwritable outputs now, not after the training has run
     check_output_path(args.out)
@@ -85,6 +84,8 @@ def run(args) -> dict:
             raise HwloopError(f"--hidden expects comma-separated integers, got {args.hidden!r}") from None
         if not hidden or min(hidden) < 1:
             raise HwloopError(f"--hidden expects sizes >= 1, got {args.hidden!r}")
+    from ..training import default_config, train  # torch: imported once the command line is known good
+
     cfg = default_config(args.model, args.dataset, data_root=args.data_root, hidden=hidden,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          tau_ratio=args.tau_ratio, dtype=args.dtype, threads=args.threads,
