@@ -104,14 +104,20 @@ def _one_line(prog: str, exc: BaseException, as_json: bool) -> int:
         message = f"{what}{exc.strerror or exc}"
     else:
         message = str(exc)
-    message = " ".join(message.split()) or type(exc).__name__  # one line, whatever the message held
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or [type(exc).__name__]
+    # one line whatever the message held; a message with details (a worker's
+    # traceback) keeps them for HWLOOP_TRACEBACK=1 and the JSON object
+    line = " ".join(lines[0].split())
+    if len(lines) > 1:
+        line += f" ({len(lines) - 1} more line(s) of detail: set HWLOOP_TRACEBACK=1)"
     if os.environ.get("HWLOOP_TRACEBACK"):
         import traceback
 
         traceback.print_exception(exc)
     if as_json:
-        print(json.dumps({"ok": False, "error": message, "error_type": type(exc).__name__}))
-    print(f"{prog}: error: {message}", file=sys.stderr)
+        print(json.dumps({"ok": False, "error": line, "error_type": type(exc).__name__,
+                          **({"detail": message} if len(lines) > 1 else {})}))
+    print(f"{prog}: error: {line}", file=sys.stderr)
     return 2
 
 

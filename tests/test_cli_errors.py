@@ -249,3 +249,21 @@ def test_disk_full_says_what_survived(tmp_path):
     assert res["code"] == 2 and len(err) == 1, res
     assert "No space left on device" in err[0] and "t.npz is left as it was" in err[0], err
     assert res["old"] == "previous result" and res["files"] == ["t.npz"]  # old file intact, no temporary left
+
+
+def test_multi_line_message_stays_one_line(monkeypatch, capsys):
+    """A message with details (e.g. a Lava worker's traceback) is one line on stderr; the details go to JSON."""
+    import hwloop.commands.devices as devices
+    from hwloop.errors import TargetError
+
+    def failing(args):
+        raise TargetError("lava-sim: Lava failed: boom\nTraceback (most recent call last):\n  File x\nValueError")
+
+    monkeypatch.setattr(devices, "run", failing)
+    assert main(["devices"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hwloop devices: error: lava-sim: Lava failed: boom (3 more line(s) of detail: set "
+                   "HWLOOP_TRACEBACK=1)"]
+    assert main(["devices", "--json"]) == 2
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["detail"].endswith("ValueError") and "\n" not in res["error"]
