@@ -11,6 +11,7 @@ import importlib
 from hwloop.errors import TargetError
 
 from .base import Backend, Measurement, TargetURL, parse_target
+from .options import Option, options_markdown
 
 # scheme -> "module:Class"; imported lazily
 TARGETS: dict[str, str] = {
@@ -43,6 +44,13 @@ def open_target(url: str) -> Backend:
     return backend_class(parsed.scheme)(parsed)
 
 
+def check_target(url: str) -> dict:
+    """Check a target URL without opening the target: the scheme is known, the
+    options are valid (`TargetError` otherwise). Returns the typed options."""
+    parsed = parse_target(url)
+    return backend_class(parsed.scheme).check_url(parsed)
+
+
 def list_targets() -> list[dict]:
     """Every target this build knows, with whether it is reachable now."""
     rows = []
@@ -56,4 +64,21 @@ def list_targets() -> list[dict]:
     return rows
 
 
-__all__ = ["Backend", "Measurement", "TargetURL", "parse_target", "open_target", "list_targets", "TARGETS"]
+def target_options() -> dict[str, tuple[Option, ...]]:
+    """Every target's URL options (the schema `open_target` checks them against)."""
+    out = {}
+    for scheme in TARGETS:
+        try:
+            out[scheme] = tuple(backend_class(scheme).OPTIONS)
+        except TargetError:
+            continue
+    return out
+
+
+def target_options_markdown() -> str:
+    """The option tables of docs/targets.md, generated from the schemas."""
+    return options_markdown(target_options(), describe=lambda s: backend_class(s).description)
+
+
+__all__ = ["Backend", "Measurement", "Option", "TargetURL", "parse_target", "open_target", "check_target", "list_targets",
+           "target_options", "target_options_markdown", "TARGETS"]

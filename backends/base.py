@@ -30,6 +30,8 @@ import numpy as np
 from hwloop.errors import TargetError
 from hwloop.network import Network
 
+from .options import Option, parse_options
+
 
 @dataclass
 class Measurement:
@@ -65,9 +67,14 @@ def parse_target(url: str) -> TargetURL:
     else:
         scheme, path = head, ""
     try:
-        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
         raise TargetError(f"target {raw!r}: malformed options {query!r} (expected k=v&k=v)") from None
+    options: dict[str, str] = {}
+    for key, value in pairs:
+        if key in options:
+            raise TargetError(f"target {raw!r}: option {key} given twice")
+        options[key] = value
     return TargetURL(scheme=scheme.lower(), path=path, options=options, raw=raw)
 
 
@@ -78,11 +85,26 @@ class Backend(abc.ABC):
     scheme: str = ""
     #: one line for `hwloop devices`
     description: str = ""
+    #: the URL options this target takes (`hwloop.backends.options`); checked
+    #: in ``__init__``, before a subclass opens or spawns anything
+    OPTIONS: tuple[Option, ...] = ()
+    #: whether the URL names a path (``qif:///dev/ttyUSB0``)
+    takes_path: bool = False
 
     def __init__(self, url: TargetURL):
+        #: typed option values, defaults filled in
+        self.opts: dict[str, Any] = self.check_url(url)
         self.url = url
         self._deployed: Any = None
         self._network: Network | None = None
+
+    @classmethod
+    def check_url(cls, url: TargetURL) -> dict[str, Any]:
+        """The URL's typed options, or a `TargetError` naming what is wrong;
+        opens nothing."""
+        if url.path and not cls.takes_path:
+            raise TargetError(f"target {url.raw!r}: {cls.scheme} takes no path (got {url.path!r})")
+        return parse_options(url.raw, url.options, cls.OPTIONS)
 
     # ---- to implement
     @abc.abstractmethod
@@ -126,8 +148,15 @@ class Backend(abc.ABC):
             raise TargetError(
                 f"{self.url.raw}: expected input spike times of shape (batch, {net.encoding.n_features}), got {x.shape}"
             )
-        if np.isnan(x).any():
-            raise TargetError(f"{self.url.raw}: input spike times contain NaN")
+        if x.shape[0] == 0:
+            raise TargetError(f"{self.url.raw}: no samples to run (input of shape {x.shape})")
+        # one rule for every target: a time >= 0, or inf for an input that sends no spike
+        bad = np.isnan(x) | (x < 0)
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            raise TargetError(
+                f"{self.url.raw}: input spike times must be >= 0 (or inf: no spike); sample {i} "
+                f"input {j} is {x[i, j]!r} ({int(bad.sum())} bad value(s) in the batch)")
         t0 = time.perf_counter()
         times, target_s, info = self._run(x)
         total = time.perf_counter() - t0

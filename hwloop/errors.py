@@ -42,3 +42,18 @@ class DesignRuleError(HwloopError):
 class TargetError(HwloopError):
     """A target cannot be opened or failed while running (bad URL, missing
     optional package, device not answering)."""
+
+
+class OutputError(HwloopError, OSError):
+    """A file cannot be written: disk full, no permission, a directory where
+    the file should go. The message names the file, the reason and what
+    survived (atomic writes leave the previous file as it was). Also an
+    `OSError`, with the ``errno`` of the failure, for code that catches those."""
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None):
+        OSError.__init__(self, errno, message)
+        self.message = message
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return self.message

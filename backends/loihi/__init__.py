@@ -22,40 +22,26 @@ from hwloop.errors import TargetError
 from hwloop.network import Network
 
 from ..base import Backend, TargetURL
+from ..options import Option
 from . import lava_compat
-from .mapping import DEFAULT_STEPS, LoihiCompiled, compile_network, core_as_lava_layers
+from .mapping import DEFAULT_STEPS, MAX_STEPS, LoihiCompiled, compile_network, core_as_lava_layers
 
 
-def _int_option(url: TargetURL, name: str, default: int, lo: int, hi: int) -> int:
-    raw = url.options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise TargetError(f"target {url.raw!r}: option {name}={raw!r} is not an integer") from None
-    if not lo <= value <= hi:
-        raise TargetError(f"target {url.raw!r}: option {name}={value} outside {lo}..{hi}")
-    return value
-
-
-def _choice_option(url: TargetURL, name: str, choices: tuple[str, ...]) -> str:
-    value = url.options.get(name, choices[0])
-    if value not in choices:
-        raise TargetError(f"target {url.raw!r}: option {name}={value!r}, expected one of {', '.join(choices)}")
-    return value
+STEPS = Option("steps", "int", DEFAULT_STEPS, "time steps per trial (dt = t_max / steps)", min=1, max=MAX_STEPS)
+LAVA_OPTIONS = (
+    STEPS,
+    Option("timeout", "int", 0, "seconds one batch may take in the Lava worker (0: scaled with the batch size)",
+           min=0, max=1 << 20),
+    Option("batch", "int", 1000, "samples per Lava run (larger batches are split)", min=1, max=1 << 20),
+)
 
 
 class _LoihiBackend(Backend):
-    known_options: tuple[str, ...] = ("steps",)
+    OPTIONS = (STEPS,)
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
-        unknown = sorted(set(url.options) - set(self.known_options))
-        if unknown:
-            raise TargetError(f"target {url.raw!r}: unknown option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(self.known_options)}")
-        self.steps = _int_option(url, "steps", DEFAULT_STEPS, 1, 1 << 16)
+        self.steps = self.opts["steps"]
 
     def compile(self, net: Network) -> LoihiCompiled:
         return compile_network(net, self.steps)
@@ -73,11 +59,12 @@ class _LoihiBackend(Backend):
 class BitExactBackend(_LoihiBackend):
     scheme = "bitexact"
     description = "bit-accurate integer model of the Loihi core (numba/numpy, no Lava)"
-    known_options = ("steps", "engine")
+    OPTIONS = (STEPS, Option("engine", "choice", "auto", "integer kernel: numba when installed (auto), or forced",
+                             choices=("auto", "numba", "numpy")))
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
-        self.engine = _choice_option(url, "engine", ("auto", "numba", "numpy"))
+        self.engine = self.opts["engine"]
         if self.engine == "numba":
             from hwloop.firmware_models.loihi import numba_available
 
@@ -97,14 +84,16 @@ class BitExactBackend(_LoihiBackend):
 class LavaSimBackend(_LoihiBackend):
     scheme = "lava-sim"
     description = "Intel Lava's Loihi 2 simulator (Loihi2SimCfg, fixed point; ?precision=float)"
-    known_options = ("steps", "precision", "timeout", "batch")
+    OPTIONS = LAVA_OPTIONS[:1] + (
+        Option("precision", "choice", "fixed", "Lava's fixed-point (bit-accurate) or floating-point models",
+               choices=("fixed", "float")),) + LAVA_OPTIONS[1:]
     run_config = "sim"
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
-        self.precision = _choice_option(url, "precision", ("fixed", "float"))
-        self.timeout = _int_option(url, "timeout", 0, 0, 1 << 20)  # 0: scaled with the batch
-        self.batch = _int_option(url, "batch", 1000, 1, 1 << 20)
+        self.precision = self.opts.get("precision", "fixed")
+        self.timeout = self.opts["timeout"]  # 0: scaled with the batch
+        self.batch = self.opts["batch"]
         if not lava_compat.lava_installed():
             raise TargetError(f"target {url.raw!r}: {lava_compat.INSTALL_HINT}")
         from .lava_runner import LavaWorker
@@ -168,9 +157,10 @@ def lava_loihi_installed() -> bool:
 class LavaHwBackend(LavaSimBackend):
     scheme = "lava-hw"
     description = "a Loihi 2 chip through Lava (Loihi2HwCfg; needs Intel's lava-loihi)"
-    known_options = ("steps", "timeout", "batch")
+    OPTIONS = LAVA_OPTIONS
 
     def __init__(self, url: TargetURL):
+        self.check_url(url)  # bad options first, before probing for Lava
         if not lava_compat.lava_installed():
             raise TargetError(f"target {url.raw!r}: {lava_compat.INSTALL_HINT}")
         if not lava_loihi_installed():

@@ -6,19 +6,10 @@ only in where the port comes from. ``qif-emu`` spawns the emulator process
 opens that path like any serial port, so everything past the spawn is the
 code path a real board gets.
 
-URL options (all optional)::
-
-    baud=921600        line rate (the emulator paces its UART at it; 0 = unpaced)
-    timeout=5          seconds to wait between messages of a reply
-    ack_timeout=0.25   seconds to wait for a frame's ACK (plus its wire time)
-    retries=8          retransmissions of a frame before the link gives up
-    frame=1024         payload bytes per frame (smaller survives noisier lines)
-    recoveries=5       re-handshakes per batch before giving up
-    connect_timeout=10 seconds a handshake may take (a restarting chip needs to boot)
-    scale=..           chip microseconds per network time unit (default: finest TDC resolution)
-    seed=0             base of the per-run noise seeds
-    # qif-emu only:
-    chip_id=1  mismatch=0.05  noise=0.01
+URL options (all optional) are declared once, with their ranges and
+defaults, in ``_link_options`` (both targets) and ``QifEmuBackend.OPTIONS``
+(``chip_id``, ``mismatch``, ``noise``); `hwloop devices --options` and
+docs/targets.md print them.
 """
 
 from __future__ import annotations
@@ -33,7 +24,10 @@ import time
 import numpy as np
 
 from hwloop.backends.base import Backend, TargetURL
+from hwloop.backends.options import Option
+from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
 from hwloop.firmware_models.wire.errors import LinkError, ProtocolError, RemoteError, WireError
+from hwloop.firmware_models.wire.frame import MAX_PAYLOAD
 from hwloop.firmware_models.wire.transport import SerialTransport
 from hwloop.errors import TargetError
 from hwloop.network import Network
@@ -44,34 +38,40 @@ from .compiler import DAC_POLICIES, QifProgram, compile_network
 EMU_DEFAULT_BAUD = 921600
 
 
-def _opt(url: TargetURL, key: str, cast, default):
-    if key not in url.options:
-        return default
-    raw = url.options[key]
-    try:
-        return cast(raw)
-    except (TypeError, ValueError):
-        raise TargetError(f"target {url.raw!r}: option {key}={raw!r} is not a valid {cast.__name__}") from None
+def _link_options(baud: int) -> tuple[Option, ...]:
+    """The options of a QIF chip on a serial link (``baud``: the default line rate)."""
+    return (
+        Option("baud", "int", baud, "line rate in bit/s (the emulator paces its UART at it; 0 = unpaced)",
+               min=300, max=16_000_000, also=(0,)),
+        Option("timeout", "float", 5.0, "seconds to wait between messages of a reply", min=0.1, max=3600),
+        Option("ack_timeout", "float", 0.25, "seconds to wait for a frame's ACK (plus its wire time)",
+               min=0.001, max=60),
+        Option("retries", "int", 8, "retransmissions of a frame before the link gives up", min=0, max=1000),
+        Option("frame", "int", 1024, "payload bytes per frame (smaller survives noisier lines)",
+               min=16, max=MAX_PAYLOAD),
+        Option("recoveries", "int", 5, "re-handshakes per batch before giving up", min=0, max=1000),
+        Option("connect_timeout", "float", 10.0, "seconds a handshake may take (a restarting chip needs to boot)",
+               min=0.1, max=3600),
+        Option("scale", "float", None, "chip microseconds per network time unit", min=0, min_exclusive=True,
+               max=1e12, default_doc="finest TDC resolution the chip allows"),
+        Option("seed", "int", 0, "base of the per-run temporal-noise seeds", min=0, max=0xFFFFFFFF),
+        Option("dac", "choice", "mse", "weight-range policy: least squared error (mse) or no clipping (cover)",
+               choices=DAC_POLICIES),
+    )
 
 
 class QifSerialBackend(Backend):
     scheme = "qif"
     description = "analog QIF chip on a serial port (qif:///dev/ttyUSB0?baud=...)"
-    KNOWN_OPTIONS = {"baud", "timeout", "ack_timeout", "retries", "frame", "recoveries", "scale", "seed",
-                     "connect_timeout", "dac"}
+    OPTIONS = _link_options(baud=115200)
+    takes_path = True
 
     def __init__(self, url: TargetURL):
-        super().__init__(url)
-        unknown = set(url.options) - self.KNOWN_OPTIONS
-        if unknown:
-            raise TargetError(f"target {url.raw!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                              f"known: {', '.join(sorted(self.KNOWN_OPTIONS))}")
-        self.baud = _opt(url, "baud", int, self.default_baud())
-        self.scale = _opt(url, "scale", float, None)
-        self.dac = _opt(url, "dac", str, "mse")
-        if self.dac not in DAC_POLICIES:
-            raise TargetError(f"target {url.raw!r}: dac={self.dac!r}; choose one of {', '.join(DAC_POLICIES)}")
-        self.seed = _opt(url, "seed", int, 0)
+        super().__init__(url)  # checks every option before anything is opened
+        self.baud = self.opts["baud"]
+        self.scale = self.opts["scale"]
+        self.dac = self.opts["dac"]
+        self.seed = self.opts["seed"]
         #: runs so far; the noise seed of a run is derived from (seed, run_index), so
         #: setting it back replays a run's temporal noise exactly
         self.run_index = 0
@@ -81,15 +81,14 @@ class QifSerialBackend(Backend):
 
     def _connect(self) -> None:
         """Open the port and handshake (on failure: close and raise TargetError)."""
-        url = self.url
+        url, o = self.url, self.opts
         try:
             self.port = self._open_port(self.port_path())
             self.client = ChipClient(
                 SerialTransport(self.port), baud=self.baud or None,
-                ack_timeout=_opt(url, "ack_timeout", float, 0.25), retries=_opt(url, "retries", int, 8),
-                reply_timeout=_opt(url, "timeout", float, 5.0), max_payload=_opt(url, "frame", int, 1024),
-                max_recoveries=_opt(url, "recoveries", int, 5),
-                connect_timeout=_opt(url, "connect_timeout", float, 10.0), name="chip link",
+                ack_timeout=o["ack_timeout"], retries=o["retries"], reply_timeout=o["timeout"],
+                max_payload=o["frame"], max_recoveries=o["recoveries"], connect_timeout=o["connect_timeout"],
+                name="chip link",
             )
             self.client.connect()
         except (WireError, ValueError) as exc:
@@ -100,9 +99,6 @@ class QifSerialBackend(Backend):
             raise
 
     # ---- where the port comes from (overridden by the emulator target)
-    def default_baud(self) -> int:
-        return 115200
-
     def port_path(self) -> str:
         if not self.url.path:
             raise TargetError(f"target {self.url.raw!r}: no port given; use qif:///dev/ttyUSB0")
@@ -134,8 +130,6 @@ class QifSerialBackend(Backend):
 
     def _run(self, t_features: np.ndarray):
         prog: QifProgram = self._deployed
-        if (np.asarray(t_features) < 0).any():
-            raise TargetError(f"{self.url.raw}: input spike times must be >= 0")
         ticks = prog.input_ticks(t_features)
         seed = (self.seed * 1_000_003 + self.run_index) & 0xFFFFFFFF
         self.run_index += 1
@@ -177,7 +171,14 @@ class QifSerialBackend(Backend):
 class QifEmuBackend(QifSerialBackend):
     scheme = "qif-emu"
     description = "analog QIF chip emulator behind a pseudo-terminal (qif-emu?chip_id=..&mismatch=..&noise=..)"
-    KNOWN_OPTIONS = QifSerialBackend.KNOWN_OPTIONS | {"chip_id", "mismatch", "noise"}
+    OPTIONS = _link_options(baud=EMU_DEFAULT_BAUD) + (
+        Option("chip_id", "int", 1, "die identity (0x.. allowed); seeds the fixed-pattern mismatch",
+               min=0, max=(1 << 64) - 1, base=0),
+        Option("mismatch", "float", DEFAULT_MISMATCH, "relative sigma of the fixed-pattern device mismatch",
+               min=0, max=1),
+        Option("noise", "float", DEFAULT_NOISE, "temporal noise (V per sqrt(tau))", min=0, max=1),
+    )
+    takes_path = False
     START_TIMEOUT = 30.0
 
     #: consecutive emulator deaths survived (by restarting it) before giving up
@@ -191,9 +192,6 @@ class QifEmuBackend(QifSerialBackend):
         self.respawns = 0
         self._respawns_in_a_row = 0
         super().__init__(url)
-
-    def default_baud(self) -> int:
-        return EMU_DEFAULT_BAUD
 
     def _emulator_died(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -253,13 +251,9 @@ class QifEmuBackend(QifSerialBackend):
                 self._respawn(exc)
 
     def port_path(self) -> str:
-        url = self.url
-        from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
-
+        o = self.opts
         args = [
-            "--chip-id", str(_opt(url, "chip_id", lambda s: int(s, 0), 1)),
-            "--mismatch", str(_opt(url, "mismatch", float, DEFAULT_MISMATCH)),
-            "--noise", str(_opt(url, "noise", float, DEFAULT_NOISE)),
+            "--chip-id", str(o["chip_id"]), "--mismatch", repr(o["mismatch"]), "--noise", repr(o["noise"]),
             "--baud", str(self.baud), "--parent-pid", str(os.getpid()),
         ]
         self.proc, self._stderr, path = spawn_emulator(args, self.START_TIMEOUT)

@@ -113,6 +113,14 @@ def compile_network(net: Network, info: ChipInfo, scale: float | None = None, da
     lsb = float(f"{info.tdc_lsb_us:.7g}")  # undo the float32 of the wire
     max_code = (1 << (info.dac_bits - 1)) - 1
     n_layers = len(net.layers)
+    # the neuron model first: a network of another model fails every later rule for no useful reason
+    for i, layer in enumerate(net.layers):
+        if layer.neuron.model != "qif":
+            raise DesignRuleError(
+                "neuron-model", i, "qif",
+                f"layer uses the {layer.neuron.model!r} model, but the chip's neurons are quadratic "
+                f"integrate-and-fire; train a QIF network for it (hwloop train --model qif ...) or start from "
+                f"the shipped one (hwloop/pretrained/yinyang-qif.hwnet)")
     if n_layers > info.max_layers:
         raise DesignRuleError("layer-count", None, info.max_layers, f"network has {n_layers} layers")
     if net.encoding.n_features > info.max_inputs:
@@ -121,8 +129,6 @@ def compile_network(net: Network, info: ChipInfo, scale: float | None = None, da
     if total > info.max_neurons:
         raise DesignRuleError("neuron-count", None, info.max_neurons, f"network has {total} neurons")
     for i, layer in enumerate(net.layers):
-        if layer.neuron.model != "qif":
-            raise DesignRuleError("neuron-model", i, "qif", f"layer uses the {layer.neuron.model!r} model")
         rows = layer.weight.shape[0]
         if rows > info.max_fanin:
             raise DesignRuleError("fan-in", i, info.max_fanin, f"{rows} synapse rows ({layer.n_in} sources + {len(layer.bias_times)} bias)")

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import time
 
+from ._args import POSITIVE, SEED
+
 
 def register(sub):
     p = sub.add_parser("demo", help="the main job: a short in-the-loop session on the emulated QIF chip")
-    p.add_argument("--target", default="qif-emu")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--target", default="qif-emu", help="target URL to train on (see `hwloop devices --options`)")
+    p.add_argument("--epochs", type=POSITIVE, default=3, help="epochs of training in the loop")
     p.add_argument("--dir", default=None, help="session directory (default runs/demo-<time>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the session (batch order)")
+    p.add_argument("--train-limit", type=POSITIVE, default=None,
+                   help="use only the first N training samples (N >= 1)")
     p.set_defaults(func=run)
     return p
 
@@ -29,6 +32,9 @@ def run(args) -> dict:
     from ..pretrained import path as pretrained
     from ..session import LoopConfig, run_session
 
+    from hwloop.backends import check_target
+
+    check_target(args.target)  # a bad URL is refused now, not after the software evaluation
     init = pretrained("yinyang-qif.hwnet")
     net = Network.load(init)
     directory = args.dir or time.strftime("runs/demo-%Y%m%d-%H%M%S")

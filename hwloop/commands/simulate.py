@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import numpy as np
 
@@ -16,8 +16,10 @@ def register(sub):
                    help=".npy of shape (N, n_features): feature values (encoded with the network's encoding), "
                         "or input spike times with --times")
     p.add_argument("--times", action="store_true", help="--inputs already holds input spike times")
-    p.add_argument("--out", required=True, help="output .npz: input_times, layer_0, layer_1, ...")
-    p.add_argument("--target", default="software")
+    p.add_argument("--out", required=True,
+                   help="output .npz: input_times, layer_0, layer_1, ... (written atomically; missing folders "
+                        "are created)")
+    p.add_argument("--target", default="software", help="target URL (see `hwloop devices --options`)")
     p.set_defaults(func=run)
     return p
 
@@ -38,23 +40,29 @@ def run(args) -> dict:
     from hwloop.backends import open_target
 
     from ..evaluation import run_batches
+    from ..fileio import atomic_write_bytes, check_output_path
     from ..network import Network
 
+    out = check_output_path(args.out)  # before any work: not a directory, not through a file
     net = Network.load(args.network)
     x = _load_inputs(args.inputs)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != net.encoding.n_features:
         raise HwloopError(f"{args.inputs}: expected shape (N, {net.encoding.n_features}), got {x.shape}")
+    if x.shape[0] == 0:
+        raise HwloopError(f"{args.inputs}: holds no samples (shape {x.shape}); nothing to simulate")
+    what = "input spike times" if args.times else "feature values"
+    if np.isnan(x).any():
+        raise HwloopError(f"{args.inputs}: {what} contain NaN")
     t_in = x if args.times else net.encoding.encode(x)
     with open_target(args.target) as backend:
         backend.load(net)
         times, target_s, host_s = run_batches(backend, t_in)
-    out = Path(args.out)
     arrays = {"input_times": t_in, **{f"layer_{i}": t for i, t in enumerate(times)}}
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
+    buf = io.BytesIO()  # built in memory: a write that fails (disk full) leaves no half-closed zip behind
+    np.savez(buf, **arrays)
+    atomic_write_bytes(out, buf.getvalue())
     if not args.json:
         print(f"wrote {out}: {len(t_in)} samples, layers " + ", ".join(str(t.shape) for t in times))
     return {"out": str(out), "n": len(t_in), "layers": [list(t.shape) for t in times],
