@@ -47,14 +47,20 @@ from .netfile import FieldError, LoadLimits
 if TYPE_CHECKING:  # backends import this module; only the type checker needs them here
     from hwloop.backends import Backend, Measurement
 
+#: the manifest's ``format`` value
 FORMAT_NAME = "hwloop-network"
+#: the manifest's ``format_version`` this module writes and reads
 FORMAT_VERSION = 1
+#: name of the manifest member in the archive
 MANIFEST = "manifest.json"
 
 #: neuron models a Network may name; each lives in `hwloop.models`
 KNOWN_MODELS = ("lif", "qif", "nlif")
+#: units a network's times may be expressed in
 TIME_UNITS = ("s", "ms", "us", "ns")
+#: input encodings (`InputEncoding.kind`)
 ENCODING_KINDS = ("linear-latency",)
+#: output decodings (`OutputDecoding.kind`)
 DECODING_KINDS = ("first-spike",)
 
 #: options a model defines, each with its rule (a description and a test of a

@@ -11,7 +11,6 @@ from importlib import resources
 import numpy as np
 import pytest
 
-import hwloop.network as network_module
 from hwloop import Network, NetworkSpecError, TargetError
 from hwloop.backends import Measurement, open_target
 
@@ -91,6 +90,32 @@ def test_run_on_an_open_backend_loads_once_and_leaves_it_open():
     assert first.target.startswith("bitexact")
 
 
+def test_run_on_the_emulated_chip_opens_and_closes_it(monkeypatch):
+    """A URL that spawns a process (the QIF chip emulator on its pty): the
+    result equals running the opened backend by hand, and the chip is stopped."""
+    import hwloop.backends
+
+    net = Network.load(PRETRAINED.parent / "yinyang-qif.hwnet")
+    x = np.random.default_rng(2).uniform(0, 1, size=(12, 4))
+    url = "qif-emu?chip_id=3&noise=0"
+    opened = []
+    real_open = hwloop.backends.open_target
+
+    def spy(u):
+        opened.append(real_open(u))
+        return opened[-1]
+
+    monkeypatch.setattr(hwloop.backends, "open_target", spy)
+    m = net.run(url, x)
+    assert len(opened) == 1 and opened[0].proc is None  # closed again: emulator stopped
+    with real_open(url) as be:
+        be.load(net)
+        ref = be.run(net.encoding.encode(x))
+    assert m.target == url
+    for a, b in zip(m.times, ref.times):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(x=np.zeros((3, 5))), r"4 features"),
     (dict(x=np.zeros((2, 3, 4))), r"shape"),
@@ -119,11 +144,15 @@ def test_run_bad_target_is_a_target_error():
 
 
 # ------------------------------------------------------------------ docstrings
-def test_every_public_name_has_a_docstring():
+@pytest.mark.parametrize("module", ["hwloop.network", "hwloop.netfile"])
+def test_every_public_name_has_a_docstring(module):
     """The API reference is generated from docstrings: none may be missing."""
+    import importlib
+
+    module = importlib.import_module(module)
     missing = []
-    for name, obj in vars(network_module).items():
-        if name.startswith("_") or getattr(obj, "__module__", None) != network_module.__name__:
+    for name, obj in vars(module).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
             continue
         if not inspect.getdoc(obj):
             missing.append(name)
@@ -136,4 +165,3 @@ def test_every_public_name_has_a_docstring():
                     if not (target.__doc__ or "").strip():
                         missing.append(f"{name}.{attr}")
     assert not missing, missing
-    assert network_module.now_iso.__doc__
