@@ -165,7 +165,7 @@ class NeuronParams:
         )
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)  # __eq__ below: weights compare by value
 class Layer:
     """One feed-forward layer.
 
@@ -185,6 +185,15 @@ class Layer:
         w.setflags(write=False)
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias_times", tuple(float(t) for t in self.bias_times))
+
+    def __eq__(self, other: object) -> bool:
+        # dataclass equality would ask numpy for the truth value of an array
+        if not isinstance(other, Layer):
+            return NotImplemented
+        return (self.neuron == other.neuron and self.bias_times == other.bias_times
+                and self.weight.shape == other.weight.shape and bool(np.array_equal(self.weight, other.weight)))
+
+    __hash__ = None  # weights are arrays: a Layer is compared by value, not hashed
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.weight.shape)

@@ -165,3 +165,16 @@ def test_every_public_name_has_a_docstring(module):
                     if not (target.__doc__ or "").strip():
                         missing.append(f"{name}.{attr}")
     assert not missing, missing
+
+
+# -------------------------------------------------------------------- equality
+def test_networks_compare_by_value(tmp_path):
+    """``a == b`` raised "truth value of an array is ambiguous" (dataclass
+    equality on numpy weights); now a round trip compares equal."""
+    net = make_net()
+    back = Network.load(net.save(tmp_path / "n.hwnet"))
+    assert back == net and net == make_net()
+    assert net != make_net(seed=1)
+    assert net != net.with_weights([np.nextafter(w, np.inf) for w in net.weights()])
+    assert net.layers[0] != net.layers[1] and net.layers[0] == make_net().layers[0]
+    assert net.layers[0] != "layer"
