@@ -15,8 +15,12 @@ The file format (``.hwnet``) is a zip archive holding ``manifest.json`` and one
 ``.npy`` file per weight matrix; `docs/network-format.md` specifies it well
 enough to read without this code. Saving writes a temporary file and renames
 it, so a crash never leaves half a file under the target name. Loading checks
-everything (zip integrity, version, checksums, shapes, finiteness) and raises
-`NetworkFileError` naming the file and the problem.
+everything (resource limits before allocation, zip structure, version, every
+manifest field's type, checksums, shapes, finiteness; `hwloop.netfile`) and
+raises one `NetworkFileError` naming the file and the problem.
+
+``Network.run(target, x)`` runs a network on a target (a URL or an open
+backend) and returns the `Measurement`.
 """
 
 from __future__ import annotations
@@ -29,36 +33,83 @@ import json
 import math
 import os
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import NetworkFileError, NetworkSpecError
+from . import netfile
+from .errors import NetworkFileError, NetworkSpecError, TargetError
 from .fileio import atomic_path
+from .netfile import FieldError, LoadLimits
 
+if TYPE_CHECKING:  # backends import this module; only the type checker needs them here
+    from hwloop.backends import Backend, Measurement
+
+#: the manifest's ``format`` value
 FORMAT_NAME = "hwloop-network"
+#: the manifest's ``format_version`` this module writes and reads
 FORMAT_VERSION = 1
+#: name of the manifest member in the archive
 MANIFEST = "manifest.json"
 
 #: neuron models a Network may name; each lives in `hwloop.models`
 KNOWN_MODELS = ("lif", "qif", "nlif")
+#: units a network's times may be expressed in
 TIME_UNITS = ("s", "ms", "us", "ns")
+#: input encodings (`InputEncoding.kind`)
+ENCODING_KINDS = ("linear-latency",)
+#: output decodings (`OutputDecoding.kind`)
+DECODING_KINDS = ("first-spike",)
+
+#: options a model defines, each with its rule (a description and a test of a
+#: finite float); other option names are kept as plain JSON values (scalars or
+#: lists of scalars) for the model to accept or refuse when it runs
+MODEL_OPTIONS: dict[str, dict[str, tuple[str, Any]]] = {
+    "qif": {
+        "i0": ("a number > 0.25 (oscillatory regime)", lambda v: v > 0.25),
+        "v0": ("a finite number", lambda v: True),
+    },
+}
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_positive(name: str, value: float, where: str) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (_is_real(value) and math.isfinite(value) and value > 0):
         raise NetworkSpecError(f"{where}: {name} must be a finite number > 0, got {value!r}")
+
+
+def _option_problem(model: str, key: Any, value: Any) -> str | None:
+    """Why option ``key=value`` is not acceptable for ``model``, or None."""
+    if not isinstance(key, str):
+        return f"name must be a string, got {key!r}"
+    rule = MODEL_OPTIONS.get(model, {}).get(key)
+    if rule is not None:
+        desc, ok = rule
+        if not (_is_real(value) and math.isfinite(value) and ok(float(value))):
+            return f"must be {desc}, got {netfile.describe(value)}"
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if item is None or isinstance(item, (str, bool)):
+            continue
+        if _is_real(item) and math.isfinite(item):
+            continue
+        return f"must be a JSON scalar (string, finite number, true/false, null) or a list of them, got {netfile.describe(value)}"
+    return None
 
 
 @dataclass(frozen=True)
 class NeuronParams:
     """Neuron model and parameters of one layer, times in the network's unit.
 
-    ``options`` holds model-specific extras (e.g. a QIF model's pseudospike
-    settings); values must be JSON-serialisable scalars or lists.
+    ``options`` holds model-specific extras: the options a model defines are
+    checked by `MODEL_OPTIONS` (a QIF layer's ``i0`` and ``v0``); any other
+    value must be a JSON scalar or a list of scalars.
     """
 
     model: str = "lif"
@@ -68,18 +119,22 @@ class NeuronParams:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str = "neuron") -> None:
+        """Raise `NetworkSpecError` (prefixed with ``where``) if a parameter is unusable."""
         if self.model not in KNOWN_MODELS:
             raise NetworkSpecError(f"{where}: unknown neuron model {self.model!r}; known: {', '.join(KNOWN_MODELS)}")
         _check_positive("tau_syn", self.tau_syn, where)
         _check_positive("tau_mem", self.tau_mem, where)
-        if not (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)):
+        if not (_is_real(self.threshold) and math.isfinite(self.threshold)):
             raise NetworkSpecError(f"{where}: threshold must be finite, got {self.threshold!r}")
-        try:
-            json.dumps(dict(self.options), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise NetworkSpecError(f"{where}: options must be finite JSON values ({exc})") from None
+        if not isinstance(self.options, Mapping):
+            raise NetworkSpecError(f"{where}: options must be a mapping, got {type(self.options).__name__}")
+        for key, value in self.options.items():
+            problem = _option_problem(self.model, key, value)
+            if problem:
+                raise NetworkSpecError(f"{where}: option {key!r} {problem}")
 
     def to_json(self) -> dict:
+        """The manifest's ``neuron`` object."""
         return {
             "model": self.model,
             "tau_syn": float(self.tau_syn),
@@ -89,17 +144,28 @@ class NeuronParams:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "NeuronParams":
+    def from_json(cls, d: Any, where: str = "neuron") -> "NeuronParams":
+        """Read a manifest ``neuron`` object, every field type-checked; raises
+        `hwloop.netfile.FieldError` (a ``ValueError``) naming the field."""
+        d = netfile.obj(d, where, required=("model", "tau_syn", "tau_mem", "threshold"), optional=("options",))
+        model = netfile.string(d["model"], netfile.join(where, "model"), KNOWN_MODELS)
+        options = netfile.mapping(d.get("options", {}), netfile.join(where, "options"))
+        for key, value in options.items():
+            path = netfile.join(netfile.join(where, "options"), key)
+            netfile.plain_json(value, path)
+            problem = _option_problem(model, key, value)
+            if problem:
+                raise FieldError(path, problem)
         return cls(
-            model=str(d["model"]),
-            tau_syn=float(d["tau_syn"]),
-            tau_mem=float(d["tau_mem"]),
-            threshold=float(d["threshold"]),
-            options=dict(d.get("options", {})),
+            model=model,
+            tau_syn=netfile.number(d["tau_syn"], netfile.join(where, "tau_syn"), gt=0),
+            tau_mem=netfile.number(d["tau_mem"], netfile.join(where, "tau_mem"), gt=0),
+            threshold=netfile.number(d["threshold"], netfile.join(where, "threshold")),
+            options=dict(options),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)  # __eq__ below: weights compare by value
 class Layer:
     """One feed-forward layer.
 
@@ -107,6 +173,7 @@ class Layer:
     sources are the previous layer's neurons (or the input features), then one
     row per entry of ``bias_times``: a bias source that spikes at that time in
     every trial. So ``weight.shape == (n_prev + len(bias_times), n_out)``.
+    The weight is stored as a read-only float64 copy.
     """
 
     weight: np.ndarray
@@ -119,8 +186,25 @@ class Layer:
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias_times", tuple(float(t) for t in self.bias_times))
 
+    def __eq__(self, other: object) -> bool:
+        # dataclass equality would ask numpy for the truth value of an array
+        if not isinstance(other, Layer):
+            return NotImplemented
+        return (self.neuron == other.neuron and self.bias_times == other.bias_times
+                and self.weight.shape == other.weight.shape and bool(np.array_equal(self.weight, other.weight)))
+
+    __hash__ = None  # weights are arrays: a Layer is compared by value, not hashed
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.weight.shape)
+        n = self.neuron
+        bias = f", bias_times={self.bias_times}" if self.bias_times else ""
+        return (f"Layer({shape}: {self.n_in} sources + {len(self.bias_times)} bias -> {self.n_out} {n.model}, "
+                f"tau_syn={n.tau_syn:g} tau_mem={n.tau_mem:g} threshold={n.threshold:g}{bias})")
+
     @property
     def n_out(self) -> int:
+        """Number of neurons in this layer."""
         return int(self.weight.shape[1])
 
     @property
@@ -129,6 +213,7 @@ class Layer:
         return int(self.weight.shape[0]) - len(self.bias_times)
 
     def validate(self, where: str) -> None:
+        """Raise `NetworkSpecError` (prefixed with ``where``) if the layer is unusable."""
         if self.weight.ndim != 2 or 0 in self.weight.shape:
             raise NetworkSpecError(f"{where}: weight must be a non-empty 2-D matrix, got shape {self.weight.shape}")
         if not np.all(np.isfinite(self.weight)):
@@ -160,12 +245,13 @@ class InputEncoding:
     silent_at_min: bool = False
 
     def validate(self) -> None:
-        if self.kind != "linear-latency":
+        """Raise `NetworkSpecError` if the encoding is unusable."""
+        if self.kind not in ENCODING_KINDS:
             raise NetworkSpecError(f"encoding: unknown kind {self.kind!r}")
-        if not (isinstance(self.n_features, int) and self.n_features >= 1):
+        if isinstance(self.n_features, bool) or not (isinstance(self.n_features, int) and self.n_features >= 1):
             raise NetworkSpecError(f"encoding: n_features must be a positive int, got {self.n_features!r}")
         vals = (self.value_min, self.value_max, self.t_at_min, self.t_at_max)
-        if not all(math.isfinite(v) for v in vals):
+        if not all(_is_real(v) and math.isfinite(v) for v in vals):
             raise NetworkSpecError("encoding: values and times must be finite")
         if self.value_max <= self.value_min:
             raise NetworkSpecError("encoding: value_max must exceed value_min")
@@ -183,6 +269,22 @@ class InputEncoding:
             t = np.where(x <= self.value_min, np.inf, t)
         return t
 
+    @classmethod
+    def from_json(cls, d: Any, where: str = "encoding") -> "InputEncoding":
+        """Read a manifest ``encoding`` object, every field type-checked; raises
+        `hwloop.netfile.FieldError` naming the field."""
+        keys = ("n_features", "kind", "value_min", "value_max", "t_at_min", "t_at_max")
+        d = netfile.obj(d, where, required=keys, optional=("silent_at_min",))
+        return cls(
+            n_features=netfile.integer(d["n_features"], netfile.join(where, "n_features"), ge=1),
+            kind=netfile.string(d["kind"], netfile.join(where, "kind"), ENCODING_KINDS),
+            value_min=netfile.number(d["value_min"], netfile.join(where, "value_min")),
+            value_max=netfile.number(d["value_max"], netfile.join(where, "value_max")),
+            t_at_min=netfile.number(d["t_at_min"], netfile.join(where, "t_at_min"), ge=0),
+            t_at_max=netfile.number(d["t_at_max"], netfile.join(where, "t_at_max"), ge=0),
+            silent_at_min=netfile.boolean(d.get("silent_at_min", False), netfile.join(where, "silent_at_min")),
+        )
+
 
 @dataclass(frozen=True)
 class OutputDecoding:
@@ -196,14 +298,30 @@ class OutputDecoding:
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
 
     def validate(self) -> None:
-        if self.kind != "first-spike":
+        """Raise `NetworkSpecError` if the decoding is unusable."""
+        if self.kind not in DECODING_KINDS:
             raise NetworkSpecError(f"decoding: unknown kind {self.kind!r}")
         if len(self.classes) < 2:
             raise NetworkSpecError("decoding: need at least 2 classes")
 
+    @classmethod
+    def from_json(cls, d: Any, where: str = "decoding") -> "OutputDecoding":
+        """Read a manifest ``decoding`` object, every field type-checked."""
+        d = netfile.obj(d, where, required=("kind", "classes"))
+        path = netfile.join(where, "classes")
+        classes = netfile.array(d["classes"], path, min_len=2)
+        return cls(
+            classes=tuple(netfile.string(c, netfile.join(path, i)) for i, c in enumerate(classes)),
+            kind=netfile.string(d["kind"], netfile.join(where, "kind"), DECODING_KINDS),
+        )
+
 
 @dataclass(frozen=True)
 class Provenance:
+    """Where a network came from: model and data set it was trained for, the
+    seed, accuracies per split (fractions), the hwloop version, the creation
+    time (ISO 8601 UTC) and free-form ``extra`` (e.g. the training configuration)."""
+
     model: str = ""
     dataset: str = ""
     seed: int | None = None
@@ -213,6 +331,7 @@ class Provenance:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        """The manifest's ``provenance`` object."""
         return {
             "model": self.model,
             "dataset": self.dataset,
@@ -224,24 +343,59 @@ class Provenance:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Provenance":
+    def from_json(cls, d: Any, where: str = "provenance") -> "Provenance":
+        """Read a ``provenance`` object (every key optional), every field
+        type-checked; raises `hwloop.netfile.FieldError` (a ``ValueError``) naming the field."""
+        j = netfile.join
+        d = netfile.obj(d, where, optional=("model", "dataset", "seed", "accuracy", "hwloop_version",
+                                            "created", "extra"))
+        seed = d.get("seed")
+        accuracy = netfile.mapping(d.get("accuracy", {}), j(where, "accuracy"))
+        extra = netfile.mapping(d.get("extra", {}), j(where, "extra"))
         return cls(
-            model=str(d.get("model", "")),
-            dataset=str(d.get("dataset", "")),
-            seed=None if d.get("seed") is None else int(d["seed"]),
-            accuracy={str(k): float(v) for k, v in dict(d.get("accuracy", {})).items()},
-            hwloop_version=str(d.get("hwloop_version", "")),
-            created=str(d.get("created", "")),
-            extra=dict(d.get("extra", {})),
+            model=netfile.string(d.get("model", ""), j(where, "model")),
+            dataset=netfile.string(d.get("dataset", ""), j(where, "dataset")),
+            seed=None if seed is None else netfile.integer(seed, j(where, "seed")),
+            accuracy={k: netfile.number(v, j(j(where, "accuracy"), k)) for k, v in accuracy.items()},
+            hwloop_version=netfile.string(d.get("hwloop_version", ""), j(where, "hwloop_version")),
+            created=netfile.string(d.get("created", ""), j(where, "created")),
+            extra=netfile.plain_json(dict(extra), j(where, "extra")),
         )
 
+    def brief(self) -> str:
+        """One short phrase for a repr: data set, seed and test accuracy where known."""
+        parts = []
+        if self.dataset:
+            parts.append(self.dataset)
+        if self.seed is not None:
+            parts.append(f"seed {self.seed}")
+        if "test" in self.accuracy:
+            parts.append(f"test {100 * float(self.accuracy['test']):.1f}%")
+        return " ".join(parts)
 
-@dataclass(frozen=True)
+
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _weight_member_name(value: Any, path: str) -> str:
+    name = netfile.string(value, path)
+    bad = (not name or len(name) > 255 or name == MANIFEST or name.endswith("/") or name.startswith("/")
+           or "\\" in name or "\0" in name or ".." in name.split("/"))
+    if bad:
+        raise FieldError(path, f"must name a member inside the archive (relative, no '..', not {MANIFEST!r}), "
+                               f"got {netfile.describe(value)}")
+    return name
+
+
+@dataclass(frozen=True, repr=False)
 class Network:
     """A feed-forward first-spike-time network in model units.
 
     All times (``t_max``, time constants, bias times, encoding times) are in
     ``time_unit``. A neuron that has not spiked by ``t_max`` is silent.
+    Construct it in code (it is validated at once; `NetworkSpecError`), read
+    it with `Network.load`, write it with `Network.save`, run it on a target
+    with `Network.run`.
     """
 
     layers: tuple[Layer, ...]
@@ -251,12 +405,30 @@ class Network:
     time_unit: str = "ms"
     provenance: Provenance = field(default_factory=Provenance)
 
+    # the file this network was loaded from; deliberately not a dataclass field
+    # (no annotation), so copies made with dataclasses.replace (with_weights,
+    # training) do not claim to be that file
+    _source = None
+
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
         self.validate()
 
+    def __repr__(self) -> str:
+        sizes = "-".join(str(s) for s in self.sizes)
+        biases = sum(len(layer.bias_times) for layer in self.layers)
+        text = f"Network({self.model} {sizes} +{biases} bias, t_max={self.t_max:g} {self.time_unit}"
+        brief = self.provenance.brief()
+        if brief:
+            text += f", {brief}"
+        if self.source:
+            text += f", from {self.source!r}"
+        return text + ")"
+
     # ----------------------------------------------------------------- checks
     def validate(self) -> None:
+        """Raise `NetworkSpecError` if the parts do not fit together (layer
+        chain, class count) or any part is unusable."""
         if not self.layers:
             raise NetworkSpecError("network has no layers")
         if self.time_unit not in TIME_UNITS:
@@ -281,16 +453,23 @@ class Network:
 
     # ------------------------------------------------------------ conveniences
     @property
+    def source(self) -> str | None:
+        """The file this network was loaded from, or None (built in code, or a changed copy)."""
+        return self._source
+
+    @property
     def sizes(self) -> tuple[int, ...]:
         """(n_features, n_hidden..., n_out), bias sources not counted."""
         return (self.encoding.n_features,) + tuple(layer.n_out for layer in self.layers)
 
     @property
     def model(self) -> str:
+        """The neuron model of every layer, or ``"mixed"``."""
         models = {layer.neuron.model for layer in self.layers}
         return models.pop() if len(models) == 1 else "mixed"
 
     def weights(self) -> list[np.ndarray]:
+        """The weight matrices, input side first (read-only float64)."""
         return [layer.weight for layer in self.layers]
 
     def with_weights(self, weights: Sequence[np.ndarray], **changes) -> "Network":
@@ -306,6 +485,7 @@ class Network:
         return dataclasses.replace(self, layers=tuple(layers), **changes)
 
     def summary(self) -> str:
+        """One line for people: model, sizes, bias count, trial length, classes."""
         sizes = "-".join(str(s) for s in self.sizes)
         biases = sum(len(layer.bias_times) for layer in self.layers)
         return (
@@ -313,8 +493,73 @@ class Network:
             f"classes={list(self.decoding.classes)}"
         )
 
+    # -------------------------------------------------------------------- run
+    def run(self, target: "str | Backend", x: Any = None, *, times: Any = None) -> "Measurement":
+        """Run a batch on a target and return what it measured.
+
+        ``target`` is a target URL (``"software"``, ``"bitexact?steps=100"``,
+        ``"qif-emu"``, ...: opened, used and closed again) or a backend that
+        is already open (`hwloop.backends.open_target`): the network is loaded
+        onto it unless it is already the loaded one, and it stays open.
+
+        The inputs are **either** ``x``, feature values of shape
+        ``(batch, n_features)`` (or one sample, ``(n_features,)``) that this
+        network's `InputEncoding` turns into input spike times, **or**
+        ``times=``, the input spike times themselves in ``time_unit``
+        (``inf`` = the input does not spike). The result is a
+        `hwloop.backends.Measurement`: every layer's first-spike times in
+        ``time_unit`` (``inf`` = silent), ``.output`` the last layer's.
+        Bad inputs raise `NetworkSpecError` before the target is opened.
+        """
+        t_in = self._input_times(x, times)
+        import hwloop.backends as backends  # backends import this module
+
+        if isinstance(target, str):
+            with backends.open_target(target) as backend:
+                backend.load(self)
+                return backend.run(t_in)
+        if isinstance(target, backends.Backend):
+            try:
+                loaded = target.network
+            except TargetError:
+                loaded = None
+            if loaded is not self:
+                target.load(self)
+            return target.run(t_in)
+        raise TypeError(f"Network.run: target must be a target URL or an open backend "
+                        f"(hwloop.backends.open_target), got {type(target).__name__}")
+
+    def _input_times(self, x: Any, times: Any) -> np.ndarray:
+        if x is None and times is None:
+            raise NetworkSpecError("Network.run: no inputs; pass feature values x, or times= for input spike times")
+        if x is not None and times is not None:
+            raise NetworkSpecError("Network.run: pass feature values x or times=, not both")
+        what = "x" if x is not None else "times"
+        arr = np.asarray(x if x is not None else times)
+        if arr.dtype.kind not in "fiu":
+            raise NetworkSpecError(f"Network.run: {what} must hold numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        n = self.encoding.n_features
+        if arr.ndim != 2:
+            raise NetworkSpecError(f"Network.run: {what} must have shape (batch, {n}) or ({n},), got {arr.shape}")
+        if arr.shape[1] != n:
+            raise NetworkSpecError(f"Network.run: {what} has {arr.shape[1]} features per sample; "
+                                   f"the network takes {n} features")
+        if arr.shape[0] == 0:
+            raise NetworkSpecError(f"Network.run: {what} holds no samples")
+        if np.isnan(arr).any():
+            raise NetworkSpecError(f"Network.run: {what} contains NaN")
+        if x is not None:
+            return self.encoding.encode(arr)
+        if (arr < 0).any():
+            raise NetworkSpecError("Network.run: input spike times must be >= 0 (inf = no spike)")
+        return arr
+
     # ------------------------------------------------------------------- file
     def to_manifest(self) -> dict:
+        """The manifest of this network without its ``layers`` (`save` fills them)."""
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -358,97 +603,96 @@ class Network:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Network":
+    def load(cls, path: str | os.PathLike, *, limits: LoadLimits | None = None) -> "Network":
+        """Read a ``.hwnet`` file; every problem is one `NetworkFileError`
+        naming the file and what is wrong.
+
+        Resource limits (`LoadLimits`; defaults in ``docs/network-format.md``)
+        are checked before the memory they guard is allocated, so a small
+        file can never make the loader allocate much more than it holds.
+        """
+        limits = LoadLimits() if limits is None else limits
         path = Path(path)
-
-        def fail(msg: str) -> NetworkFileError:
-            return NetworkFileError(f"{path}: {msg}")
-
         if not path.exists():
-            raise fail("no such file")
+            raise NetworkFileError(f"{path}: no such file")
         if not path.is_file():
-            raise fail("not a regular file")
+            raise NetworkFileError(f"{path}: not a regular file")
         try:
-            zf = zipfile.ZipFile(path, "r")
-        except zipfile.BadZipFile:
-            raise fail("not an hwloop network file (not a zip archive, or truncated)") from None
-        except OSError as exc:
-            raise fail(f"cannot open: {exc}") from None
-        with zf:
-            try:
-                bad = zf.testzip()
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                raise fail(f"archive is corrupt ({exc})") from None
-            if bad is not None:
-                raise fail(f"archive member {bad!r} is corrupt (CRC mismatch)")
-            try:
-                manifest = json.loads(zf.read(MANIFEST).decode("utf-8"))
-            except KeyError:
-                raise fail(f"missing {MANIFEST}") from None
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise fail(f"{MANIFEST} is not valid JSON ({exc})") from None
-            if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-                raise fail(f"not an hwloop network file (format is not {FORMAT_NAME!r})")
-            version = manifest.get("format_version")
-            if version != FORMAT_VERSION:
-                raise fail(
-                    f"unsupported format_version {version!r}; this hwloop reads version {FORMAT_VERSION}"
-                )
-            try:
-                layers = []
-                for i, ld in enumerate(manifest["layers"]):
-                    name = ld["weight"]
-                    try:
-                        data = zf.read(name)
-                    except KeyError:
-                        raise fail(f"layer {i}: weight member {name!r} is missing") from None
-                    if hashlib.sha256(data).hexdigest() != ld["sha256"]:
-                        raise fail(f"layer {i}: weight checksum mismatch (file corrupt)")
-                    try:
-                        w = np.load(io.BytesIO(data), allow_pickle=False)
-                    except Exception as exc:  # numpy raises several types for bad .npy
-                        raise fail(f"layer {i}: weight is not a valid .npy array ({exc})") from None
-                    if list(w.shape) != list(ld["shape"]):
-                        raise fail(f"layer {i}: weight shape {list(w.shape)} != manifest shape {ld['shape']}")
-                    if w.dtype.kind != "f":
-                        raise fail(f"layer {i}: weight dtype {w.dtype} is not floating point")
-                    if not np.all(np.isfinite(w)):
-                        raise fail(f"layer {i}: weight contains non-finite values")
-                    layers.append(
-                        Layer(
-                            weight=w,
-                            neuron=NeuronParams.from_json(ld["neuron"]),
-                            bias_times=tuple(ld.get("bias_times", ())),
-                        )
-                    )
-                enc = manifest["encoding"]
-                net = cls(
-                    layers=tuple(layers),
-                    encoding=InputEncoding(
-                        n_features=int(enc["n_features"]),
-                        kind=str(enc["kind"]),
-                        value_min=float(enc["value_min"]),
-                        value_max=float(enc["value_max"]),
-                        t_at_min=float(enc["t_at_min"]),
-                        t_at_max=float(enc["t_at_max"]),
-                        silent_at_min=bool(enc.get("silent_at_min", False)),
-                    ),
-                    decoding=OutputDecoding(
-                        classes=tuple(manifest["decoding"]["classes"]),
-                        kind=str(manifest["decoding"]["kind"]),
-                    ),
-                    t_max=float(manifest["t_max"]),
-                    time_unit=str(manifest["time_unit"]),
-                    provenance=Provenance.from_json(manifest.get("provenance", {})),
-                )
-            except NetworkFileError:
-                raise
-            except NetworkSpecError as exc:
-                raise fail(f"inconsistent network: {exc}") from None
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise fail(f"manifest is malformed ({type(exc).__name__}: {exc})") from None
+            with netfile.Archive(path, limits) as archive:
+                net = cls._from_archive(archive, limits)
+        except netfile.FormatProblem as exc:
+            raise NetworkFileError(f"{path}: {exc}") from None
+        except FieldError as exc:
+            raise NetworkFileError(f"{path}: manifest {exc}") from None
+        except NetworkSpecError as exc:
+            raise NetworkFileError(f"{path}: inconsistent network: {exc}") from None
+        object.__setattr__(net, "_source", str(path))
         return net
+
+    @classmethod
+    def _from_archive(cls, archive: "netfile.Archive", limits: LoadLimits) -> "Network":
+        raw = archive.read(MANIFEST, limits.max_manifest_bytes, "LoadLimits.max_manifest_bytes")
+        m = netfile.parse_manifest(raw, limits)
+        if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
+            raise netfile.FormatProblem(f"not an hwloop network file (format is not {FORMAT_NAME!r})")
+        version = m.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+            raise netfile.FormatProblem(f"unsupported format_version {netfile.describe(version)}; "
+                                        f"this hwloop reads version {FORMAT_VERSION}")
+        netfile.obj(m, "", required=("format", "format_version", "time_unit", "t_max", "encoding", "decoding",
+                                     "layers"), optional=("provenance",))
+        time_unit = netfile.string(m["time_unit"], "time_unit", TIME_UNITS)
+        t_max = netfile.number(m["t_max"], "t_max", gt=0)
+        encoding = InputEncoding.from_json(m["encoding"])
+        decoding = OutputDecoding.from_json(m["decoding"])
+        provenance = Provenance.from_json(m.get("provenance", {}))
+        entries = netfile.array(m["layers"], "layers", min_len=1, max_len=limits.max_layers)
+
+        # every layer's description first: shapes add up against the parameter
+        # limit, and the member set is checked, before any weight is read
+        specs = []
+        budget = limits.max_parameters
+        for i, ld in enumerate(entries):
+            where = f"layers[{i}]"
+            ld = netfile.obj(ld, where, required=("weight", "shape", "sha256", "neuron"), optional=("bias_times",))
+            name = _weight_member_name(ld["weight"], f"{where}.weight")
+            shape_list = netfile.array(ld["shape"], f"{where}.shape", min_len=2, max_len=2)
+            shape = tuple(netfile.integer(s, f"{where}.shape[{k}]", ge=1, le=limits.max_parameters)
+                          for k, s in enumerate(shape_list))
+            digest = netfile.string(ld["sha256"], f"{where}.sha256").lower()
+            if len(digest) != 64 or not set(digest) <= _SHA256_HEX:
+                raise FieldError(f"{where}.sha256", f"must be 64 hex digits, got {netfile.describe(ld['sha256'])}")
+            bias = netfile.array(ld.get("bias_times", []), f"{where}.bias_times")
+            bias_times = tuple(netfile.number(t, f"{where}.bias_times[{k}]", ge=0) for k, t in enumerate(bias))
+            neuron = NeuronParams.from_json(ld["neuron"], f"{where}.neuron")
+            specs.append((name, shape, digest, bias_times, neuron))
+        total = sum(math.prod(s[1]) for s in specs)
+        if total > budget:
+            raise netfile.FormatProblem(f"the layers hold {total} parameters; the limit is {budget} "
+                                        f"(LoadLimits.max_parameters)")
+        expected = {MANIFEST} | {s[0] for s in specs} | archive.folders()
+        for member in archive.members:
+            if member not in expected:
+                raise netfile.FormatProblem(f"unexpected member {member!r} (not named by the manifest)")
+
+        layers = []
+        for i, (name, shape, digest, bias_times, neuron) in enumerate(specs):
+            what = f"layer {i}: weight member {name!r}"
+            if name not in archive.members:
+                raise netfile.FormatProblem(f"layer {i}: weight member {name!r} is missing")
+            data = archive.read(name, netfile.MAX_NPY_HEADER + 8 * math.prod(shape),
+                                f"a .npy of shape {list(shape)}")
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise netfile.FormatProblem(f"layer {i}: weight checksum mismatch (file corrupt)")
+            w = netfile.npy_array(data, shape, what)
+            if not np.all(np.isfinite(w)):
+                raise netfile.FormatProblem(f"layer {i}: weight contains non-finite values")
+            layers.append(Layer(weight=w, neuron=neuron, bias_times=bias_times))
+            del data, w
+        return cls(layers=tuple(layers), encoding=encoding, decoding=decoding, t_max=t_max,
+                   time_unit=time_unit, provenance=provenance)
 
 
 def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second (``2026-01-31T12:00:00+00:00``)."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -170,7 +170,7 @@ def test_non_finite(tmp_path):
 def test_malformed_manifest(tmp_path):
     path = make_net().save(tmp_path / "n.hwnet")
     _rewrite(path, lambda m: m["layers"][0].pop("neuron"))
-    with pytest.raises(NetworkFileError, match="malformed"):
+    with pytest.raises(NetworkFileError, match=r"manifest field 'layers\[0\]\.neuron' is missing"):
         Network.load(path)
     path = make_net().save(tmp_path / "m.hwnet")
     with zipfile.ZipFile(path) as zf:
@@ -232,3 +232,51 @@ def test_with_weights_and_encoding():
     enc = InputEncoding(2, value_min=0, value_max=16, t_at_min=2.0, t_at_max=0.15, silent_at_min=True)
     t = enc.encode(np.array([[0.0, 16.0]]))
     assert np.isinf(t[0, 0]) and t[0, 1] == pytest.approx(0.15)
+
+
+# ------------------------------------------------------------- version-1 files
+def _documented_read(path):
+    """The reader docs/network-format.md shows: zip + json + np.load, no hwloop."""
+    with zipfile.ZipFile(path) as zf:
+        m = json.loads(zf.read("manifest.json"))
+        weights = [np.load(io.BytesIO(zf.read(layer["weight"])), allow_pickle=False) for layer in m["layers"]]
+    return m, weights
+
+
+@pytest.mark.parametrize("name", ["yinyang-lif.hwnet", "yinyang-qif.hwnet"])
+def test_shipped_version_1_files_load_bit_identically(name, tmp_path):
+    """The hardened loader reads the shipped files to the same bits as the plain
+    documented reader, and saving them again gives the same manifest and members."""
+    from importlib import resources
+
+    path = resources.files("hwloop") / "pretrained" / name
+    manifest, weights = _documented_read(path)
+    net = Network.load(path)
+    for layer, w, ld in zip(net.layers, weights, manifest["layers"]):
+        assert layer.weight.dtype == np.float64 and w.dtype == np.dtype("<f8")
+        assert layer.weight.tobytes() == w.tobytes()
+        assert layer.bias_times == tuple(ld["bias_times"])
+        assert layer.neuron.to_json() == ld["neuron"]
+    again = net.save(tmp_path / name)
+    m2, w2 = _documented_read(again)
+    assert m2 == manifest
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(weights, w2))
+    with zipfile.ZipFile(path) as a, zipfile.ZipFile(again) as b:
+        for info in a.infolist():
+            if info.filename != "manifest.json":
+                assert a.read(info) == b.read(info.filename)
+
+
+def test_files_written_by_other_zip_tools_load(tmp_path):
+    """Stored (uncompressed) members and folder entries, as `zip -r` writes them."""
+    path = make_net().save(tmp_path / "n.hwnet")
+    with zipfile.ZipFile(path) as zf:
+        members = [(i.filename, zf.read(i)) for i in zf.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("layers/", b"")
+        zf.writestr("layers/0/", b"")
+        for name, data in members:
+            zf.writestr(name, data)
+        zf.writestr("layers/1/", b"")
+    back = Network.load(path)
+    np.testing.assert_array_equal(back.layers[0].weight, make_net().layers[0].weight)
