@@ -165,14 +165,21 @@ def test_exported_file_is_plain_nir_that_nir_itself_reads_and_type_checks(tmp_pa
     net = make_net(seed=3)
     path = export_nir(net, tmp_path / "net.nir")
     g = nir.read(str(path))  # nir's own reader with its type check on
-    assert set(g.nodes) == {"input", "fc0", "lif0", "bias0", "fc0_bias", "fc1", "lif1", "bias1", "fc1_bias",
-                            "output"}
+    # one Input: 4 features, then layer 0's bias source, then layer 1's two (channels 4, 5, 6)
+    assert set(g.nodes) == {"input", "fc0", "lif0", "fc1", "lif1", "fc1_bias", "output"}
+    assert g.nodes["input"].input_type["input"].tolist() == [7]
+    assert json.loads(g.metadata["hwloop_input_channels"]) == {"features": 4, "bias": [[0, 1.5], [1, 0.5], [1, 4.0]]}
     lif0 = g.nodes["lif0"]
     assert isinstance(lif0, nir.CubaLIF)
     np.testing.assert_array_equal(lif0.w_in, np.full(7, 5.0))
     np.testing.assert_array_equal(lif0.tau_mem, np.full(7, 10.0))
-    np.testing.assert_array_equal(g.nodes["fc0"].weight, net.layers[0].weight[:4].T)
-    np.testing.assert_array_equal(g.nodes["bias1"].metadata["hwloop_bias_times"], [0.5, 4.0])
+    w0 = g.nodes["fc0"].weight
+    np.testing.assert_array_equal(w0[:, :4], net.layers[0].weight[:4].T)
+    np.testing.assert_array_equal(w0[:, 4], net.layers[0].weight[4])
+    assert not w0[:, 5:].any()  # layer 1's bias channels do not reach layer 0
+    wb = g.nodes["fc1_bias"].weight
+    np.testing.assert_array_equal(wb[:, 5:], net.layers[1].weight[7:].T)
+    assert not wb[:, :5].any()
     assert g.metadata["hwloop_t_max"] == 60.0 and g.metadata["hwloop_time_unit"] == "ms"
     assert json.loads(g.metadata["hwloop_decoding"])["classes"] == ["a", "b", "c"]
     # no stray temporary files from the atomic write
@@ -186,9 +193,14 @@ def test_exported_graph_run_as_nir_ode_spikes_at_our_times():
     t_in = net.encoding.encode(np.random.default_rng(5).uniform(0, 1, size=(6, 4)))
     ours = run_software(net, t_in)
     h = 4e-3  # ms; tau_s = 5 ms
-    ode = simulate_cubalif(nir_layers_of(g, [("fc0", "lif0", [("bias0", "fc0_bias")]),
-                                             ("fc1", "lif1", [("bias1", "fc1_bias")])]),
-                           t_in, area=1.0, t_max=net.t_max, h=h)
+    # drive the one input the way its metadata says: features, then the bias channels at their times
+    bias_t = np.array([t for _, t in json.loads(g.metadata["hwloop_input_channels"])["bias"]])
+    x = np.concatenate([t_in, np.broadcast_to(bias_t, (len(t_in), bias_t.size))], axis=1)
+    L0 = nir_layers_of(g, [("fc0", "lif0", [])])[0]
+    L1 = nir_layers_of(g, [("fc1", "lif1", [])])[0]
+    W1b = np.asarray(g.nodes["fc1_bias"].weight, float)
+    L1["bias"] = [(W1b[:, j:j + 1], bias_t[j - 4:j - 3]) for j in range(5, 7)]
+    ode = simulate_cubalif([L0, L1], x, area=1.0, t_max=net.t_max, h=h)
     for a, b in zip(ours, ode):
         assert_times_close(a, b, atol=6 * h)
 
