@@ -168,7 +168,8 @@ def test_exported_file_is_plain_nir_that_nir_itself_reads_and_type_checks(tmp_pa
     # one Input: 4 features, then layer 0's bias source, then layer 1's two (channels 4, 5, 6)
     assert set(g.nodes) == {"input", "fc0", "lif0", "fc1", "lif1", "fc1_bias", "output"}
     assert g.nodes["input"].input_type["input"].tolist() == [7]
-    assert json.loads(g.metadata["hwloop_input_channels"]) == {"features": 4, "bias": [[0, 1.5], [1, 0.5], [1, 4.0]]}
+    assert json.loads(g.metadata["hwloop_input_channels"]) == {"features": 4, "bias": [[0, 1.5], [1, 0.5], [1, 4.0]],
+                                                               "cancel": []}
     lif0 = g.nodes["lif0"]
     assert isinstance(lif0, nir.CubaLIF)
     np.testing.assert_array_equal(lif0.w_in, np.full(7, 5.0))

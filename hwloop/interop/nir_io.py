@@ -70,6 +70,9 @@ SUPPORTED_TAU_RATIOS = (1.0, 2.0)
 _RATIO_RTOL = 1e-6  # foreign exporters compute tau from decay factors in float
 _UNIFORM_RTOL = 1e-9
 
+#: consumers whose graph executor needs layer 1's bias sources relayed through layer 0 (see network_to_nir)
+RELAY_CONSUMERS = ("norse", "rockpool")
+
 _NO_PRIMITIVE = {
     "qif": "quadratic integrate-and-fire (theta) neurons have no NIR primitive",
     "nlif": "non-leaky integrate-and-fire neurons with exponential synapses have no NIR primitive",
@@ -144,7 +147,16 @@ def network_to_nir(net: Network, *, consumer: str = "nir", dt: float | None = No
     nir = _nir()
     h = _consumer_step(net, consumer, dt)
     n_features, bias_channels = _input_channels(net)
-    n_channels = n_features + len(bias_channels)
+    n_bias = len(bias_channels)
+    # Norse and Rockpool run graphs with nirtorch's older GraphExecutor, which executes nodes in
+    # depth-first order from the input: a Linear from the input into layer 1 runs *after* layer 1
+    # (Norse: one step late; Rockpool, which runs whole sequences: never). For them, layer 1's bias
+    # sources reach it through relay neurons appended to layer 0, each driven by its bias channel
+    # (weight R: exactly one spike in the bias step) and a cancel channel one step later (weight
+    # -a R: the synaptic current returns to 0, so the relay never fires again).
+    relayed = [j for j, (li, _) in enumerate(bias_channels) if li == 1] if consumer in RELAY_CONSUMERS else []
+    cancel = [(j, (math.floor(bias_channels[j][1] / h + 0.5) + 1) * h) for j in relayed]
+    n_channels = n_features + n_bias + len(cancel)
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
     nodes["input"] = nir.Input(input_type={"input": np.array([n_channels])},
@@ -154,7 +166,9 @@ def network_to_nir(net: Network, *, consumer: str = "nir", dt: float | None = No
     for i, layer in enumerate(net.layers):
         p = layer.neuron
         n_out, n_in = layer.n_out, layer.n_in
-        ones = np.ones(n_out)
+        n_relay = len(relayed) if i == 0 else 0
+        n_node = n_out + n_relay
+        ones = np.ones(n_node)
         own = [n_features + j for j, (li, _) in enumerate(bias_channels) if li == i]
         meta: dict[str, Any] = {
             "hwloop_model": p.model,
@@ -163,6 +177,8 @@ def network_to_nir(net: Network, *, consumer: str = "nir", dt: float | None = No
             "hwloop_options": json.dumps(dict(p.options), sort_keys=True),
             "hwloop_neuron": json.dumps({"tau_syn": p.tau_syn, "tau_mem": p.tau_mem, "threshold": p.threshold}),
         }
+        if n_relay:
+            meta["hwloop_relays"] = json.dumps([[n_out + r, j] for r, j in enumerate(relayed)])
         if p.model in _NO_PRIMITIVE:
             warning = (
                 f"NOT a CubaLIF neuron: hwloop layer {i} is a {p.model!r} layer ({_NO_PRIMITIVE[p.model]}); "
@@ -171,26 +187,37 @@ def network_to_nir(net: Network, *, consumer: str = "nir", dt: float | None = No
             )
             meta["hwloop_warning"] = warning
             warnings.append(warning)
+        q = _cubalif_params(p, consumer, h)
         fc, lif = f"fc{i}", f"lif{i}"
         w_main = np.ascontiguousarray(layer.weight[:n_in].T)  # NIR maps y = W x: (n_out, n_in)
         w_bias = np.ascontiguousarray(layer.weight[n_in:].T)
         if i == 0:  # the first layer reads the features and its own bias channels from the one input
-            full = np.zeros((n_out, n_channels))
-            full[:, :n_features] = w_main
-            full[:, own] = w_bias
+            full = np.zeros((n_node, n_channels))
+            full[:n_out, :n_features] = w_main
+            full[:n_out, own] = w_bias
+            if n_relay:
+                a = math.exp(-h / p.tau_syn)
+                big = 1.5 * q["v_threshold"] / (a if consumer == "rockpool" else 1.0)
+                for r, j in enumerate(relayed):
+                    full[n_out + r, n_features + j] = big
+                    full[n_out + r, n_features + n_bias + r] = -a * big
             nodes[fc] = nir.Linear(weight=full)
         else:
-            nodes[fc] = nir.Linear(weight=w_main)
-            if own:  # later layers' bias channels come straight from the input, through their own Linear
+            direct = [c for c in own if c - n_features not in relayed]
+            if i == 1 and relayed:  # the relays' spikes carry layer 1's bias sources
+                w_rel = np.stack([w_bias[:, own.index(n_features + j)] for j in relayed], axis=1)
+                w_main = np.concatenate([w_main, w_rel], axis=1)
+            nodes[fc] = nir.Linear(weight=np.ascontiguousarray(w_main))
+            if direct:  # later layers' bias channels come straight from the input, through their own Linear
                 b_fc = f"fc{i}_bias"
                 full = np.zeros((n_out, n_channels))
-                full[:, own] = w_bias
+                for c in direct:
+                    full[:, c] = w_bias[:, own.index(c)]
                 nodes[b_fc] = nir.Linear(weight=full, metadata={"hwloop_role": "bias", "hwloop_layer": i})
                 edges += [("input", b_fc), (b_fc, lif)]
-        q = _cubalif_params(p, consumer, h)
         nodes[lif] = nir.CubaLIF(
             tau_syn=ones * q["tau_syn"], tau_mem=ones * q["tau_mem"], r=ones * q["r"],
-            v_leak=ones * q["v_leak"], v_threshold=ones * q["v_threshold"], v_reset=np.zeros(n_out),
+            v_leak=ones * q["v_leak"], v_threshold=ones * q["v_threshold"], v_reset=np.zeros(n_node),
             w_in=ones * q["w_in"], metadata=meta)
         edges += [(prev, fc), (fc, lif)]
         prev = lif
@@ -207,7 +234,8 @@ def network_to_nir(net: Network, *, consumer: str = "nir", dt: float | None = No
         "hwloop_time_unit": net.time_unit,
         "hwloop_t_max": float(net.t_max),
         "hwloop_input_channels": json.dumps({"features": n_features,
-                                             "bias": [[li, t] for li, t in bias_channels]}),
+                                             "bias": [[li, t] for li, t in bias_channels],
+                                             "cancel": [[j, t] for j, t in cancel]}),
         "hwloop_encoding": json.dumps(enc, sort_keys=True),
         "hwloop_decoding": json.dumps({"kind": net.decoding.kind, "classes": list(net.decoding.classes)}),
         "hwloop_provenance": json.dumps(net.provenance.to_json(), sort_keys=True, allow_nan=False),
@@ -371,6 +399,8 @@ class _Importer:
         self.src = source
         self.meta = {k: _meta_value(v) for k, v in dict(getattr(graph, "metadata", None) or {}).items()}
         self.notes: list[str] = []
+        self.node_sizes: dict[str, int] = {}
+        self.node_keep: dict[str, np.ndarray] = {}
 
     def fail(self, msg: str) -> NetworkSpecError:
         return NetworkSpecError(f"{self.src}: {msg}")
@@ -613,15 +643,17 @@ class _Importer:
         try:
             n_feat = int(d["features"])
             bias = [(int(li), float(t)) for li, t in d["bias"]]
+            n_cancel = len(d.get("cancel", []))
         except (KeyError, TypeError, ValueError) as exc:
             raise self.fail(f"hwloop_input_channels metadata is malformed ({type(exc).__name__}: {exc})") from None
-        if n_feat < 1 or n_feat + len(bias) != n_channels:
+        if n_feat < 1 or n_feat + len(bias) + n_cancel != n_channels:
             raise self.node_fail(start, f"has {n_channels} channels but hwloop_input_channels lists {n_feat} "
-                                        f"features and {len(bias)} bias sources")
+                                        f"features, {len(bias)} bias sources and {n_cancel} relay cancels")
         if any(not 0 <= li < n_layers or not (math.isfinite(t) and t >= 0) for li, t in bias):
             raise self.fail("hwloop_input_channels names a bias source of a layer that does not exist, or a "
                             "bias time that is not finite and >= 0")
         self.channels = (n_feat, bias)
+        self.n_channels = n_channels
         return n_feat
 
     def _flatten_after(self, start: str) -> list[str]:
@@ -636,7 +668,8 @@ class _Importer:
         shape = np.asarray(self.g.nodes[name].input_type.get("input", []), dtype=np.int64).reshape(-1)
         if shape.size == 0 or np.any(shape < 1):
             raise self.node_fail(name, f"input shape {shape.tolist()} is not a positive size")
-        if shape.size > 1 and not self._flatten_after(name):
+        if shape.size > 1 and np.count_nonzero(shape > 1) > 1 and not self._flatten_after(name):
+            # leading/trailing 1s (Rockpool's (batch, time, channels) = [1, 1, n]) are flat enough
             raise self.node_fail(name, f"input shape {shape.tolist()} is not flat; add a Flatten node or export "
                                        "a 1-D input")
         return int(np.prod(shape))
@@ -688,34 +721,64 @@ class _Importer:
         return float(v[0])
 
     # ---------------------------------------------------------------- layers
+    def _relays(self, lif: str, n_node: int) -> dict[int, int]:
+        """Version 2: relay neurons of a layer (see network_to_nir): neuron index -> bias channel index."""
+        raw = self.node_meta(lif).get("hwloop_relays")
+        if raw is None:
+            return {}
+        try:
+            rel = {int(i): int(j) for i, j in json.loads(raw)}
+        except (TypeError, ValueError, json.JSONDecodeError) as exc:
+            raise self.node_fail(lif, f"hwloop_relays metadata is malformed ({type(exc).__name__}: {exc})") from None
+        n_bias = len(self.channels[1])
+        if any(not 0 <= i < n_node for i in rel) or any(not 0 <= j < n_bias for j in rel.values()):
+            raise self.node_fail(lif, "hwloop_relays names a neuron or bias channel that does not exist")
+        return rel
+
     def _weights(self, k: int, stage: dict) -> tuple[np.ndarray, list[float]]:
-        """The layer's NIR weights (n, n_src + n_bias) and its bias times."""
+        """The layer's NIR weights (n, n_src + n_bias) and its bias times (relay neurons removed)."""
         lif = stage["lif"]
         if self.version == 2:
             n_feat, bias = self.channels
             own = [n_feat + j for j, (li, _) in enumerate(bias) if li == k]
             times = [t for li, t in bias if li == k]
             w = self._weight(stage["main"], stage["n_src"], stage["src"])
+            relays = self._relays(lif, w.shape[0])
+            keep = np.array([r for r in range(w.shape[0]) if r not in relays], dtype=np.int64)
+            cols = {}  # bias channel -> (n,) weights into this layer
             if k == 0:  # features and this layer's bias channels; any other channel must stay unused
-                cols = list(range(n_feat)) + own
-                other = np.setdiff1d(np.arange(w.shape[1]), cols)
-                if other.size and np.any(w[:, other] != 0):
+                used = list(range(n_feat)) + own
+                other = np.setdiff1d(np.arange(w.shape[1]), used)
+                if other.size and np.any(w[np.ix_(keep, other)] != 0):
                     raise self.node_fail(stage["main"], "has nonzero weights from input channels that "
                                                         "hwloop_input_channels assigns to other layers' bias")
-                w_main, w_b = w[:, :n_feat], w[:, own]
+                w_main = w[keep][:, :n_feat]
+                cols = {c: w[keep, c] for c in own}
             else:
-                w_main = w
-                w_b = np.zeros((w.shape[0], len(own)))
+                prev_relays = self._relays(stage["src"], stage["n_src"])
+                src_keep = [c for c in range(w.shape[1]) if c not in prev_relays]
+                w_main = w[keep][:, src_keep]
+                for r, j in prev_relays.items():
+                    if bias[j][0] != k:
+                        raise self.node_fail(stage["src"], f"relay neuron {r} carries a bias source of layer "
+                                                           f"{bias[j][0]}, not of layer {k}")
+                    cols[n_feat + j] = w[keep, r]
                 for _, b_fc in stage["bias"]:
-                    wb = self._weight(b_fc, n_feat + len(bias), stage.get("input", "input"))
-                    if wb.shape[0] != w.shape[0]:
+                    wb = self._weight(b_fc, self.n_channels, "input")
+                    if wb.shape[0] != w_main.shape[0]:
                         raise self.node_fail(b_fc, f"weight has {wb.shape[0]} rows but layer {lif!r} has "
-                                                   f"{w.shape[0]} neurons")
+                                                   f"{w_main.shape[0]} neurons")
                     other = np.setdiff1d(np.arange(wb.shape[1]), own)
                     if other.size and np.any(wb[:, other] != 0):
                         raise self.node_fail(b_fc, "has nonzero weights from input channels that are not "
                                                    f"bias sources of layer {k}")
-                    w_b = w_b + wb[:, own]
+                    for c in own:
+                        if np.any(wb[:, c] != 0) or c not in cols:
+                            cols[c] = cols.get(c, 0) + wb[:, c]
+            w_b = np.stack([cols.get(c, np.zeros(w_main.shape[0])) for c in own], axis=1) if own else \
+                np.zeros((w_main.shape[0], 0))
+            self.node_sizes[lif] = w.shape[0]
+            self.node_keep[lif] = keep
             return np.concatenate([w_main, w_b], axis=1), times
         w_main = self._weight(stage["main"], stage["n_src"], stage["src"])
         n = w_main.shape[0]
@@ -740,9 +803,9 @@ class _Importer:
             raise self.node_fail(lif, f"time constants must be > 0 (tau_syn={tau_syn:g}, tau_mem={tau_mem:g})")
         return tau_syn, tau_mem
 
-    def _snap_ratio(self, lif: str, tau_syn: float, tau_mem: float) -> float:
+    def _snap_ratio(self, lif: str, tau_syn: float, tau_mem: float, rtol: float = _RATIO_RTOL) -> float:
         ratio = tau_mem / tau_syn
-        match = [q for q in SUPPORTED_TAU_RATIOS if abs(ratio - q) <= _RATIO_RTOL * q]
+        match = [q for q in SUPPORTED_TAU_RATIOS if abs(ratio - q) <= max(rtol, _RATIO_RTOL) * q]
         if not match:
             raise self.node_fail(lif, f"tau_mem/tau_syn = {ratio:.6g} (tau_mem={tau_mem:g}, tau_syn={tau_syn:g}) "
                                       "is not supported; hwloop's LIF model has closed forms for ratios 1 and 2")
@@ -777,7 +840,7 @@ class _Importer:
     def _layer(self, k: int, stage: dict) -> Layer:
         lif = stage["lif"]
         w_nir, bias_times = self._weights(k, stage)
-        n = w_nir.shape[0]
+        n = self.node_sizes.get(lif, w_nir.shape[0])  # relay neurons share the layer's parameters
         kind, source, step = self.convention
         theta = None
         if kind == "ours" and self.version == 2:
@@ -807,12 +870,24 @@ class _Importer:
                 tau_syn, tau_mem = tau_syn_c, self._snap_ratio(lif, tau_syn_c, tau_mem_c)
                 scale = np.full(n, 1.0 / conventions.euler_gain(step, tau_syn, tau_mem))
             elif source == "norse":
-                # Norse 1.1.0's to_nir writes tau = dt / tau_inv = dt * tau (not 1 / tau_inv); its LIFCell
-                # jumps the current by W per spike and integrates tau_mem dv/dt = -v + i: our V, our weights
-                tau_syn, tau_mem = tau_syn / step, tau_mem / step
-                self.notes.append(f"{lif}: tau = NIR tau / dt (Norse 1.1.0's exporter writes dt * tau), "
-                                  f"tau_syn={tau_syn:g}, tau_mem={tau_mem:g}")
-                scale = r * 1.0
+                # Norse 1.1.0's to_nir writes tau = dt / tau_inv = dt * tau (not 1 / tau_inv). Its LIFCell
+                # integrates forward Euler: v += dt/tau_mem (i - v), i -= dt/tau_syn i, then i += W per spike.
+                # That is exactly a continuous LIF with the decays' equivalent taus, read at the grid points,
+                # with its membrane c times ours (c below); the threshold absorbs c.
+                ts, tm = tau_syn / step, tau_mem / step
+                ts_eq, tm_eq = conventions.tau_from_euler(step, ts), conventions.tau_from_euler(step, tm)
+                if not (math.isfinite(ts_eq) and math.isfinite(tm_eq)):
+                    raise self.node_fail(lif, f"tau_syn = {ts:g}, tau_mem = {tm:g} (NIR tau / dt) are not longer "
+                                              f"than Norse's step dt = {step:g}")
+                a_e, b_e = 1.0 - step / ts, 1.0 - step / tm
+                if abs(tm - ts) <= 1e-12 * tm:
+                    c = ts_eq / (tm * b_e)
+                else:
+                    c = (step / tm) * (tm_eq - ts_eq) / (ts_eq * (b_e - a_e))
+                self.notes.append(f"{lif}: Norse taus {ts:g}, {tm:g} (NIR tau / dt); forward-Euler decays "
+                                  f"equivalent to tau_syn={ts_eq:.6g}, tau_mem={tm_eq:.6g}")
+                tau_syn, tau_mem = ts_eq, self._snap_ratio(lif, ts_eq, tm_eq, rtol=2 * step / ts)
+                scale = r / c
             else:  # rockpool: exact decays; r = tau_mem exp(-dt/tau_mem) / dt gives its dt
                 h = step if step is not None else conventions.rockpool_dt_of_export(tau_mem, float(r[0]))
                 if not (math.isfinite(h) and 0 < h < min(tau_syn, tau_mem)):
@@ -820,8 +895,11 @@ class _Importer:
                                               f"0 and the time constants ({tau_syn:g}, {tau_mem:g})")
                 self._rockpool_dt = h
                 scale = np.full(n, 1.0 / conventions.rockpool_gain(h, tau_syn, tau_mem))
-            if kind != "preset" or source == "norse":
+            if kind != "preset" or source == "rockpool":
                 tau_mem = self._snap_ratio(lif, tau_syn, tau_mem)
+        keep = self.node_keep.get(lif)
+        if keep is not None:  # drop relay neurons (their parameters are the layer's)
+            scale, theta = np.broadcast_to(scale, (n,))[keep], np.broadcast_to(theta, (n,))[keep]
         if np.any(theta <= 0):
             j = int(np.argmin(theta))
             raise self.node_fail(lif, f"neuron {j}: v_threshold - v_leak = {theta[j]:g} <= 0, it would fire "
@@ -864,7 +942,7 @@ class _Importer:
                         lif, f"{key} = {tau:g} {unit} is {tau / t_max:.3g} times the trial length t_max = "
                              f"{t_max:g} {unit}: implausible (allowed 1e-4 .. 1e4 times t_max). Check --time-unit, "
                              "--t-max and the exporter's convention (--from snntorch|norse|rockpool)")
-                if step is not None and self.convention[1] != "norse" and tau < step:
+                if step is not None and tau < step:
                     raise self.node_fail(lif, f"{key} = {tau:g} {unit} is shorter than the exporter's step "
                                               f"dt = {step:g} {unit}")
             w = np.abs(layer.weight)

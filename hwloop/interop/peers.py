@@ -52,6 +52,10 @@ class PeerRun:
     steps: int
 
 
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def _graph_info(graph) -> dict:
     meta = dict(graph.metadata or {})
     get = lambda k: meta[k].decode() if isinstance(meta.get(k), bytes) else meta.get(k)  # noqa: E731
@@ -60,14 +64,15 @@ def _graph_info(graph) -> dict:
     ch = json.loads(get("hwloop_input_channels"))
     return {"consumer": get("hwloop_consumer"), "dt": meta.get("hwloop_dt"), "graph_dt": meta.get("hwloop_graph_dt"),
             "t_max": float(meta["hwloop_t_max"]), "features": int(ch["features"]),
-            "bias": [(int(li), float(t)) for li, t in ch["bias"]]}
+            "bias": [(int(li), float(t)) for li, t in ch["bias"]],
+            "cancel": [(int(j), float(t)) for j, t in ch.get("cancel", [])]}
 
 
 def input_raster(info: dict, t_in: np.ndarray, h: float) -> tuple[np.ndarray, int]:
     """(steps, B, channels) float32 raster of features + bias channels, one-step pulses at round(t/h)."""
     t_in = np.asarray(t_in, dtype=np.float64)
     b = t_in.shape[0]
-    bias = np.array([t for _, t in info["bias"]], dtype=np.float64)
+    bias = np.array([t for _, t in info["bias"]] + [t for _, t in info.get("cancel", [])], dtype=np.float64)
     times = np.concatenate([t_in, np.broadcast_to(bias, (b, bias.size))], axis=1)
     steps = int(round(info["t_max"] / h))
     with np.errstate(invalid="ignore"):
@@ -191,6 +196,9 @@ def run_nir(path: str | Path, runner: str, t_in: np.ndarray, *, first_spike_only
             arr = seq[-1].permute(1, 0, 2).numpy()
         else:
             arr = torch.stack(seq).numpy()
+        relays = json.loads(_text(graph.nodes[n].metadata.get("hwloop_relays", "[]")))
+        if relays:  # relay neurons carry bias spikes (see nir_io.network_to_nir), not network neurons
+            arr = np.delete(arr, [r for r, _ in relays], axis=-1)
         t, c = _first_times(arr, h)
         times.append(t)
         counts.append(c)
@@ -248,3 +256,91 @@ def default_dt(net_t_max: float) -> float:
 
 
 __all__ = ["RUNNERS", "PeerRun", "run_nir", "input_raster", "default_dt"]
+
+
+# ------------------------------------------------------------------- lava-dl netx
+@dataclass
+class NetxRun:
+    """First-spike local steps per layer (``-1`` silent) and spike counts, as lava-dl's netx ran the file."""
+
+    steps: list[np.ndarray]
+    counts: list[np.ndarray]
+    dt: float
+
+
+def netx_input_steps(info: dict, t_in: np.ndarray) -> np.ndarray:
+    """(B, channels) local input steps for a netx file we wrote: features, then layer 0's bias sources."""
+    t_in = np.asarray(t_in, dtype=np.float64)
+    dt, steps = float(info["dt"]), int(info["steps"])
+    with np.errstate(invalid="ignore"):
+        k = np.where(np.isfinite(t_in), np.floor(t_in / dt + 0.5), steps)
+    k = np.minimum(k, steps).astype(np.int64)
+    bias = np.asarray(info["input_channels"]["bias_steps"], np.int64)
+    return np.concatenate([k, np.broadcast_to(bias, (k.shape[0], bias.size))], axis=1)
+
+
+def run_netx(path: str | Path, t_in: np.ndarray, *, first_spike_only: bool = False) -> NetxRun:
+    """Load ``path`` with lava-dl's ``netx.hdf5.Network`` and run ``t_in`` on Lava's CPU simulator
+    (``Loihi2SimCfg``, fixed point).
+
+    The samples run one after another in one Lava run, each in a window of
+    ``steps + layers + 3`` steps, with netx's own ``reset_interval`` resetting
+    every neuron between windows. Input spikes come from a Lava
+    ``RingBuffer`` into ``Network.inp``; every layer's output goes to a
+    ``RingBuffer`` sink. ``first_spike_only=True`` runs the file one layer at
+    a time (netx's ``num_layers`` / ``skip_layers``), feeding each layer only
+    the first spike of every neuron of the layer before.
+    """
+    from .lava_dl_compat import import_netx  # noqa: PLC0415
+    from .netx import read_netx  # noqa: PLC0415
+
+    netx = import_netx()
+    from lava.magma.core.run_conditions import RunSteps  # noqa: PLC0415
+    from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: PLC0415
+    from lava.proc import io  # noqa: PLC0415
+
+    core, info = read_netx(path)
+    if "input_channels" not in info:
+        raise HwloopError(f"{path}: not a netx file written by this hwloop (no hwloop/input_channels)")
+    k_in = netx_input_steps(info, t_in)
+    n_samples, n_layers, steps = k_in.shape[0], len(core.layers), core.steps
+    window = steps + n_layers + 3
+
+    def raster(k: np.ndarray) -> np.ndarray:  # (B, n) local steps -> (n, B * window) spikes
+        data = np.zeros((k.shape[1], n_samples * window), dtype=np.int32)
+        b, c = np.nonzero((k >= 0) & (k < steps))
+        data[c, b * window + k[b, c]] = 1
+        return data
+
+    def run(data: np.ndarray, **net_kw) -> list[np.ndarray]:
+        net = netx.hdf5.Network(net_config=str(path), reset_interval=window, reset_offset=0, **net_kw)
+        src = io.source.RingBuffer(data=data)
+        src.s_out.connect(net.inp)
+        sinks = []
+        for layer in net.layers:
+            sink = io.sink.RingBuffer(shape=layer.out.shape, buffer=data.shape[1])
+            layer.out.connect(sink.a_in)
+            sinks.append(sink)
+        try:
+            net.run(condition=RunSteps(num_steps=data.shape[1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            return [np.asarray(s.data.get()) for s in sinks]
+        finally:
+            net.stop()
+
+    def first(rec: np.ndarray, delay: int) -> tuple[np.ndarray, np.ndarray]:
+        r = (rec > 0).reshape(rec.shape[0], n_samples, window).transpose(1, 0, 2)  # (B, n, window)
+        counts = r.sum(axis=2)
+        k = np.where(r.any(axis=2), r.argmax(axis=2) - delay, -1)
+        return k, counts
+
+    if not first_spike_only:
+        recs = run(raster(k_in))
+        out = [first(rec, delay=j + 1) for j, rec in enumerate(recs)]
+    else:
+        out, k_prev = [], k_in
+        for j in range(n_layers):
+            (rec,) = run(raster(k_prev), num_layers=j + 2, skip_layers=j + 1)
+            k, counts = first(rec, delay=1)
+            out.append((k, counts))
+            k_prev = k
+    return NetxRun(steps=[k for k, _ in out], counts=[c for _, c in out], dt=float(info["dt"]))
