@@ -32,7 +32,7 @@ TEXT_KEYS = {"type", "edges"}
 
 def _where(parts: list[str]) -> str:
     """'node 'fc0', attribute 'weight'' from /node/nodes/fc0/weight (nested graphs: 'g.fc0')."""
-    names, i, attr = [], 0, None
+    names, i, attr = [], 1, None  # parts[0] is the root group 'node'
     while i < len(parts):
         if parts[i] == "nodes" and i + 1 < len(parts):
             names.append(parts[i + 1])

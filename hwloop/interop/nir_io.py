@@ -860,18 +860,20 @@ class _Importer:
                 scale = r * w_in * area / tau_syn
             elif source == "snntorch":
                 # snnTorch: alpha = 1 - dt/tau, syn += W per spike, threshold divided by w_in dt / tau_syn
+                tau_syn_raw = tau_syn
                 tau_syn_c = conventions.tau_from_euler(step, tau_syn)
                 tau_mem_c = conventions.tau_from_euler(step, tau_mem)
                 for key, v, raw in (("tau_syn", tau_syn_c, tau_syn), ("tau_mem", tau_mem_c, tau_mem)):
                     if not math.isfinite(v):
                         raise self.node_fail(lif, f"{key} = {raw:g} is not longer than snnTorch's step "
                                                   f"{step:g}: its decay 1 - dt/tau would not lie in (0, 1)")
-                theta = theta / (w_in * step / tau_syn)
+                # its membrane is c times ours at every grid point (conventions): threshold / c, weights as they are
                 tau_syn, tau_mem = tau_syn_c, self._snap_ratio(lif, tau_syn_c, tau_mem_c)
-                scale = np.full(n, 1.0 / conventions.euler_gain(step, tau_syn, tau_mem))
+                theta = theta / (w_in * step / tau_syn_raw) / conventions.euler_gain(step, tau_syn, tau_mem)
+                scale = np.ones(n)
             elif source == "norse":
                 # Norse 1.1.0's to_nir writes tau = dt / tau_inv = dt * tau (not 1 / tau_inv). Its LIFCell
-                # integrates forward Euler: v += dt/tau_mem (i - v), i -= dt/tau_syn i, then i += W per spike.
+                # integrates forward Euler: i += W per spike, v += dt/tau_mem (i - v), i -= dt/tau_syn i.
                 # That is exactly a continuous LIF with the decays' equivalent taus, read at the grid points,
                 # with its membrane c times ours (c below); the threshold absorbs c.
                 ts, tm = tau_syn / step, tau_mem / step
@@ -887,14 +889,14 @@ class _Importer:
                 self.notes.append(f"{lif}: Norse taus {ts:g}, {tm:g} (NIR tau / dt); forward-Euler decays "
                                   f"equivalent to tau_syn={ts_eq:.6g}, tau_mem={tm_eq:.6g}")
                 tau_syn, tau_mem = ts_eq, self._snap_ratio(lif, ts_eq, tm_eq, rtol=2 * step / ts)
-                scale = r / c
+                theta, scale = theta / c, r * 1.0
             else:  # rockpool: exact decays; r = tau_mem exp(-dt/tau_mem) / dt gives its dt
                 h = step if step is not None else conventions.rockpool_dt_of_export(tau_mem, float(r[0]))
                 if not (math.isfinite(h) and 0 < h < min(tau_syn, tau_mem)):
                     raise self.node_fail(lif, f"r = {float(r[0]):g} gives Rockpool's step dt = {h:g}, not between "
                                               f"0 and the time constants ({tau_syn:g}, {tau_mem:g})")
                 self._rockpool_dt = h
-                scale = np.full(n, 1.0 / conventions.rockpool_gain(h, tau_syn, tau_mem))
+                theta, scale = theta / conventions.rockpool_gain(h, tau_syn, tau_mem), np.ones(n)
             if kind != "preset" or source == "rockpool":
                 tau_mem = self._snap_ratio(lif, tau_syn, tau_mem)
         keep = self.node_keep.get(lif)
@@ -917,6 +919,8 @@ class _Importer:
         weight = w_nir.T * scale[None, :]
         options: Mapping[str, Any] = {}
         opt_json = self.node_meta(lif).get("hwloop_options")
+        if opt_json is not None and not isinstance(opt_json, str):
+            raise self.node_fail(lif, f"hwloop_options must be a JSON string, got {type(opt_json).__name__}")
         if opt_json:
             try:
                 options = json.loads(opt_json)
