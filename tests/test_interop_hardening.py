@@ -180,7 +180,7 @@ values = st.one_of(
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.sampled_from(NODES_ATTRS), values), min_size=1, max_size=3))
 def test_fuzzed_attributes_give_only_typed_errors(tmp_path_factory, edits):
     path = export_nir(small_net(), tmp_path_factory.mktemp("fuzz") / "f.nir")

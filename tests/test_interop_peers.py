@@ -47,19 +47,19 @@ pytestmark = pytest.mark.slow
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def nets(shipped_lif, nobias_lif):
     return {"biased": shipped_lif, "nobias": nobias_lif}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shipped_lif():
     from importlib.resources import files
 
     return Network.load(files("hwloop.pretrained") / "yinyang-lif.hwnet")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def nobias_lif():
     """A Yin-Yang LIF network trained without bias spikes (what `train --no-bias` will make)."""
     from hwloop.training import TrainConfig, train
