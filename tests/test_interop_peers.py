@@ -68,6 +68,7 @@ def nobias_lif():
     net = res.network
     assert all(not layer.bias_times for layer in net.layers)
     assert res.metrics["accuracy"]["test"] > 0.8  # a trained network, not a random one
+    report("no-bias network", "trained", figs=res.metrics["accuracy"])
     return net
 
 
@@ -302,3 +303,22 @@ def test_rockpool_export_imports_and_agrees(nobias_lif, tmp_path):
         s = rec[i].permute(1, 0, 2).numpy() > 0
         times.append(np.where(s.any(axis=0), (s.argmax(axis=0) + 0.5) * h, np.inf))
     _compare_import(net, imported, times, 1e-3, h, ("rockpool", "import", "nobias", "first-spike-only"))
+
+
+def test_docs_snntorch_example_runs(tmp_path, monkeypatch):
+    """The snnTorch example in docs/interop.md, run as written (issue 13: the old one failed in snnTorch)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "interop.md").read_text()
+    section = doc[doc.index("### Example: a network from snnTorch"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shell = re.search(r"```\n(hwloop import .*?)\n```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(code, "docs/interop.md", "exec"), {})
+    args = shlex.split(shell)[1:]
+    assert cli_main(args) == 0
+    net = Network.load(tmp_path / "snn.hwnet")
+    assert net.sizes == (4, 60, 3) and net.time_unit == "s"
