@@ -1,29 +1,32 @@
-"""Write (and read back) the HDF5 network layout Lava-DL's ``netx`` loads.
+"""Write (and read back) the HDF5 network layout lava-dl's ``netx`` loads.
 
 The integers come from the Loihi compiler (`hwloop.backends.loihi.mapping`), the
-same ones the ``bitexact`` and ``lava-sim`` targets run, so the file is the
-compiled network, not a second quantisation of the float one.
+same ones the ``bitexact`` and ``lava-sim`` targets run, adapted to what
+netx reads (`netx_core`: weight exponent 0 with the threshold scaled by
+``2^-e``, layer 0's bias sources as input channels).
 
-Layout (written with h5py; lava-dl is not needed)::
+Layout (written with h5py; lava-dl is not needed to write it)::
 
     simulation/Ts, simulation/tSample     time step (network time unit), steps per trial
-    layer/0/  type="input", shape=[n_features, 1, 1], neuron/...   (the spike sources)
-    layer/k/  type="dense", shape=[n_out, 1, 1]                    (k = 1 .. n_layers)
+    layer/0/  type="input", shape=[n_in]  n_in = features + layer 0's bias sources; no neuron
+                                          group, so netx connects Network.inp to layer 1 directly
+    layer/k/  type="dense", shape=[n_out]                          (k = 1 .. n_layers)
               weight        int (n_out, n_in): the 8-bit synaptic mantissas
               neuron/type   "CUBA"
               neuron/iDecay du + 1   (netx hands Lava's LIF du = iDecay - 1; Lava decays u by du + 1)
               neuron/vDecay dv
               neuron/vThMant vth     (the neuron fires when v > vth << 6)
-              neuron/refDelay steps  (a refractory period of a whole trial: one spike per neuron)
-              neuron/wgtExp  weight exponent (synaptic input = weight << wgtExp << 6)
-              hwlBiasWeight int (n_out, n_bias), hwlBiasStep int (n_bias,)   [hwloop extension]
-    hwloop/   format, format_version, time_unit, t_max, dt, steps, encoding, classes  [hwloop extension]
+              neuron/refDelay steps  (not read by netx; hwloop's one spike per trial)
+              neuron/wgtExp  0       (netx derives the exponent itself; see netx_core)
+              hwlBiasWeight int (n_out, n_bias), hwlBiasStep int (n_bias,)   [hwloop extension:
+                                     hidden layers' bias sources, which netx cannot express]
+    hwloop/   format, format_version, time_unit, t_max, dt, steps, encoding, classes,
+              input_channels, compiled_weight_exp                              [hwloop extension]
 
 A ``bias`` dataset (netx: a constant bias current ``bias << 6``) is written
 only where the compiled layer has a nonzero constant bias; layers compiled
-from a `Network` never do (our biases are spikes: ``hwlBias*``). Keys netx
-does not know (``hwlBias*``, ``hwloop/``) are ignored by it; see
-`docs/interop.md` for what that means when the file is loaded with netx.
+from a `Network` never do (our biases are spikes). See `docs/interop.md`
+for what lava-dl does with the file, measured.
 
 `read_netx` is a small independent reader of this layout, used by the tests
 to run an exported file on the bit-accurate core model.

@@ -20,17 +20,23 @@ obeys our V equation with theta = v_threshold - v_leak. So, per neuron j:
 
     w[i, j] = W[j, i] * r_j * w_in_j * a / tau_syn_j ,   theta = v_threshold - v_leak.
 
-We export with ``r = 1``, ``v_leak = 0``, ``w_in = tau_syn``: the factor is
-``tau_syn / tau_syn == 1.0`` exactly, so the NIR weight matrices hold our
-weights bit for bit (transposed: NIR maps ``y = W x``).
+The plain export (``consumer="nir"``) writes ``r = 1``, ``v_leak = 0``,
+``w_in = tau_syn``: the factor is ``tau_syn / tau_syn == 1.0`` exactly, so
+the NIR weight matrices hold our weights bit for bit (transposed: NIR maps
+``y = W x``). ``consumer="snntorch" | "norse" | "rockpool"`` writes the
+parameters under which that tool's own time grid reproduces our membrane
+(`conventions`); the weights stay ours bit for bit there too.
 
 What NIR cannot say (one spike per neuron, trial length, time unit, input
 encoding, class names, bias spike times) travels in ``metadata``. Bias spikes
-are extra ``Input`` nodes, one per layer that has them, each feeding its own
-``Linear`` into the layer's ``CubaLIF`` (NIR sums a node's inputs).
+are channels of the one ``Input`` node (after the features): layer 0 reads
+its own from the input through ``fc0``, later layers through a ``Linear``
+``fc{i}_bias`` from the input (NIR sums a node's inputs) or, for Norse and
+Rockpool, through relay neurons appended to layer 0 (see `network_to_nir`).
 Neuron models with no NIR primitive (QIF, non-leaky IF) are exported as
 ``CubaLIF`` placeholders flagged ``hwloop_model`` + ``hwloop_warning``, and
-import refuses them. `docs/interop.md` is the user-facing version of this.
+import refuses them. Reading checks a file's declared structure first
+(`nir_guard`). `docs/interop.md` is the user-facing version of this.
 """
 
 from __future__ import annotations
