@@ -60,15 +60,22 @@ def shipped_lif():
 
 
 @pytest.fixture(scope="session")
-def nobias_lif():
-    """A Yin-Yang LIF network trained without bias spikes (what `train --no-bias` will make)."""
+def nobias_lif(tmp_path_factory):
+    """A Yin-Yang LIF network trained without bias spikes (what `train --no-bias` will make).
+
+    Trained once per test session: test_interop_netx imports this fixture, which pytest then
+    registers a second time, so the network is kept in the session's base temporary folder."""
     from hwloop.training import TrainConfig, train
 
+    saved = tmp_path_factory.getbasetemp() / "interop-nobias-lif.hwnet"
+    if saved.exists():
+        return Network.load(saved)
     res = train(TrainConfig(bias_time=-1.0, epochs=12, hidden=(60,), seed=1, threads=1), progress=False)
     net = res.network
     assert all(not layer.bias_times for layer in net.layers)
     assert res.metrics["accuracy"]["test"] > 0.8  # a trained network, not a random one
     report("no-bias network", "trained", figs=res.metrics["accuracy"])
+    net.save(saved)
     return net
 
 

@@ -497,3 +497,13 @@ def test_version_1_files_with_bias_input_nodes_still_import(tmp_path):
         assert np.array_equal(a.weight, b.weight) and a.bias_times == b.bias_times
         assert (a.neuron.tau_syn, a.neuron.tau_mem, a.neuron.threshold) == \
             (b.neuron.tau_syn, b.neuron.tau_mem, b.neuron.threshold)
+
+
+def test_input_shape_with_singleton_axes_is_flat(tmp_path):
+    """Rockpool's to_nir writes (batch, time, channels)-like input shapes such as [1, 1, n]."""
+    g = _chain(np.random.default_rng(0))
+    g.nodes["input"] = nir.Input(input_type={"input": np.array([1, 1, 3])})
+    assert _import_graph(tmp_path, g).network.sizes == (3, 5, 2)
+    g.nodes["input"] = nir.Input(input_type={"input": np.array([3, 2])})
+    with pytest.raises(NetworkSpecError, match=r"node 'input' \(Input\): input shape \[3, 2\] is not flat"):
+        _import_graph(tmp_path, g)
