@@ -43,6 +43,9 @@ def run(args) -> dict:
         warnings = [] if net.model == "lif" else [
             f"{net.model} layers have no NIR primitive: exported as flagged CubaLIF placeholders that other "
             "tools will not run faithfully and hwloop refuses to import"]
+        if args.consumer == "nir":
+            warnings.append("a plain NIR graph (NIR's ODE, Dirac spikes): snnTorch, Norse and Rockpool each run "
+                            "a time grid of their own; export with --for snntorch|norse|rockpool for them")
         if args.consumer != "nir":
             warnings.append(f"{args.consumer}'s neurons reset and fire again; hwloop's network has one spike "
                             "per neuron: downstream layers see the extra spikes (docs/interop.md)")
