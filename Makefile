@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.hwloop-installed
 PIP     := $(BIN)/python -m pip --disable-pip-version-check -q
+PEERS   := snntorch==1.0.0 norse==1.1.0 rockpool==3.1.0 nirtorch==2.6 lava-dl==0.6.0
 
 .PHONY: demo test test-fast bench venv clean
 
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml Makefile
 	# lava-nc 0.10.0 declares Python <3.11; it runs on 3.11 with the import shim in
 	# backends/loihi/lava_compat.py. Installed without its own resolve (its deps are pinned above).
 	$(PIP) install --no-deps --ignore-requires-python lava-nc==0.10.0
+	# The real packages the interop tests run our NIR / netx files in (pins: pyproject's `peers` extra).
+	# --no-deps: norse and rockpool[torch] declare torchvision, lava-dl declares Python <3.11 and torch 2.3;
+	# what they import is installed above (lava-dl's netx import shim: hwloop/interop/lava_dl_compat.py).
+	$(PIP) install --no-deps --ignore-requires-python $(PEERS)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -165,14 +165,22 @@ def test_exported_file_is_plain_nir_that_nir_itself_reads_and_type_checks(tmp_pa
     net = make_net(seed=3)
     path = export_nir(net, tmp_path / "net.nir")
     g = nir.read(str(path))  # nir's own reader with its type check on
-    assert set(g.nodes) == {"input", "fc0", "lif0", "bias0", "fc0_bias", "fc1", "lif1", "bias1", "fc1_bias",
-                            "output"}
+    # one Input: 4 features, then layer 0's bias source, then layer 1's two (channels 4, 5, 6)
+    assert set(g.nodes) == {"input", "fc0", "lif0", "fc1", "lif1", "fc1_bias", "output"}
+    assert g.nodes["input"].input_type["input"].tolist() == [7]
+    assert json.loads(g.metadata["hwloop_input_channels"]) == {"features": 4, "bias": [[0, 1.5], [1, 0.5], [1, 4.0]],
+                                                               "cancel": []}
     lif0 = g.nodes["lif0"]
     assert isinstance(lif0, nir.CubaLIF)
     np.testing.assert_array_equal(lif0.w_in, np.full(7, 5.0))
     np.testing.assert_array_equal(lif0.tau_mem, np.full(7, 10.0))
-    np.testing.assert_array_equal(g.nodes["fc0"].weight, net.layers[0].weight[:4].T)
-    np.testing.assert_array_equal(g.nodes["bias1"].metadata["hwloop_bias_times"], [0.5, 4.0])
+    w0 = g.nodes["fc0"].weight
+    np.testing.assert_array_equal(w0[:, :4], net.layers[0].weight[:4].T)
+    np.testing.assert_array_equal(w0[:, 4], net.layers[0].weight[4])
+    assert not w0[:, 5:].any()  # layer 1's bias channels do not reach layer 0
+    wb = g.nodes["fc1_bias"].weight
+    np.testing.assert_array_equal(wb[:, 5:], net.layers[1].weight[7:].T)
+    assert not wb[:, :5].any()
     assert g.metadata["hwloop_t_max"] == 60.0 and g.metadata["hwloop_time_unit"] == "ms"
     assert json.loads(g.metadata["hwloop_decoding"])["classes"] == ["a", "b", "c"]
     # no stray temporary files from the atomic write
@@ -186,9 +194,14 @@ def test_exported_graph_run_as_nir_ode_spikes_at_our_times():
     t_in = net.encoding.encode(np.random.default_rng(5).uniform(0, 1, size=(6, 4)))
     ours = run_software(net, t_in)
     h = 4e-3  # ms; tau_s = 5 ms
-    ode = simulate_cubalif(nir_layers_of(g, [("fc0", "lif0", [("bias0", "fc0_bias")]),
-                                             ("fc1", "lif1", [("bias1", "fc1_bias")])]),
-                           t_in, area=1.0, t_max=net.t_max, h=h)
+    # drive the one input the way its metadata says: features, then the bias channels at their times
+    bias_t = np.array([t for _, t in json.loads(g.metadata["hwloop_input_channels"])["bias"]])
+    x = np.concatenate([t_in, np.broadcast_to(bias_t, (len(t_in), bias_t.size))], axis=1)
+    L0 = nir_layers_of(g, [("fc0", "lif0", [])])[0]
+    L1 = nir_layers_of(g, [("fc1", "lif1", [])])[0]
+    W1b = np.asarray(g.nodes["fc1_bias"].weight, float)
+    L1["bias"] = [(W1b[:, j:j + 1], bias_t[j - 4:j - 3]) for j in range(5, 7)]
+    ode = simulate_cubalif([L0, L1], x, area=1.0, t_max=net.t_max, h=h)
     for a, b in zip(ours, ode):
         assert_times_close(a, b, atol=6 * h)
 
@@ -413,3 +426,84 @@ def test_cli_import_foreign_needs_units_and_reports_errors(tmp_path, capsys):
     assert res["foreign"] is True
     net = Network.load(out)
     assert net.decoding.classes == ("x", "y", "z") and net.encoding.t_at_max == 0.004
+
+
+def test_cli_export_for_a_consumer_and_its_errors(tmp_path, capsys):
+    net = make_net(seed=2)
+    src = net.save(tmp_path / "net.hwnet")
+    out = tmp_path / "snn.nir"
+    assert cli_main(["export", str(src), str(out), "--format", "nir", "--for", "snntorch", "--dt", "0.05",
+                     "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["consumer"] == "snntorch" and res["dt"] == 0.05
+    assert any("fire again" in w for w in res["warnings"])
+    g = nir.read(str(out))
+    assert g.metadata["hwloop_consumer"] == "snntorch" and g.metadata["hwloop_dt"] == 0.05
+    lif0 = g.nodes["lif0"]
+    # what snnTorch's import_from_nir asserts and divides by: r == tau_mem / 1e-4, w_in * 1e-4 / tau_syn == 1
+    np.testing.assert_allclose(lif0.r, lif0.tau_mem / 1e-4, rtol=1e-12)
+    np.testing.assert_allclose(lif0.w_in * 1e-4 / lif0.tau_syn, 1.0, rtol=1e-12)
+    # its decay 1 - 1e-4 / tau is exactly our exp(-dt / tau)
+    np.testing.assert_allclose(1 - 1e-4 / lif0.tau_syn, np.exp(-0.05 / 5.0), rtol=1e-12)
+    back = import_nir(out).network
+    for a, b in zip(net.layers, back.layers):
+        assert np.array_equal(a.weight, b.weight) and a.neuron == b.neuron and a.bias_times == b.bias_times
+
+    assert cli_main(["export", str(src), str(out), "--format", "nir", "--for", "norse", "--dt", "20"]) == 2
+    assert "longer than the shortest time constant" in capsys.readouterr().err
+    assert cli_main(["export", str(src), str(out), "--format", "nir", "--dt", "0.1"]) == 2
+    assert "continuous-time" in capsys.readouterr().err
+    assert cli_main(["export", str(src), str(tmp_path / "x.net"), "--format", "netx", "--for", "snntorch"]) == 2
+    assert "--format nir only" in capsys.readouterr().err
+
+
+def test_edited_export_is_refused_naming_the_attribute(tmp_path):
+    path = export_nir(make_net(seed=1), tmp_path / "net.nir", consumer="rockpool")
+    with h5py.File(path, "a") as f:
+        f["node/nodes/lif1/v_threshold"][...] = 7.0
+    with pytest.raises(NetworkSpecError, match=r"node 'lif1' \(CubaLIF\): v_threshold = 7 does not match "
+                                               r"the hwloop_neuron metadata"):
+        import_nir(path)
+
+
+def test_version_1_files_with_bias_input_nodes_still_import(tmp_path):
+    """Files written before the one-input layout (bias sources as their own Input nodes)."""
+    net = make_net(seed=5)
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}, metadata={"hwloop_role": "features"})}
+    edges, prev = [], "input"
+    for i, layer in enumerate(net.layers):
+        p, n = layer.neuron, layer.n_out
+        ones = np.ones(n)
+        nodes[f"fc{i}"] = nir.Linear(weight=layer.weight[:layer.n_in].T.copy())
+        nodes[f"lif{i}"] = nir.CubaLIF(tau_syn=ones * p.tau_syn, tau_mem=ones * p.tau_mem, r=ones, v_leak=0 * ones,
+                                       v_threshold=ones * p.threshold, v_reset=0 * ones, w_in=ones * p.tau_syn,
+                                       metadata={"hwloop_model": "lif", "hwloop_options": json.dumps(p.options)})
+        nodes[f"bias{i}"] = nir.Input(input_type={"input": np.array([len(layer.bias_times)])},
+                                      metadata={"hwloop_role": "bias", "hwloop_bias_times": np.array(layer.bias_times)})
+        nodes[f"fc{i}_bias"] = nir.Linear(weight=layer.weight[layer.n_in:].T.copy())
+        edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}"), (f"bias{i}", f"fc{i}_bias"), (f"fc{i}_bias", f"lif{i}")]
+        prev = f"lif{i}"
+    nodes["output"] = nir.Output(output_type={"output": np.array([3])})
+    edges.append((prev, "output"))
+    import dataclasses
+
+    meta = {"hwloop_format": "hwloop-nir", "hwloop_format_version": 1, "hwloop_time_unit": "ms",
+            "hwloop_t_max": 60.0, "hwloop_encoding": json.dumps(dataclasses.asdict(net.encoding)),
+            "hwloop_decoding": json.dumps({"kind": "first-spike", "classes": ["a", "b", "c"]})}
+    path = tmp_path / "v1.nir"
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=False))
+    back = import_nir(path).network
+    for a, b in zip(net.layers, back.layers):
+        assert np.array_equal(a.weight, b.weight) and a.bias_times == b.bias_times
+        assert (a.neuron.tau_syn, a.neuron.tau_mem, a.neuron.threshold) == \
+            (b.neuron.tau_syn, b.neuron.tau_mem, b.neuron.threshold)
+
+
+def test_input_shape_with_singleton_axes_is_flat(tmp_path):
+    """Rockpool's to_nir writes (batch, time, channels)-like input shapes such as [1, 1, n]."""
+    g = _chain(np.random.default_rng(0))
+    g.nodes["input"] = nir.Input(input_type={"input": np.array([1, 1, 3])})
+    assert _import_graph(tmp_path, g).network.sizes == (3, 5, 2)
+    g.nodes["input"] = nir.Input(input_type={"input": np.array([3, 2])})
+    with pytest.raises(NetworkSpecError, match=r"node 'input' \(Input\): input shape \[3, 2\] is not flat"):
+        _import_graph(tmp_path, g)

@@ -5,16 +5,24 @@ from __future__ import annotations
 from ..errors import HwloopError
 
 FORMATS = ("nir", "netx")
+CONSUMERS = ("nir", "snntorch", "norse", "rockpool")
 
 
 def register(sub):
     p = sub.add_parser("export", help="write a network as a NIR graph or a Lava-DL netx file",
                        description="Write NET as a NIR graph (--format nir; see docs/interop.md) or as the "
-                                   "HDF5 file Lava-DL's netx loads onto Loihi (--format netx, quantised exactly "
-                                   "as the bitexact target runs it).")
+                                   "HDF5 file Lava-DL's netx loads onto Loihi (--format netx, quantised as the "
+                                   "bitexact target runs it, with the exponent netx reads).")
     p.add_argument("network", help=".hwnet file")
     p.add_argument("out", help="output file (.nir or .net)")
     p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--for", dest="consumer", default="nir", choices=CONSUMERS,
+                   help="nir only: whose conventions the graph follows: 'nir' (NIR's continuous-time ODE, "
+                        "Dirac spikes), or the time grid snntorch / norse / rockpool run it on "
+                        "(default: %(default)s)")
+    p.add_argument("--dt", type=float, default=None,
+                   help="nir --for snntorch|norse|rockpool: the consumer's time step, in the network's time "
+                        "unit (default: t_max / 1000)")
     p.add_argument("--steps", type=int, default=None,
                    help="netx only: Loihi time steps per trial (dt = t_max / steps; default: the Loihi "
                         "compiler's, as for the bitexact target)")
@@ -28,26 +36,41 @@ def run(args) -> dict:
     net = Network.load(args.network)
     if args.format == "nir":
         if args.steps is not None:
-            raise HwloopError("--steps applies to --format netx only (NIR graphs are continuous-time)")
+            raise HwloopError("--steps applies to --format netx only (use --dt for a NIR consumer's grid)")
         from ..interop.nir_io import export_nir
 
-        path = export_nir(net, args.out)
+        path = export_nir(net, args.out, consumer=args.consumer, dt=args.dt)
         warnings = [] if net.model == "lif" else [
             f"{net.model} layers have no NIR primitive: exported as flagged CubaLIF placeholders that other "
             "tools will not run faithfully and hwloop refuses to import"]
-        info: dict = {}
+        if args.consumer == "nir":
+            warnings.append("a plain NIR graph (NIR's ODE, Dirac spikes): snnTorch, Norse and Rockpool each run "
+                            "a time grid of their own; export with --for snntorch|norse|rockpool for them")
+        if args.consumer != "nir":
+            warnings.append(f"{args.consumer}'s neurons reset and fire again; hwloop's network has one spike "
+                            "per neuron: downstream layers see the extra spikes (docs/interop.md)")
+        info: dict = {"consumer": args.consumer}
+        if args.consumer != "nir":
+            from ..interop.conventions import DEFAULT_STEPS
+
+            info["dt"] = net.t_max / DEFAULT_STEPS if args.dt is None else args.dt
     else:
+        if args.consumer != "nir" or args.dt is not None:
+            raise HwloopError("--for and --dt apply to --format nir only (netx: --steps)")
         from ..interop.netx import export_netx
 
         path, info = export_netx(net, args.out, steps=args.steps)
         warnings = []
         if any(e != 0 for e in info["weight_exp"]):
-            warnings.append("lava-dl's netx derives its own weight exponent and ignores neuron/wgtExp: loaded "
-                            "with netx, layers with wgtExp != 0 get weights scaled by 2^-wgtExp "
-                            "(see docs/interop.md); hwloop's reader and the bitexact target use wgtExp")
-        if any(layer.bias_times for layer in net.layers):
-            warnings.append("bias spikes are stored in the hwloop extension keys hwlBiasWeight/hwlBiasStep, "
-                            "which netx ignores")
+            warnings.append("netx reads weight exponent 0 only: layers compiled with exponents "
+                            f"{info['weight_exp']} are written with exponent 0 and thresholds "
+                            f"{info['netx_vth']} (measured effect in docs/interop.md)")
+        if info["hidden_bias_ignored"]:
+            warnings.append(f"hidden layers {info['hidden_bias_ignored']} have bias spikes, which netx cannot "
+                            "express: they are kept in the hwloop keys hwlBiasWeight/hwlBiasStep and netx "
+                            "ignores them (train with bias_time < 0 for a file netx runs as hwloop does)")
+        warnings.append("netx builds Lava LIF neurons, which reset and fire again; hwloop's network has one "
+                        "spike per neuron")
     if not args.json:
         print(f"wrote {path} ({args.format}): {net.summary()}")
         for w in warnings:

@@ -15,12 +15,17 @@ def register(sub):
                     "exported by hwloop carry them in metadata, other graphs need --t-max and --time-unit.")
     p.add_argument("input", help=".nir file")
     p.add_argument("--out", required=True, help="output .hwnet file")
+    p.add_argument("--from", dest="source", default="nir", choices=["nir", "snntorch", "norse", "rockpool"],
+                   help="whose conventions a graph without hwloop metadata follows: 'nir' (NIR's ODE as "
+                        "written) or the exporter of snntorch 1.0 / norse 1.1 / rockpool 3.1 (docs/interop.md; "
+                        "default: %(default)s)")
     p.add_argument("--t-max", type=float, default=None, help="trial length, in --time-unit")
     p.add_argument("--time-unit", default=None, choices=["s", "ms", "us", "ns"],
-                   help="unit of every time constant in the graph (NIR stores none)")
+                   help="unit of every time constant in the graph (NIR stores none; --from presets: s)")
     p.add_argument("--dt", type=float, default=None,
-                   help="the exporter's time step, when its spikes are one-step pulses of height 1 "
-                        "(snnTorch and other discrete-time tools); omit for NIR's unit-area Dirac spikes")
+                   help="the exporter's time step (--from nir: when its spikes are one-step pulses of height "
+                        "1; --from snntorch: default 1e-4; --from norse: its dt, default 1e-3; --from rockpool: "
+                        "derived from r unless given)")
     p.add_argument("--classes", default=None, help="comma-separated class names (default 0..n-1)")
     enc = p.add_argument_group("input encoding (feature value -> spike time, linear)")
     enc.add_argument("--value-min", type=float, default=None)
@@ -40,7 +45,7 @@ def run(args) -> dict:
                 if getattr(args, k) is not None}
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",")]
     imp = import_nir(args.input, t_max=args.t_max, time_unit=args.time_unit, dt=args.dt, classes=classes,
-                     encoding=encoding or None)
+                     encoding=encoding or None, source=args.source)
     path = imp.network.save(args.out)
     if not args.json:
         print(f"wrote {path}: {imp.network.summary()}")
