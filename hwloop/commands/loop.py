@@ -52,7 +52,7 @@ def argparse_suppress():
 
 
 def run(args) -> dict:
-    from ..session import LoopConfig, SessionError, recommended_settings, run_session
+    from ..session import LoopConfig, SessionError, run_session
 
     if args.resume:
         given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema",
@@ -70,10 +70,8 @@ def run(args) -> dict:
             setattr(cfg, key, v)
     if args.max_missing is not None:
         cfg.max_missing = _fractions(args.max_missing)
-    given = {"grad_at": args.grad_at, "loss_times": args.loss_times, "max_missing": args.max_missing}
-    for key, value in recommended_settings(cfg.target).items():
-        if given[key] is None:
-            setattr(cfg, key, value)
+    # options not given stay None: the session fills in the target's defaults
+    # (the same as a LoopConfig built in Python gets) and records them in config.json
     directory = args.dir or f"runs/loop-{cfg.target.split('?')[0].replace('/', '_').replace(':', '')}"
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:

@@ -10,8 +10,31 @@ from pathlib import Path
 from hwloop.fileio import atomic_write_bytes
 from hwloop.network import Network
 
+from hwloop.errors import HwloopError
+
 from .config import LoopConfig
 from .errors import SessionError
+
+#: config.json is a few hundred bytes; anything beyond this is not one
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, refusing (SessionError) a file larger than ``limit``
+    before reading it."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise SessionError(f"{path}: {size} bytes, more than the {limit} a session file of its kind holds")
+            return fh.read(limit + 1)[:limit]
+    except OSError as exc:
+        raise SessionError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 class SessionDir:
@@ -38,12 +61,19 @@ class SessionDir:
         atomic_write_bytes(self.config, json.dumps(cfg.to_json(), indent=2).encode())
 
     def load_config(self) -> LoopConfig:
-        if not self.config.exists():
+        """The session's configuration, resolved and validated (`SessionError` naming the file)."""
+        if not self.config.is_file():
             raise SessionError(f"{self.path}: not a session directory (no config.json)")
         try:
-            return LoopConfig.from_json(json.loads(self.config.read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise SessionError(f"{self.config}: unreadable ({exc})") from None
+            data = read_bounded(self.config, MAX_CONFIG_BYTES)
+            cfg = LoopConfig.from_json(json.loads(data.decode("utf-8")))
+            cfg = cfg.resolved()
+            cfg.validate()
+        except SessionError as exc:
+            raise SessionError(f"{self.config}: {exc}") from None
+        except (ValueError, RecursionError, HwloopError) as exc:  # JSON, UTF-8, target URL
+            raise SessionError(f"{self.config}: unreadable ({_short(exc)})") from None
+        return cfg
 
     def append_log(self, row: dict) -> None:
         with open(self.log, "a") as fh:

@@ -175,8 +175,9 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
         if sd.summary.exists():
             raise SessionError(f"{sd.path}: session already complete (see summary.json)")
     else:
-        if cfg is None:
-            raise SessionError("no configuration given")
+        if not isinstance(cfg, LoopConfig):
+            raise SessionError("no configuration given (a LoopConfig)")
+        cfg = cfg.resolved()
         cfg.validate()
         from hwloop.backends import backend_class, parse_target
 
