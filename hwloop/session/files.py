@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from hwloop.fileio import atomic_write_bytes
@@ -50,6 +51,7 @@ class SessionDir:
     latest = property(lambda self: self.path / "network.hwnet")
     best = property(lambda self: self.path / "best.hwnet")
     summary = property(lambda self: self.path / "summary.json")
+    rejected_log = property(lambda self: self.path / "log.rejected")
 
     def create(self, cfg: LoopConfig) -> None:
         if self.path.exists() and any(self.path.iterdir()):
@@ -81,23 +83,125 @@ class SessionDir:
             fh.flush()
 
     def read_log(self) -> list[dict]:
-        if not self.log.exists():
-            return []
-        rows = []
-        for line in self.log.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a crash
-        return rows
+        """Every valid row of log.jsonl, in order (bad lines skipped; see `scan_log`)."""
+        return self.scan_log().rows
 
-    def truncate_log(self, step: int) -> None:
-        """Keep only rows up to ``step`` (rows after the checkpoint are redone)."""
-        rows = [r for r in self.read_log() if r.get("step", 0) <= step]
-        atomic_write_bytes(self.log, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    def scan_log(self) -> "LogScan":
+        if not self.log.exists():
+            return LogScan([], [], [], False)
+        try:
+            with open(self.log, "rb") as fh:
+                return scan_log_lines(fh)
+        except OSError as exc:
+            raise SessionError(f"{self.log}: cannot read ({exc.strerror or exc})") from None
+
+    def truncate_log(self, step: int) -> list[str]:
+        """Keep the valid rows up to ``step`` (rows after the checkpoint are
+        redone), byte for byte. Unreadable lines are not dropped but appended
+        to ``log.rejected``; a torn last line (the write a crash interrupted)
+        is dropped. Returns the notices for the user (none for a torn line)."""
+        scan = self.scan_log()
+        keep = [raw for row, raw in zip(scan.rows, scan.raw) if row["step"] <= step]
+        notices = []
+        if scan.bad:
+            with open(self.rejected_log, "ab") as fh:
+                for _, raw in scan.bad:
+                    fh.write(raw + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            lines = ", ".join(str(n) for n, _ in scan.bad[:10]) + (", ..." if len(scan.bad) > 10 else "")
+            notices.append(f"{self.log}: {len(scan.bad)} unreadable line(s) (line {lines}) moved to "
+                           f"{self.rejected_log.name}; every valid row is kept")
+        if scan.bad or scan.torn or len(keep) != len(scan.rows) or not self._ends_with_newline():
+            atomic_write_bytes(self.log, b"".join(raw + b"\n" for raw in keep))
+        return notices
+
+    def _ends_with_newline(self) -> bool:
+        """False for a missing log or one whose last row lacks its newline (the
+        next row appended would run into it)."""
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() == 0:
+                    return True
+                fh.seek(-1, os.SEEK_END)
+                return fh.read(1) == b"\n"
+        except OSError:
+            return False
 
     def save_network(self, net: Network, path: Path) -> None:
         net.save(path)
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_bytes(self.summary, json.dumps(summary, indent=2).encode())
+
+
+# ---- log.jsonl
+#: a log row is one line of at most this many bytes (a real one is < 1 KiB)
+MAX_LOG_LINE = 1 << 20
+#: the kinds of row a session writes, and the numbers each must carry
+LOG_KINDS = {"train": ("loss",), "eval": ("val_accuracy",)}
+
+
+@dataclass
+class LogScan:
+    rows: list[dict]  # the valid rows, in order
+    raw: list[bytes]  # their lines as written (no newline)
+    bad: list[tuple[int, bytes]]  # (line number, line) of every unreadable line but a torn last one
+    torn: bool  # the last line was cut short (no newline, unreadable): a crash mid-write
+
+
+def _no_constants(name):
+    raise ValueError(f"non-finite number {name}")
+
+
+def parse_log_row(raw: bytes) -> dict | None:
+    """The row a log line holds, or None when it is not a valid row: a JSON
+    object with an integer ``step`` >= 0, a known ``kind`` and its numbers
+    finite."""
+    try:
+        row = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(row, dict):
+        return None
+    step, kind = row.get("step"), row.get("kind")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0 or kind not in LOG_KINDS:
+        return None
+    for key in LOG_KINDS[kind]:
+        v = row.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return None
+    return row
+
+
+def scan_log_lines(fh) -> LogScan:
+    """Read a log line by line (memory: one line of at most MAX_LOG_LINE
+    bytes beyond the rows kept; time: linear in the file)."""
+    scan = LogScan([], [], [], False)
+    number = 0
+    while True:
+        line = fh.readline(MAX_LOG_LINE + 1)
+        if not line:
+            break
+        number += 1
+        ended = line.endswith(b"\n")
+        if not ended and len(line) > MAX_LOG_LINE:  # overlong: skip to its end, keep its start
+            while True:
+                rest = fh.readline(MAX_LOG_LINE + 1)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            scan.bad.append((number, line[:256]))
+            continue
+        raw = line.rstrip(b"\n").rstrip(b"\r")
+        if not raw.strip():
+            continue
+        row = parse_log_row(raw)
+        if row is not None:
+            scan.rows.append(row)
+            scan.raw.append(raw)
+        elif not ended:
+            scan.torn = True  # the last line, cut short
+        else:
+            scan.bad.append((number, raw))
+    return scan

@@ -47,6 +47,7 @@ class Session:
         self.selection = Selection()
         self.store = CheckpointStore(sd)
         self.step = 0
+        self.notices: list[str] = []
         self.steps_per_epoch = self.data.steps_per_epoch
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
@@ -57,9 +58,15 @@ class Session:
             ck = self.store.load()
             self.master.restore(ck)
             self.step, self.selection.best_acc = int(ck["step"]), float(ck["best_acc"])
-            self.sd.truncate_log(self.step)
+            self.notify(self.sd.truncate_log(self.step))
         else:
-            self.sd.truncate_log(0)
+            self.notify(self.sd.truncate_log(0))
+
+    def notify(self, notices: list[str]) -> None:
+        """Things the user should know about the session files (one line each, stderr)."""
+        for text in notices:
+            print(f"hwloop session: {text}", file=sys.stderr)
+        self.notices.extend(notices)
 
     def checkpoint(self) -> None:
         self.store.save({"step": self.step, "best_acc": self.selection.best_acc, **self.master.state()})
@@ -160,7 +167,10 @@ class Session:
         summary = {"steps": self.step, "best_val_accuracy": self.selection.best_acc,
                    "seconds": time.perf_counter() - t_session, "finished": now_iso()}
         sd.write_summary(summary)
-        return {"ok": True, "interrupted": False, "session": str(sd.path), **summary}
+        res = {"ok": True, "interrupted": False, "session": str(sd.path), **summary}
+        if self.notices:
+            res["notices"] = list(self.notices)
+        return res
 
 
 def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, resume: bool = False,
