@@ -14,7 +14,7 @@ from hwloop.network import Network
 from hwloop.errors import HwloopError
 
 from .config import LoopConfig
-from .errors import SessionError
+from .errors import SessionError, SessionWriteError
 
 #: config.json is a few hundred bytes; anything beyond this is not one
 MAX_CONFIG_BYTES = 1 << 20
@@ -23,6 +23,14 @@ MAX_CONFIG_BYTES = 1 << 20
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically (temporary file, fsync, rename)."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise SessionWriteError(path, exc) from None
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
@@ -47,7 +55,6 @@ class SessionDir:
     config = property(lambda self: self.path / "config.json")
     init_net = property(lambda self: self.path / "init.hwnet")
     log = property(lambda self: self.path / "log.jsonl")
-    checkpoint = property(lambda self: self.path / "checkpoint.pt")
     latest = property(lambda self: self.path / "network.hwnet")
     best = property(lambda self: self.path / "best.hwnet")
     summary = property(lambda self: self.path / "summary.json")
@@ -56,11 +63,17 @@ class SessionDir:
     def create(self, cfg: LoopConfig) -> None:
         if self.path.exists() and any(self.path.iterdir()):
             raise SessionError(f"{self.path} exists and is not empty (use --resume to continue it)")
-        self.path.mkdir(parents=True, exist_ok=True)
         src = Path(cfg.init)
         Network.load(src)  # fail early on a bad file, before anything is written
-        shutil.copyfile(src, self.init_net)
-        atomic_write_bytes(self.config, json.dumps(cfg.to_json(), indent=2).encode())
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, self.init_net)
+        except OSError as exc:
+            raise SessionWriteError(self.init_net, exc) from None
+        self.write_config(cfg)
+
+    def write_config(self, cfg: LoopConfig) -> None:
+        write_file_atomic(self.config, json.dumps(cfg.to_json(), indent=2).encode())
 
     def load_config(self) -> LoopConfig:
         """The session's configuration, resolved and validated (`SessionError` naming the file)."""
@@ -78,9 +91,13 @@ class SessionDir:
         return cfg
 
     def append_log(self, row: dict) -> None:
-        with open(self.log, "a") as fh:
-            fh.write(json.dumps(row, allow_nan=False, default=float) + "\n")
-            fh.flush()
+        line = json.dumps(row, allow_nan=False, default=float) + "\n"
+        try:
+            with open(self.log, "a") as fh:
+                fh.write(line)
+                fh.flush()
+        except OSError as exc:  # a partial line is a torn line: the reader drops it
+            raise SessionWriteError(self.log, exc) from None
 
     def read_log(self) -> list[dict]:
         """Every valid row of log.jsonl, in order (bad lines skipped; see `scan_log`)."""
@@ -104,16 +121,19 @@ class SessionDir:
         keep = [raw for row, raw in zip(scan.rows, scan.raw) if row["step"] <= step]
         notices = []
         if scan.bad:
-            with open(self.rejected_log, "ab") as fh:
-                for _, raw in scan.bad:
-                    fh.write(raw + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with open(self.rejected_log, "ab") as fh:
+                    for _, raw in scan.bad:
+                        fh.write(raw + b"\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise SessionWriteError(self.rejected_log, exc) from None
             lines = ", ".join(str(n) for n, _ in scan.bad[:10]) + (", ..." if len(scan.bad) > 10 else "")
             notices.append(f"{self.log}: {len(scan.bad)} unreadable line(s) (line {lines}) moved to "
                            f"{self.rejected_log.name}; every valid row is kept")
         if scan.bad or scan.torn or len(keep) != len(scan.rows) or not self._ends_with_newline():
-            atomic_write_bytes(self.log, b"".join(raw + b"\n" for raw in keep))
+            write_file_atomic(self.log, b"".join(raw + b"\n" for raw in keep))
         return notices
 
     def _ends_with_newline(self) -> bool:
@@ -130,10 +150,13 @@ class SessionDir:
             return False
 
     def save_network(self, net: Network, path: Path) -> None:
-        net.save(path)
+        try:
+            net.save(path)
+        except OSError as exc:
+            raise SessionWriteError(path, exc) from None
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_bytes(self.summary, json.dumps(summary, indent=2).encode())
+        write_file_atomic(self.summary, json.dumps(summary, indent=2).encode())
 
 
 # ---- log.jsonl

@@ -85,14 +85,14 @@ class TrainingData:
 
 class MasterWeights:
     """The float master weights, their optimiser (Adam, gradient clipping,
-    the learning rate decayed per epoch) and their moving average."""
+    the learning rate times ``lr_gamma`` after every epoch) and their
+    moving average."""
 
     def __init__(self, cfg: LoopConfig, template: Network):
         self.weights = [torch.tensor(w, dtype=DTYPE).requires_grad_(True) for w in template.weights()]
         self.averaged = [w.detach().clone() for w in self.weights]  # the EMA (used when cfg.ema > 0)
-        self.ema, self.max_grad_norm = cfg.ema, cfg.max_grad_norm
+        self.ema, self.max_grad_norm, self.lr_gamma = cfg.ema, cfg.max_grad_norm, cfg.lr_gamma
         self.opt = torch.optim.Adam(self.weights, lr=cfg.lr)
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_gamma)
 
     def deployed(self) -> list[torch.Tensor]:
         """The weights that are evaluated and saved as the session's result."""
@@ -117,21 +117,73 @@ class MasterWeights:
                     a.mul_(self.ema).add_(w.detach(), alpha=1.0 - self.ema)
 
     def end_epoch(self) -> None:
-        self.sched.step()
+        for group in self.opt.param_groups:  # what ExponentialLR does, as a plain number to checkpoint
+            group["lr"] = group["lr"] * self.lr_gamma
 
+    # ---- checkpointing: plain arrays and numbers
     def state(self) -> dict:
+        adam = [self.opt.state.get(w, {}) for w in self.weights]
         return {"weights": [w.detach().clone() for w in self.weights],
                 "averaged": [a.clone() for a in self.averaged],
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+                "lr": float(self.lr),
+                "adam": [None if not st else {"step": float(st["step"]), "exp_avg": st["exp_avg"].clone(),
+                                              "exp_avg_sq": st["exp_avg_sq"].clone()} for st in adam]}
 
-    def restore(self, ck: dict) -> None:
+    def restore(self, st: dict) -> None:
+        """Take over a checkpoint's state, checked against this session's
+        network first (`CheckpointDamaged` on any mismatch; nothing changes)."""
+        from .checkpoint import CheckpointDamaged
+
+        n = len(self.weights)
+        shapes = [tuple(w.shape) for w in self.weights]
+
+        def tensors(key, value):
+            if (not isinstance(value, list) or len(value) != n
+                    or not all(isinstance(t, torch.Tensor) and t.dtype == DTYPE and tuple(t.shape) == shape
+                               and bool(torch.isfinite(t).all()) for t, shape in zip(value, shapes))):
+                raise CheckpointDamaged(f"{key}: not {n} finite float64 arrays of shapes {shapes}")
+            return value
+
+        weights = tensors("weights", st.get("weights"))
+        averaged = tensors("averaged", st.get("averaged"))
+        lr = st.get("lr")
+        if not isinstance(lr, float) or not (lr > 0 and np.isfinite(lr)):
+            raise CheckpointDamaged(f"lr: {lr!r} is not a positive number")
+        adam = st.get("adam")
+        if not isinstance(adam, list) or len(adam) != n:
+            raise CheckpointDamaged(f"adam: not a list of {n} optimiser states")
+        state = {}
+        for i, a in enumerate(adam):
+            if a is None:
+                continue
+            if not isinstance(a, dict) or set(a) != {"step", "exp_avg", "exp_avg_sq"}:
+                raise CheckpointDamaged(f"adam[{i}]: malformed")
+            for key in ("exp_avg", "exp_avg_sq"):
+                t = a[key]
+                if not (isinstance(t, torch.Tensor) and t.dtype == DTYPE and tuple(t.shape) == shapes[i]
+                        and bool(torch.isfinite(t).all())):
+                    raise CheckpointDamaged(f"adam[{i}].{key}: not a finite float64 array of shape {shapes[i]}")
+            step = a["step"]
+            if not isinstance(step, float) or not (step >= 1 and step == int(step) and step < 2 ** 53):
+                raise CheckpointDamaged(f"adam[{i}].step: {step!r} is not a step count")
+            if bool((a["exp_avg_sq"] < 0).any()):
+                raise CheckpointDamaged(f"adam[{i}].exp_avg_sq: negative")
+            state[i] = {"step": torch.tensor(step, dtype=_adam_step_dtype()), "exp_avg": a["exp_avg"].clone(),
+                        "exp_avg_sq": a["exp_avg_sq"].clone()}
+        sd = self.opt.state_dict()
+        sd["state"] = state
+        for group in sd["param_groups"]:
+            group["lr"] = lr
         with torch.no_grad():
-            for w, saved in zip(self.weights, ck["weights"]):
+            for w, saved in zip(self.weights, weights):
                 w.copy_(saved)
-        self.opt.load_state_dict(ck["optimizer"])
-        self.sched.load_state_dict(ck["scheduler"])
-        if "averaged" in ck:
-            self.averaged = [a.clone() for a in ck["averaged"]]
+        self.averaged = [a.clone() for a in averaged]
+        self.opt.load_state_dict(sd)
+
+
+def _adam_step_dtype() -> torch.dtype:
+    """The dtype Adam keeps its step count in (float32 unless the default dtype is float64)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 class Revival:

@@ -20,9 +20,9 @@ import numpy as np
 
 from hwloop.network import Network, now_iso
 
-from .checkpoint import CheckpointStore
+from .checkpoint import MAX_HEADER, CheckpointDamaged, CheckpointStore, file_sha256
 from .config import LoopConfig
-from .errors import SessionError
+from .errors import SessionError, SessionWriteError
 from .estimators import make_estimator
 from .files import SessionDir
 from .parts import Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData
@@ -32,11 +32,46 @@ class _StopRequested(Exception):
     pass
 
 
+#: what a session checkpoint's state says it is
+STATE_FORMAT = "hwloop-session-1"
+#: network.hwnet as the next checkpoint will record it, before it is renamed into place
+PENDING_NETWORK = ".network.hwnet.pending"
+
+
+def backend_state(backend) -> dict:
+    """What the target needs to continue exactly where it was (e.g. the QIF
+    chip's noise-seed counter); {} for a target without such state."""
+    state = getattr(backend, "state", None)
+    return dict(state()) if callable(state) else {}
+
+
+def restore_backend_state(backend, state: dict) -> None:
+    restore = getattr(backend, "restore_state", None)
+    if callable(restore):
+        restore(state)
+    elif state:
+        raise SessionError(f"the checkpoint holds target state {sorted(state)} that {backend.url.raw} cannot take")
+
+
+def _check_same_config(sd: SessionDir, saved: dict, cfg: LoopConfig) -> None:
+    """config.json must be the configuration the checkpoint was written with
+    (``epochs`` aside: a session may be extended)."""
+    now = cfg.to_json()
+    diff = sorted(k for k in set(saved) | set(now) if k != "epochs" and saved.get(k) != now.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff[:3])
+        raise SessionError(f"{sd.config}: differs from the configuration the checkpoint was written with "
+                           f"({shown}); put it back, or start a new session")
+
+
 class Session:
     """One session's parts and position, built from its directory."""
 
     def __init__(self, sd: SessionDir, cfg: LoopConfig):
         self.sd, self.cfg = sd, cfg
+        self.init_sha = file_sha256(sd.init_net)
+        if self.init_sha is None:
+            raise SessionError(f"{sd.path}: {sd.init_net.name} is missing")
         self.template = Network.load(sd.init_net)
         self.loss = SessionLoss(cfg, self.template)
         self.data = TrainingData(cfg, self.template)
@@ -47,20 +82,12 @@ class Session:
         self.selection = Selection()
         self.store = CheckpointStore(sd)
         self.step = 0
+        self.started = False  # the start network has been evaluated (a checkpoint exists)
+        self.saved_step: int | None = None  # step of the last checkpoint on disk
+        self.network_sha: str | None = None  # digest of network.hwnet as the last checkpoint wrote it
         self.notices: list[str] = []
         self.steps_per_epoch = self.data.steps_per_epoch
         self.total_steps = self.steps_per_epoch * cfg.epochs
-
-    # ---- persistence
-    def restore(self) -> None:
-        """Continue from the last checkpoint (or from the start without one)."""
-        if self.store.exists():
-            ck = self.store.load()
-            self.master.restore(ck)
-            self.step, self.selection.best_acc = int(ck["step"]), float(ck["best_acc"])
-            self.notify(self.sd.truncate_log(self.step))
-        else:
-            self.notify(self.sd.truncate_log(0))
 
     def notify(self, notices: list[str]) -> None:
         """Things the user should know about the session files (one line each, stderr)."""
@@ -68,9 +95,89 @@ class Session:
             print(f"hwloop session: {text}", file=sys.stderr)
         self.notices.extend(notices)
 
-    def checkpoint(self) -> None:
-        self.store.save({"step": self.step, "best_acc": self.selection.best_acc, **self.master.state()})
-        self.sd.save_network(self.deployed_network(), self.sd.latest)  # the same weights the session ends with
+    # ---- persistence
+    STATE_KEYS = {"format", "step", "best_acc", "config", "backend", "files", "weights", "averaged", "lr", "adam"}
+    FILE_KEYS = {"init.hwnet", "network.hwnet", "network.hwnet.before"}
+
+    def _check_state(self, st) -> tuple[dict, MasterWeights]:
+        """A checkpoint's state checked against this session (`CheckpointDamaged`
+        on anything that does not fit), with master weights built from it."""
+        if not isinstance(st, dict) or set(st) != self.STATE_KEYS or st["format"] != STATE_FORMAT:
+            raise CheckpointDamaged("not a session checkpoint (unexpected contents)")
+        step, best = st["step"], st["best_acc"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise CheckpointDamaged(f"step {step!r} is not a step count")
+        if not isinstance(best, float) or not -1.0 <= best <= 1.0:
+            raise CheckpointDamaged(f"best_acc {best!r} is not an accuracy")
+        files = st["files"]
+        if (not isinstance(files, dict) or set(files) != self.FILE_KEYS or not isinstance(files["init.hwnet"], str)
+                or not all(v is None or (isinstance(v, str) and len(v) == 64) for v in files.values())):
+            raise CheckpointDamaged("files: not the digests of the session's networks")
+        if not isinstance(st["config"], dict) or not isinstance(st["backend"], dict):
+            raise CheckpointDamaged("config or backend state missing")
+        master = MasterWeights(self.cfg, self.template)
+        master.restore(st)
+        return st, master
+
+    def max_checkpoint_bytes(self) -> int:
+        n = sum(int(w.numel()) for w in self.master.weights)
+        return 4 * 8 * n + MAX_HEADER + 1024  # weights, average, Adam's two moments, header
+
+    def restore(self) -> None:
+        """Continue from the last usable checkpoint (or from the start without
+        one), after checking that the session's files and configuration are
+        the ones it was written with."""
+        sd = self.sd
+        pending = sd.path / PENDING_NETWORK
+        pending.unlink(missing_ok=True)  # a checkpoint that a crash interrupted before it was taken
+        loaded = self.store.load(self._check_state, self.max_checkpoint_bytes())
+        if loaded is None:
+            self.notify(sd.truncate_log(0))
+            return
+        (st, master), path, notices = loaded
+        self.notify(notices)
+        files = st["files"]
+        if files["init.hwnet"] != self.init_sha:
+            raise SessionError(f"{sd.init_net}: not the network this session started from (sha256 "
+                               f"{self.init_sha[:12]}..., the checkpoint records {files['init.hwnet'][:12]}...); "
+                               "put the original back")
+        if path == self.store.latest:  # (after a fallback the file is newer than the checkpoint: rewritten below)
+            on_disk = file_sha256(sd.latest)
+            if on_disk is not None and on_disk not in (files["network.hwnet"], files["network.hwnet.before"]):
+                raise SessionError(f"{sd.latest}: changed outside the session (sha256 {on_disk[:12]}... is not "
+                                   f"what the checkpoint wrote); move it away and resume again to have it "
+                                   "rewritten from the checkpoint")
+        _check_same_config(sd, st["config"], self.cfg)
+        if st["step"] > self.total_steps:
+            raise SessionError(f"{path}: at step {st['step']}, past the end of the session ({self.total_steps} "
+                               f"steps in {self.cfg.epochs} epochs); a damaged or foreign checkpoint")
+        self.master = master
+        self.step, self.selection.best_acc = st["step"], st["best_acc"]
+        self.backend_state = st["backend"]
+        self.started, self.saved_step, self.network_sha = True, st["step"], files["network.hwnet"]
+        self.notify(sd.truncate_log(self.step))
+
+    def checkpoint(self, backend) -> None:
+        """Save what a resume needs, then network.hwnet. The network is written
+        first under a temporary name so that the checkpoint can record its
+        digest, and renamed after the checkpoint is safe."""
+        sd = self.sd
+        pending = sd.path / PENDING_NETWORK
+        sd.save_network(self.deployed_network(), pending)
+        digest = file_sha256(pending)
+        state = {"format": STATE_FORMAT, "step": self.step, "best_acc": float(self.selection.best_acc),
+                 "config": self.cfg.to_json(), "backend": backend_state(backend),
+                 "files": {"init.hwnet": self.init_sha, "network.hwnet": digest,
+                           "network.hwnet.before": self.network_sha},
+                 **self.master.state()}
+        self.store.save(state)
+        self.saved_step = self.step
+        try:
+            os.replace(pending, sd.latest)
+        except OSError as exc:
+            raise SessionWriteError(sd.latest, exc) from None
+        self.network_sha = digest
+        self.started = True
 
     def deployed_network(self) -> Network:
         from hwloop.inloop import network_with
@@ -130,9 +237,11 @@ class Session:
         backend = open_target(cfg.target)
         t_session = time.perf_counter()
         try:
-            if self.step == 0:
+            if self.started:
+                restore_backend_state(backend, self.backend_state)
+            else:
                 self.evaluate(backend, epoch=0)
-                self.checkpoint()
+                self.checkpoint(backend)
             while self.step < self.total_steps:
                 row = self.train_step(backend)
                 if crash_after_step is not None and self.step == crash_after_step:
@@ -144,7 +253,7 @@ class Session:
                     if bar is not None:
                         bar.set_postfix(val=f"{ev['val_accuracy']:.3f}", best=f"{self.selection.best_acc:.3f}")
                 if step % cfg.checkpoint_every == 0 or step == self.total_steps or stop["flag"]:
-                    self.checkpoint()
+                    self.checkpoint(backend)
                 if bar is not None:
                     bar.update(1)
                     if not eval_now:
@@ -152,6 +261,8 @@ class Session:
                                         best=f"{self.selection.best_acc:.3f}")
                 if stop["flag"]:
                     raise _StopRequested()
+            if self.saved_step != self.step or file_sha256(sd.latest) != self.network_sha:
+                self.checkpoint(backend)  # network.hwnet as the last checkpoint recorded it
         except _StopRequested:
             if bar is not None:
                 bar.close()
@@ -163,7 +274,6 @@ class Session:
                 signal.signal(signal.SIGINT, old_handler)
         if bar is not None:
             bar.close()
-        sd.save_network(self.deployed_network(), sd.latest)
         summary = {"steps": self.step, "best_val_accuracy": self.selection.best_acc,
                    "seconds": time.perf_counter() - t_session, "finished": now_iso()}
         sd.write_summary(summary)
