@@ -61,16 +61,28 @@ class SessionDir:
     rejected_log = property(lambda self: self.path / "log.rejected")
 
     def create(self, cfg: LoopConfig) -> None:
-        if self.path.exists() and any(self.path.iterdir()):
+        """Start a session directory: init.hwnet, then config.json (the mark
+        of a session). A directory that holds nothing but what an interrupted
+        creation leaves (init.hwnet, temporary files) counts as empty."""
+        if self.path.exists() and not self._empty_or_half_created():
             raise SessionError(f"{self.path} exists and is not empty (use --resume to continue it)")
         src = Path(cfg.init)
         Network.load(src)  # fail early on a bad file, before anything is written
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            for stale in self.path.glob(".*.tmp"):
+                stale.unlink()
             shutil.copyfile(src, self.init_net)
         except OSError as exc:
             raise SessionWriteError(self.init_net, exc) from None
         self.write_config(cfg)
+
+    def _empty_or_half_created(self) -> bool:
+        try:
+            names = [p.name for p in self.path.iterdir()]
+        except OSError as exc:
+            raise SessionError(f"{self.path}: cannot list ({exc.strerror or exc})") from None
+        return all(n == self.init_net.name or (n.startswith(".") and n.endswith(".tmp")) for n in names)
 
     def write_config(self, cfg: LoopConfig) -> None:
         write_file_atomic(self.config, json.dumps(cfg.to_json(), indent=2).encode())

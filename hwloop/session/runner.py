@@ -46,11 +46,16 @@ def backend_state(backend) -> dict:
 
 
 def restore_backend_state(backend, state: dict) -> None:
+    from hwloop.errors import TargetError
+
     restore = getattr(backend, "restore_state", None)
-    if callable(restore):
-        restore(state)
-    elif state:
-        raise SessionError(f"the checkpoint holds target state {sorted(state)} that {backend.url.raw} cannot take")
+    try:
+        if callable(restore):
+            restore(state)
+        elif state:
+            raise TargetError(f"{backend.url.raw}: cannot restore target state {sorted(state)[:5]}")
+    except TargetError as exc:
+        raise SessionError(f"the checkpoint's target state does not fit: {exc}") from None
 
 
 def _check_same_config(sd: SessionDir, saved: dict, cfg: LoopConfig) -> None:
