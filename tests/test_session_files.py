@@ -261,3 +261,70 @@ def test_an_edited_config_is_noticed(finished, tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SessionError, match="lr: 0.002 in the checkpoint, 0.003 now"):
         run_session(d, resume=True, progress=False)
+
+
+# ---- a full disk
+def _full_disk_after(monkeypatch, module, name_prefix, good_writes):
+    """From the ``good_writes``-th on, a write to a file whose name starts with
+    ``name_prefix`` (opened by ``module``) stores half its bytes and then fails
+    with ENOSPC, as a full disk does."""
+    import builtins
+    import errno
+
+    calls = {"n": 0}
+    real_open = builtins.open
+
+    class HalfWriter:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, key):
+            return getattr(self.fh, key)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def fake_open(path, mode="r", *args, **kw):
+        fh = real_open(path, mode, *args, **kw)
+        if Path(path).name.startswith(name_prefix) and ("w" in mode or "a" in mode):
+            calls["n"] += 1
+            if calls["n"] > good_writes:
+                return HalfWriter(fh)
+        return fh
+
+    monkeypatch.setattr(module, "open", fake_open, raising=False)
+
+
+@pytest.mark.parametrize("where, module, prefix, good", [
+    ("checkpoint", "hwloop.fileio", ".checkpoint.ckpt.", 2),
+    ("log", "hwloop.session.files", "log.jsonl", 3),
+])
+def test_a_full_disk_is_one_clear_error_and_the_last_checkpoint_survives(finished, tmp_path, monkeypatch, capsys,
+                                                                         init_net, where, module, prefix, good):
+    import importlib
+
+    from hwloop.cli import main
+    from hwloop.session.checkpoint import decode_checkpoint
+
+    _full_disk_after(monkeypatch, importlib.import_module(module), prefix, good)
+    d = tmp_path / "s"
+    rc = main(["loop", "--target", "software", "--dataset", "yinyang", "--init", str(init_net), "--dir", str(d),
+               "--epochs", "2", "--batch-size", "50", "--train-limit", "100", "--eval-limit", "50", "--lr", "0.002",
+               "--seed", "7", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    step = decode_checkpoint((d / "checkpoint.ckpt").read_bytes())["step"]
+    assert "No space left on device" in err[0] and f"the last checkpoint (step {step}) is intact" in err[0], err
+    assert not list(d.glob(".*.tmp"))  # no temporary file left behind
+    monkeypatch.undo()
+    run_session(d, resume=True, progress=False)
+    assert_same_weights(weights(d), weights(finished))
+    assert train_steps(d) == train_steps(finished)

@@ -132,6 +132,12 @@ class Session:
         """Continue from the last usable checkpoint (or from the start without
         one), after checking that the session's files and configuration are
         the ones it was written with."""
+        try:
+            self._restore()
+        except SessionWriteError as exc:
+            raise self.write_failed(exc) from None
+
+    def _restore(self) -> None:
         sd = self.sd
         pending = sd.path / PENDING_NETWORK
         pending.unlink(missing_ok=True)  # a checkpoint that a crash interrupted before it was taken
@@ -223,7 +229,7 @@ class Session:
     def run(self, progress: bool = True, crash_after_step: int | None = None) -> dict:
         from hwloop.backends import open_target
 
-        cfg, sd = self.cfg, self.sd
+        cfg = self.cfg
         stop = {"flag": False}
 
         def on_sigint(signum, frame):
@@ -239,8 +245,31 @@ class Session:
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc=f"loop {cfg.target}", unit="step",
                        file=sys.stderr, dynamic_ncols=True)
-        backend = open_target(cfg.target)
-        t_session = time.perf_counter()
+        backend = None
+        try:
+            backend = open_target(cfg.target)
+            return self._run(backend, stop, bar, time.perf_counter(), crash_after_step)
+        except SessionWriteError as exc:
+            raise self.write_failed(exc) from None
+        finally:
+            if bar is not None:
+                bar.close()
+            if backend is not None:
+                backend.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+
+    def write_failed(self, exc: SessionWriteError) -> SessionError:
+        """The one-line error for a failed write (a full disk): what failed,
+        and that the last checkpoint survived (every file is replaced atomically)."""
+        if self.saved_step is None:
+            kept = "no checkpoint was written yet"
+        else:
+            kept = f"the last checkpoint (step {self.saved_step}) is intact"
+        return SessionError(f"{exc}; {kept}: make room, then resume with: hwloop loop --resume {self.sd.path}")
+
+    def _run(self, backend, stop, bar, t_session, crash_after_step) -> dict:
+        cfg, sd = self.cfg, self.sd
         try:
             if self.started:
                 restore_backend_state(backend, self.backend_state)
@@ -273,10 +302,6 @@ class Session:
                 bar.close()
             print(f"interrupted at step {self.step}; resume with: hwloop loop --resume {sd.path}", file=sys.stderr)
             return {"ok": True, "interrupted": True, "step": self.step, "session": str(sd.path)}
-        finally:
-            backend.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
         if bar is not None:
             bar.close()
         summary = {"steps": self.step, "best_val_accuracy": self.selection.best_acc,
