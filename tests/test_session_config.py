@@ -143,3 +143,82 @@ def test_loop_refuses_bad_numbers_up_front(tmp_path, init_net, capsys, flag, val
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("hwloop loop: error:"), err
     assert not d.exists()
+
+
+def _cli_loop(init_net, *extra):
+    return main(["loop", "--target", "software", "--dataset", "yinyang", "--init", str(init_net), "--batch-size",
+                 "50", "--train-limit", "100", "--eval-limit", "50", "--lr", "0.002", "--seed", "7", "--lr-gamma",
+                 "0.8", "--quiet", "--json", *extra])
+
+
+def _rows(d):
+    skip = {"seconds", "target_seconds", "host_seconds", "io_seconds", "deploy_seconds"}
+    return [{k: v for k, v in json.loads(line).items() if k not in skip}
+            for line in (Path(d) / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_finished_session_can_be_extended(tmp_path, init_net, capsys):
+    """`loop --resume DIR --epochs N` continues a finished session to N epochs,
+    and ends exactly where a session asked for N epochs from the start ends
+    (the schedule, lr x gamma per epoch, does not depend on the total)."""
+    assert _cli_loop(init_net, "--dir", str(tmp_path / "two"), "--epochs", "2") == 0
+    assert _cli_loop(init_net, "--dir", str(tmp_path / "one"), "--epochs", "1") == 0
+    capsys.readouterr()
+    assert main(["loop", "--resume", str(tmp_path / "one"), "--epochs", "2", "--quiet", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["ok"] and out["steps"] == 4
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["epochs"] == 2
+    for a, b in zip(Network.load(tmp_path / "one" / "network.hwnet").weights(),
+                    Network.load(tmp_path / "two" / "network.hwnet").weights()):
+        np.testing.assert_array_equal(a, b)
+    assert _rows(tmp_path / "one") == _rows(tmp_path / "two")
+    # the Python API does the same
+    run_session(tmp_path / "one", resume=True, epochs=3, progress=False)
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["steps"] == 6
+
+
+def test_resume_refuses_fewer_epochs_than_done_and_other_options(tmp_path, init_net, capsys):
+    d = tmp_path / "s"
+    assert _cli_loop(init_net, "--dir", str(d), "--epochs", "2") == 0
+    capsys.readouterr()
+    with pytest.raises(SessionError, match="already complete"):
+        run_session(d, resume=True, epochs=1, progress=False)
+    with pytest.raises(SessionError, match="already complete"):
+        run_session(d, resume=True, epochs=2, progress=False)
+    for flag, value in (("--lr", "0.1"), ("--batch-size", "10"), ("--train-limit", "20"), ("--lr-gamma", "0.5"),
+                        ("--eval-limit", "10"), ("--spsa-pairs", "2"), ("--dir", "x")):
+        rc = main(["loop", "--resume", str(d), flag, value, "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "takes its configuration from the session" in err[0], (flag, err)
+    with pytest.raises(SessionError, match="epochs"):
+        run_session(d, resume=True, epochs=0, progress=False)
+    assert json.loads((d / "config.json").read_text())["epochs"] == 2
+
+
+def test_an_unfinished_session_cannot_be_cut_below_its_checkpoint(tmp_path, init_net):
+    d = tmp_path / "s"
+    run_session(d, small(init_net, epochs=2), progress=False)
+    (d / "summary.json").unlink()
+    with pytest.raises(SessionError, match="past the end"):
+        run_session(d, resume=True, epochs=1, progress=False)
+    assert json.loads((d / "config.json").read_text())["epochs"] == 2
+
+
+def test_loop_picks_a_fresh_default_directory_each_time(tmp_path, init_net, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dirs = []
+    for _ in range(2):
+        assert _cli_loop(init_net, "--epochs", "1") == 0
+        cap = capsys.readouterr()
+        session = json.loads(cap.out.strip().splitlines()[-1])["session"]
+        assert session in cap.err  # printed as it starts
+        dirs.append(session)
+    assert dirs == ["runs/loop-software-1", "runs/loop-software-2"]
+    assert all((tmp_path / d / "summary.json").exists() for d in dirs)
+
+
+def test_an_unknown_target_leaves_no_default_directory(tmp_path, init_net, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["loop", "--target", "nope", "--init", str(init_net), "--quiet"]) == 2
+    assert "unknown target" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

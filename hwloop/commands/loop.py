@@ -10,9 +10,11 @@ def register(sub):
     p.add_argument("--dataset", default=None)
     p.add_argument("--data-root", default=None)
     p.add_argument("--init", default=None, help="network to start from (.hwnet)")
-    p.add_argument("--dir", default=None, help="session directory (default runs/loop-<target>)")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue the session in DIR")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--dir", default=None,
+                   help="session directory (default: a fresh runs/loop-<target>-<n>, printed as it starts)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the session in DIR (with --epochs N: run it to N epochs, also once finished)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 3)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-gamma", type=float, default=None, help="learning rate factor after every epoch")
@@ -51,33 +53,72 @@ def argparse_suppress():
     return argparse.SUPPRESS
 
 
+#: the options that configure a session (recorded in its config.json)
+CONFIG_OPTIONS = ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed",
+                  "gradient", "spsa_pairs", "grad_at", "loss_times", "max_missing", "train_limit", "eval_limit",
+                  "ema", "input_jitter")
+
+
 def run(args) -> dict:
+    import sys
+
     from ..session import LoopConfig, SessionError, run_session
+    from ..session.runner import checked_config
 
     if args.resume:
-        given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema",
-                             "loss_times", "max_missing", "input_jitter")
-                 if getattr(args, k) is not None]
+        given = [k for k in (*CONFIG_OPTIONS, "dir") if k != "epochs" and getattr(args, k) is not None]
         if given:
-            raise SessionError(f"--resume takes its configuration from the session; drop {', '.join(given)}")
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise SessionError(f"--resume takes its configuration from the session; drop {flags} "
+                               "(only --epochs may be given, to run the session to that many epochs)")
         return run_session(args.resume, resume=True, progress=not args.quiet,
-                           crash_after_step=args.crash_after_step)
+                           crash_after_step=args.crash_after_step, epochs=args.epochs)
     cfg = LoopConfig()
-    for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed", "gradient",
-                "spsa_pairs", "grad_at", "loss_times", "train_limit", "eval_limit", "ema", "input_jitter"):
+    for key in CONFIG_OPTIONS:
         v = getattr(args, key)
-        if v is not None:
+        if v is not None and key != "max_missing":
             setattr(cfg, key, v)
     if args.max_missing is not None:
         cfg.max_missing = _fractions(args.max_missing)
     # options not given stay None: the session fills in the target's defaults
     # (the same as a LoopConfig built in Python gets) and records them in config.json
-    directory = args.dir or f"runs/loop-{cfg.target.split('?')[0].replace('/', '_').replace(':', '')}"
+    cfg = checked_config(cfg)  # bad numbers and unknown targets refused before a directory is made
+    directory = args.dir or fresh_directory(cfg.target)
+    print(f"session directory: {directory}", file=sys.stderr)
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
         print(f"session {res['session']}: best validation accuracy on {cfg.target} "
               f"{res.get('best_val_accuracy', float('nan')):.4f}")
     return res
+
+
+def fresh_directory(target: str, root: str = "runs") -> str:
+    """``runs/loop-<target>-<n>`` with n one past the highest taken, created
+    here (so two sessions started together do not pick the same one)."""
+    import os
+    import re
+    from pathlib import Path
+
+    from ..session import SessionError
+
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.split("?")[0]).strip("._") or "target"
+    base = Path(root)
+    pattern = re.compile(rf"loop-{re.escape(slug)}-(\d+)$")
+    try:
+        taken = [int(m.group(1)) for p in base.iterdir() if (m := pattern.match(p.name))] if base.is_dir() else []
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SessionError(f"{base}: cannot use it for session directories ({exc.strerror or exc})") from None
+    n = max(taken, default=0) + 1
+    while True:
+        path = base / f"loop-{slug}-{n}"
+        try:
+            os.mkdir(path)
+            return str(path)
+        except FileExistsError:
+            n += 1
+        except OSError as exc:
+            raise SessionError(f"{path}: cannot create ({exc.strerror or exc})") from None
 
 
 def _fractions(text: str) -> tuple[float, ...]:

@@ -10,6 +10,7 @@ the checkpoint store saves what a resume needs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -313,27 +314,50 @@ class Session:
         return res
 
 
+def checked_config(cfg: LoopConfig) -> LoopConfig:
+    """A new session's configuration, resolved for its target and validated
+    (an unknown target too), before anything is written."""
+    from hwloop.backends import backend_class, parse_target
+
+    if not isinstance(cfg, LoopConfig):
+        raise SessionError("no configuration given (a LoopConfig)")
+    cfg = cfg.resolved()
+    cfg.validate()
+    backend_class(parse_target(cfg.target).scheme)
+    return cfg
+
+
 def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, resume: bool = False,
-                progress: bool = True, crash_after_step: int | None = None) -> dict:
+                progress: bool = True, crash_after_step: int | None = None, epochs: int | None = None) -> dict:
     """Create (``cfg``) or resume (``resume=True``) a session and run it to the end.
+
+    ``epochs`` (resume only): run the session to this many epochs instead of
+    those in its config.json -- more extends a finished session; the result
+    is the one a session asked for ``epochs`` from the start ends with.
 
     ``crash_after_step`` is a test hook: the process exits abruptly right
     after that step's weight update, before its checkpoint."""
     sd = SessionDir(directory)
-    if resume:
-        cfg = sd.load_config()
-        if sd.summary.exists():
-            raise SessionError(f"{sd.path}: session already complete (see summary.json)")
-    else:
-        if not isinstance(cfg, LoopConfig):
-            raise SessionError("no configuration given (a LoopConfig)")
-        cfg = cfg.resolved()
-        cfg.validate()
-        from hwloop.backends import backend_class, parse_target
-
-        backend_class(parse_target(cfg.target).scheme)  # an unknown target fails before anything is written
+    if not resume:
+        if epochs is not None:
+            raise SessionError("epochs= is for resume; a new session takes its epochs from its LoopConfig")
+        cfg = checked_config(cfg)
         sd.create(cfg)
-    session = Session(sd, cfg)
-    if resume:
-        session.restore()
+        return Session(sd, cfg).run(progress, crash_after_step)
+
+    cfg = sd.load_config()
+    wanted = cfg if epochs is None or epochs == cfg.epochs else dataclasses.replace(cfg, epochs=epochs)
+    wanted.validate()
+    if sd.summary.exists() and not wanted.epochs > cfg.epochs:
+        raise SessionError(f"{sd.path}: session already complete after {cfg.epochs} epochs (see summary.json); "
+                           f"to train on, resume with more epochs (--epochs N > {cfg.epochs})")
+    session = Session(sd, wanted)
+    session.restore()  # refuses a checkpoint past the end of the wanted epochs
+    if wanted is not cfg:
+        try:  # summary first: a crash in between leaves an unfinished session of the old length
+            sd.summary.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SessionError(f"{sd.summary}: cannot remove ({exc.strerror or exc})") from None
+        sd.write_config(wanted)
+        session.notify([f"{sd.path}: now {wanted.epochs} epochs (was {cfg.epochs})"])
     return session.run(progress, crash_after_step)
