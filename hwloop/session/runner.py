@@ -19,6 +19,9 @@ import time
 
 import numpy as np
 
+from pathlib import Path
+
+from hwloop.errors import HwloopError
 from hwloop.network import Network, now_iso
 
 from .checkpoint import MAX_HEADER, CheckpointDamaged, CheckpointStore, file_sha256
@@ -73,18 +76,22 @@ def _check_same_config(sd: SessionDir, saved: dict, cfg: LoopConfig) -> None:
 class Session:
     """One session's parts and position, built from its directory."""
 
-    def __init__(self, sd: SessionDir, cfg: LoopConfig):
+    def __init__(self, sd: SessionDir, cfg: LoopConfig, resume: bool = False):
+        """``resume``: the session's files are checked against its checkpoint
+        (`restore`) before the data are loaded, so that a damaged config.json
+        is named as such, not as a data set that does not exist."""
         self.sd, self.cfg = sd, cfg
         self.init_sha = file_sha256(sd.init_net)
         if self.init_sha is None:
             raise SessionError(f"{sd.path}: {sd.init_net.name} is missing")
-        self.template = Network.load(sd.init_net)
+        try:
+            self.template = Network.load(sd.init_net)
+        except HwloopError as exc:
+            raise SessionError(f"{sd.init_net}: {exc}") from None
         self.loss = SessionLoss(cfg, self.template)
-        self.data = TrainingData(cfg, self.template)
         self.master = MasterWeights(cfg, self.template)
         self.estimator = make_estimator(cfg, self.template, self.loss)
         self.revival = Revival(cfg, self.template)
-        self.evaluator = Evaluator(cfg, self.template, self.data)
         self.selection = Selection()
         self.store = CheckpointStore(sd)
         self.step = 0
@@ -92,8 +99,14 @@ class Session:
         self.saved_step: int | None = None  # step of the last checkpoint on disk
         self.network_sha: str | None = None  # digest of network.hwnet as the last checkpoint wrote it
         self.notices: list[str] = []
+        if not resume:
+            self._load_data()
+
+    def _load_data(self) -> None:
+        self.data = TrainingData(self.cfg, self.template)
+        self.evaluator = Evaluator(self.cfg, self.template, self.data)
         self.steps_per_epoch = self.data.steps_per_epoch
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.total_steps = self.steps_per_epoch * self.cfg.epochs
 
     def notify(self, notices: list[str]) -> None:
         """Things the user should know about the session files (one line each, stderr)."""
@@ -125,6 +138,12 @@ class Session:
         master.restore(st)
         return st, master
 
+    def _load_data_named(self, source: Path) -> None:
+        try:
+            self._load_data()
+        except HwloopError as exc:  # e.g. a data set that is no longer where config.json says
+            raise SessionError(f"{source}: {exc}") from None
+
     def max_checkpoint_bytes(self) -> int:
         n = sum(int(w.numel()) for w in self.master.weights)
         return 4 * 8 * n + MAX_HEADER + 1024  # weights, average, Adam's two moments, header
@@ -144,6 +163,7 @@ class Session:
         pending.unlink(missing_ok=True)  # a checkpoint that a crash interrupted before it was taken
         loaded = self.store.load(self._check_state, self.max_checkpoint_bytes())
         if loaded is None:
+            self._load_data_named(sd.config)
             self.notify(sd.truncate_log(0))
             return
         (st, master), path, notices = loaded
@@ -160,6 +180,7 @@ class Session:
                                    f"what the checkpoint wrote); move it away and resume again to have it "
                                    "rewritten from the checkpoint")
         _check_same_config(sd, st["config"], self.cfg)
+        self._load_data_named(sd.config)
         if st["step"] > self.total_steps:
             raise SessionError(f"{path}: at step {st['step']}, past the end of the session ({self.total_steps} "
                                f"steps in {self.cfg.epochs} epochs); a damaged or foreign checkpoint")
@@ -351,7 +372,7 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
     if sd.summary.exists() and not wanted.epochs > cfg.epochs:
         raise SessionError(f"{sd.path}: session already complete after {cfg.epochs} epochs (see summary.json); "
                            f"to train on, resume with more epochs (--epochs N > {cfg.epochs})")
-    session = Session(sd, wanted)
+    session = Session(sd, wanted, resume=True)
     session.restore()  # refuses a checkpoint past the end of the wanted epochs
     if wanted is not cfg:
         try:  # summary first: a crash in between leaves an unfinished session of the old length
