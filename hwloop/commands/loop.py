@@ -7,7 +7,7 @@ def register(sub):
     p = sub.add_parser("loop", help="train in the loop: forward on the target, exact gradients at measured times",
                        description="Run (or --resume) an in-the-loop training session in a session directory.")
     p.add_argument("--target", default=None, help="target URL (default: software)")
-    p.add_argument("--dataset", default=None)
+    p.add_argument("--dataset", default=None, help="data set (default yinyang)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--init", default=None, help="network to start from (.hwnet)")
     p.add_argument("--dir", default=None,
@@ -15,12 +15,14 @@ def register(sub):
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the session in DIR (with --epochs N: run it to N epochs, also once finished)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default 3)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--lr-gamma", type=float, default=None, help="learning rate factor after every epoch")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--gradient", choices=["model", "spsa"], default=None)
-    p.add_argument("--spsa-pairs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default 150)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.001)")
+    p.add_argument("--lr-gamma", type=float, default=None,
+                   help="learning rate factor after every epoch, in (0, 1] (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="sample order, perturbations, jitter (default 0)")
+    p.add_argument("--gradient", choices=["model", "spsa"], default=None,
+                   help="model gradient at the measured times, or model-free SPSA (default model)")
+    p.add_argument("--spsa-pairs", type=int, default=None, help="SPSA directions per step (default 4)")
     p.add_argument("--grad-at", choices=["measured", "model"], default=None,
                    help="evaluate the model gradient at the measured output times or at the model's times for "
                         "the measured inputs (robust on time grids); default: model on Loihi targets "
@@ -39,8 +41,8 @@ def register(sub):
                         "best.hwnet use the average (default 0: off)")
     p.add_argument("--input-jitter", type=float, default=None,
                    help="Gaussian jitter of the training input times, std in units of tau_syn (default 0)")
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--eval-limit", type=int, default=None)
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--eval-limit", type=int, default=None, help="validation samples per evaluation (default all)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--crash-after-step", type=int, default=None, help=argparse_suppress())
     p.set_defaults(func=run)
