@@ -85,8 +85,10 @@ def run(args) -> dict:
     # options not given stay None: the session fills in the target's defaults
     # (the same as a LoopConfig built in Python gets) and records them in config.json
     cfg = checked_config(cfg)  # bad numbers and unknown targets refused before a directory is made
-    directory = args.dir or fresh_directory(cfg.target)
-    print(f"session directory: {directory}", file=sys.stderr)
+    directory = args.dir
+    if directory is None:
+        directory = fresh_directory(cfg.target)
+        print(f"session directory: {directory}", file=sys.stderr)
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
         print(f"session {res['session']}: best validation accuracy on {cfg.target} "
