@@ -238,7 +238,11 @@ class CheckpointStore:
                 continue
             if path == self.previous:
                 if self.latest.exists():
-                    os.replace(self.latest, self.damaged)
+                    try:
+                        os.replace(self.latest, self.damaged)
+                    except OSError as exc:
+                        raise SessionError(f"{self.latest}: damaged ({problems[-1]}), and it cannot be set "
+                                           f"aside: {exc.strerror or exc}") from None
                     notices.append(f"{self.latest}: {problems[-1].split(': ', 1)[1]}; kept as {self.damaged.name}, "
                                    f"resuming from {path.name}")
                 else:

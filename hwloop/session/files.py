@@ -8,10 +8,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwloop.errors import HwloopError
 from hwloop.fileio import atomic_write_bytes
 from hwloop.network import Network
-
-from hwloop.errors import HwloopError
 
 from .config import LoopConfig
 from .errors import SessionError, SessionWriteError

@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 from pathlib import Path
+
+import numpy as np
 
 from hwloop.errors import HwloopError
 from hwloop.network import Network, now_iso
@@ -162,9 +162,9 @@ class Session:
         pending = sd.path / PENDING_NETWORK
         pending.unlink(missing_ok=True)  # a checkpoint that a crash interrupted before it was taken
         loaded = self.store.load(self._check_state, self.max_checkpoint_bytes())
-        if loaded is None:
+        if loaded is None:  # killed before its first checkpoint: it starts again, with an empty log
             self._load_data_named(sd.config)
-            self.notify(sd.truncate_log(0))
+            self.notify(sd.truncate_log(-1))
             return
         (st, master), path, notices = loaded
         self.notify(notices)
