@@ -193,3 +193,13 @@ def test_killed_before_the_first_checkpoint_starts_again_with_an_empty_log(tmp_p
     (d / "log.jsonl").write_text(lines[0])  # only the start evaluation had been logged
     run_session(d, resume=True, progress=False)
     assert_same_session(tmp_path / "ref", d)
+
+
+@pytest.mark.slow
+def test_extending_a_finished_session_on_the_noisy_chip_is_exact(tmp_path):
+    """One epoch, then `--epochs 2` on resume: the same as two epochs from the
+    start, noise and all (the chip's seed counter continues from the checkpoint)."""
+    run_session(tmp_path / "two", chip_cfg(epochs=2), progress=False)
+    run_session(tmp_path / "one", chip_cfg(epochs=1), progress=False)
+    run_session(tmp_path / "one", resume=True, epochs=2, progress=False)
+    assert_same_session(tmp_path / "two", tmp_path / "one")
