@@ -4,9 +4,9 @@ only `SessionError` (or falls back to the previous checkpoint and finishes
 exactly), in bounded time and memory.
 
 Bounds asserted here: every resume of a fuzzed session finishes within
-``DEADLINE`` (it typically takes a fraction of a second), and the peak of
-the Python heap during it (tracemalloc: file contents, JSON, numpy arrays)
-stays under ``HEAP_BOUND``. The readers bound themselves by file size
+``DEADLINE``, and the peak of the Python heap during it (tracemalloc: file
+contents, JSON, numpy arrays; torch's allocations are not traced) stays
+under ``HEAP_BOUND``. The readers bound themselves by file size
 before allocating: config.json at most 1 MiB, a checkpoint at most
 4 x 8 bytes x the network's weights + 1 MiB of header (checked against the
 file size before it is read), log.jsonl one line of at most 1 MiB at a time.
