@@ -123,6 +123,18 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release the target (ports, processes)."""
 
+    # ---- state a resumed session needs (in-the-loop checkpoints)
+    def state(self) -> dict:
+        """What this target needs to continue exactly where it is, as plain
+        JSON numbers (e.g. a noise-seed counter); {} for a target whose runs
+        depend on nothing but the network and the inputs."""
+        return {}
+
+    def restore_state(self, state: dict) -> None:
+        """Continue from a `state()` taken earlier (of the same target URL)."""
+        if state:
+            raise TargetError(f"{self.url.raw}: cannot restore target state {sorted(state)[:5]}")
+
     # ---- shared behaviour
     def deploy(self, compiled: Any, net: Network) -> None:
         self._deploy(compiled)

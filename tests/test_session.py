@@ -115,7 +115,9 @@ def test_weight_averaging(init_net, tmp_path):
     a crash + resume still ends bit-identical."""
     ema = 0.6
     run_session(tmp_path / "one", small_cfg(init_net, epochs=1, train_limit=50, ema=ema), progress=False)
-    ck = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
+    from hwloop.session.checkpoint import decode_checkpoint
+
+    ck = decode_checkpoint((tmp_path / "one" / "checkpoint.ckpt").read_bytes())
     init = Network.load(init_net).weights()
     for w0, w1, got in zip(init, ck["weights"], Network.load(tmp_path / "one" / "network.hwnet").weights()):
         np.testing.assert_allclose(got, ema * w0 + (1 - ema) * w1.numpy(), rtol=0, atol=1e-12)

@@ -140,6 +140,18 @@ class QifSerialBackend(Backend):
         info = dict(stats, tick=prog.tick, scale_us_per_unit=prog.scale, link=dict(self.client.link.stats))
         return prog.decode(out), float(stats["chip_s"]), info
 
+    def state(self) -> dict:
+        """The noise-seed counter: a resumed session's runs get the seeds the
+        uninterrupted session's runs got, so the chip's temporal noise repeats."""
+        return {"run_index": int(self.run_index)}
+
+    def restore_state(self, state: dict) -> None:
+        run_index = state.get("run_index") if isinstance(state, dict) else None
+        if (not isinstance(state, dict) or set(state) != {"run_index"} or not isinstance(run_index, int)
+                or isinstance(run_index, bool) or not 0 <= run_index < 2 ** 63):
+            raise TargetError(f"{self.url.raw}: target state must be {{'run_index': n >= 0}}, got {state!r:.80}")
+        self.run_index = run_index
+
     def status(self) -> dict:
         try:
             return self.client.status()

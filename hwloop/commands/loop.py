@@ -7,18 +7,22 @@ def register(sub):
     p = sub.add_parser("loop", help="train in the loop: forward on the target, exact gradients at measured times",
                        description="Run (or --resume) an in-the-loop training session in a session directory.")
     p.add_argument("--target", default=None, help="target URL (default: software)")
-    p.add_argument("--dataset", default=None)
+    p.add_argument("--dataset", default=None, help="data set (default yinyang)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--init", default=None, help="network to start from (.hwnet)")
-    p.add_argument("--dir", default=None, help="session directory (default runs/loop-<target>)")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue the session in DIR")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--lr-gamma", type=float, default=None, help="learning rate factor after every epoch")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--gradient", choices=["model", "spsa"], default=None)
-    p.add_argument("--spsa-pairs", type=int, default=None)
+    p.add_argument("--dir", default=None,
+                   help="session directory (default: a fresh runs/loop-<target>-<n>, printed as it starts)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the session in DIR (with --epochs N: run it to N epochs, also once finished)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 3)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per step (default 150)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.001)")
+    p.add_argument("--lr-gamma", type=float, default=None,
+                   help="learning rate factor after every epoch, in (0, 1] (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="sample order, perturbations, jitter (default 0)")
+    p.add_argument("--gradient", choices=["model", "spsa"], default=None,
+                   help="model gradient at the measured times, or model-free SPSA (default model)")
+    p.add_argument("--spsa-pairs", type=int, default=None, help="SPSA directions per step (default 4)")
     p.add_argument("--grad-at", choices=["measured", "model"], default=None,
                    help="evaluate the model gradient at the measured output times or at the model's times for "
                         "the measured inputs (robust on time grids); default: model on Loihi targets "
@@ -37,8 +41,8 @@ def register(sub):
                         "best.hwnet use the average (default 0: off)")
     p.add_argument("--input-jitter", type=float, default=None,
                    help="Gaussian jitter of the training input times, std in units of tau_syn (default 0)")
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--eval-limit", type=int, default=None)
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--eval-limit", type=int, default=None, help="validation samples per evaluation (default all)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--crash-after-step", type=int, default=None, help=argparse_suppress())
     p.set_defaults(func=run)
@@ -51,35 +55,74 @@ def argparse_suppress():
     return argparse.SUPPRESS
 
 
+#: the options that configure a session (recorded in its config.json)
+CONFIG_OPTIONS = ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed",
+                  "gradient", "spsa_pairs", "grad_at", "loss_times", "max_missing", "train_limit", "eval_limit",
+                  "ema", "input_jitter")
+
+
 def run(args) -> dict:
-    from ..session import LoopConfig, SessionError, recommended_settings, run_session
+    import sys
+
+    from ..session import LoopConfig, SessionError, run_session
+    from ..session.runner import checked_config
 
     if args.resume:
-        given = [k for k in ("target", "dataset", "init", "epochs", "lr", "seed", "gradient", "grad_at", "ema",
-                             "loss_times", "max_missing", "input_jitter")
-                 if getattr(args, k) is not None]
+        given = [k for k in (*CONFIG_OPTIONS, "dir") if k != "epochs" and getattr(args, k) is not None]
         if given:
-            raise SessionError(f"--resume takes its configuration from the session; drop {', '.join(given)}")
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise SessionError(f"--resume takes its configuration from the session; drop {flags} "
+                               "(only --epochs may be given, to run the session to that many epochs)")
         return run_session(args.resume, resume=True, progress=not args.quiet,
-                           crash_after_step=args.crash_after_step)
+                           crash_after_step=args.crash_after_step, epochs=args.epochs)
     cfg = LoopConfig()
-    for key in ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed", "gradient",
-                "spsa_pairs", "grad_at", "loss_times", "train_limit", "eval_limit", "ema", "input_jitter"):
+    for key in CONFIG_OPTIONS:
         v = getattr(args, key)
-        if v is not None:
+        if v is not None and key != "max_missing":
             setattr(cfg, key, v)
     if args.max_missing is not None:
         cfg.max_missing = _fractions(args.max_missing)
-    given = {"grad_at": args.grad_at, "loss_times": args.loss_times, "max_missing": args.max_missing}
-    for key, value in recommended_settings(cfg.target).items():
-        if given[key] is None:
-            setattr(cfg, key, value)
-    directory = args.dir or f"runs/loop-{cfg.target.split('?')[0].replace('/', '_').replace(':', '')}"
+    # options not given stay None: the session fills in the target's defaults
+    # (the same as a LoopConfig built in Python gets) and records them in config.json
+    cfg = checked_config(cfg)  # bad numbers and unknown targets refused before a directory is made
+    directory = args.dir
+    if directory is None:
+        directory = fresh_directory(cfg.target)
+        print(f"session directory: {directory}", file=sys.stderr)
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
         print(f"session {res['session']}: best validation accuracy on {cfg.target} "
               f"{res.get('best_val_accuracy', float('nan')):.4f}")
     return res
+
+
+def fresh_directory(target: str, root: str = "runs") -> str:
+    """``runs/loop-<target>-<n>`` with n one past the highest taken, created
+    here (so two sessions started together do not pick the same one)."""
+    import os
+    import re
+    from pathlib import Path
+
+    from ..session import SessionError
+
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", target.split("?")[0]).strip("._") or "target"
+    base = Path(root)
+    pattern = re.compile(rf"loop-{re.escape(slug)}-(\d+)$")
+    try:
+        taken = [int(m.group(1)) for p in base.iterdir() if (m := pattern.match(p.name))] if base.is_dir() else []
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SessionError(f"{base}: cannot use it for session directories ({exc.strerror or exc})") from None
+    n = max(taken, default=0) + 1
+    while True:
+        path = base / f"loop-{slug}-{n}"
+        try:
+            os.mkdir(path)
+            return str(path)
+        except FileExistsError:
+            n += 1
+        except OSError as exc:
+            raise SessionError(f"{path}: cannot create ({exc.strerror or exc})") from None
 
 
 def _fractions(text: str) -> tuple[float, ...]:

@@ -1,0 +1,246 @@
+"""The named parts a session is built from (besides the gradient estimator
+and the checkpoint store): the loss, the training data in its per-step
+order, the master weights with their optimiser, the LIF revival rule, the
+evaluator and the selection of the best network."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hwloop.network import Network
+
+from .config import LoopConfig
+
+DTYPE = torch.float64
+
+
+class SessionLoss:
+    """The first-spike-time loss (`hwloop.training.ttfs_loss`) with the
+    session's parameters: those given in the config, else those the initial
+    network was trained with (its provenance), else the trainer's defaults."""
+
+    def __init__(self, cfg: LoopConfig, template: Network):
+        from hwloop.training import default_config
+
+        trained = dict(template.provenance.extra.get("train_config", {}) or {})
+        defaults = default_config(template.model if template.model != "mixed" else "lif", cfg.dataset)
+        values = []
+        for key in ("xi", "alpha", "beta", "end_logit"):
+            v = getattr(cfg, key)
+            if v is None:
+                v = trained.get(key, getattr(defaults, key))
+            values.append(v)
+        self.xi, self.alpha, self.beta = float(values[0]), float(values[1]), float(values[2])
+        self.end_logit = bool(values[3])
+        self.t_max = template.t_max
+        self.tau = template.layers[-1].neuron.tau_syn
+
+    def __call__(self, t_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from hwloop.training import ttfs_loss
+
+        return ttfs_loss(t_out, y, self.t_max, self.tau, self.xi, self.alpha, self.beta, self.end_logit)
+
+
+class TrainingData:
+    """The training and validation samples, encoded as spike times. The
+    samples of a step are a function of (seed, epoch, step), never of
+    process state, so a resumed session sees what the uninterrupted one saw."""
+
+    def __init__(self, cfg: LoopConfig, template: Network):
+        from hwloop.data import load_dataset
+
+        train = load_dataset(cfg.dataset, "train", root=cfg.data_root)
+        val = load_dataset(cfg.dataset, "val", root=cfg.data_root)
+        x_tr, y_tr = train.x, train.y
+        if cfg.train_limit:
+            x_tr, y_tr = x_tr[: cfg.train_limit], y_tr[: cfg.train_limit]
+        x_val, y_val = val.x, val.y
+        if cfg.eval_limit:
+            x_val, y_val = x_val[: cfg.eval_limit], y_val[: cfg.eval_limit]
+        self.t_train = torch.as_tensor(template.encoding.encode(x_tr), dtype=DTYPE)
+        self.y_train = torch.as_tensor(y_tr, dtype=torch.long)
+        self.t_val = template.encoding.encode(x_val)
+        self.y_val = y_val
+        self.seed, self.batch_size = cfg.seed, cfg.batch_size
+        self.jitter, self.tau = cfg.input_jitter, template.layers[-1].neuron.tau_syn
+        self.steps_per_epoch = (len(self.t_train) + cfg.batch_size - 1) // cfg.batch_size
+
+    def batch(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(epoch, input times, labels) of training step ``step`` (0-based)."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.t_train))
+        idx = torch.as_tensor(order[k * self.batch_size:(k + 1) * self.batch_size])
+        xb, yb = self.t_train[idx], self.y_train[idx]
+        if self.jitter > 0:  # keyed on (seed, step): resume replays it exactly
+            from hwloop.training import jitter_times
+
+            noise = np.random.default_rng([self.seed, step, 2]).standard_normal(tuple(xb.shape))
+            xb = jitter_times(xb, torch.as_tensor(noise * self.jitter * self.tau, dtype=xb.dtype))
+        return epoch, xb, yb
+
+
+class MasterWeights:
+    """The float master weights, their optimiser (Adam, gradient clipping,
+    the learning rate times ``lr_gamma`` after every epoch) and their
+    moving average."""
+
+    def __init__(self, cfg: LoopConfig, template: Network):
+        self.weights = [torch.tensor(w, dtype=DTYPE).requires_grad_(True) for w in template.weights()]
+        self.averaged = [w.detach().clone() for w in self.weights]  # the EMA (used when cfg.ema > 0)
+        self.ema, self.max_grad_norm, self.lr_gamma = cfg.ema, cfg.max_grad_norm, cfg.lr_gamma
+        self.opt = torch.optim.Adam(self.weights, lr=cfg.lr)
+
+    def deployed(self) -> list[torch.Tensor]:
+        """The weights that are evaluated and saved as the session's result."""
+        return self.averaged if self.ema > 0 else self.weights
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def apply(self, grads: Sequence[torch.Tensor | None]) -> None:
+        """One optimiser step along ``grads`` (clipped to ``max_grad_norm``)."""
+        for w, g in zip(self.weights, grads):
+            w.grad = g
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.weights, self.max_grad_norm)
+        self.opt.step()
+
+    def update_average(self) -> None:
+        if self.ema > 0:
+            with torch.no_grad():
+                for a, w in zip(self.averaged, self.weights):
+                    a.mul_(self.ema).add_(w.detach(), alpha=1.0 - self.ema)
+
+    def end_epoch(self) -> None:
+        for group in self.opt.param_groups:  # what ExponentialLR does, as a plain number to checkpoint
+            group["lr"] = group["lr"] * self.lr_gamma
+
+    # ---- checkpointing: plain arrays and numbers
+    def state(self) -> dict:
+        adam = [self.opt.state.get(w, {}) for w in self.weights]
+        return {"weights": [w.detach().clone() for w in self.weights],
+                "averaged": [a.clone() for a in self.averaged],
+                "lr": float(self.lr),
+                "adam": [None if not st else {"step": float(st["step"]), "exp_avg": st["exp_avg"].clone(),
+                                              "exp_avg_sq": st["exp_avg_sq"].clone()} for st in adam]}
+
+    def restore(self, st: dict) -> None:
+        """Take over a checkpoint's state, checked against this session's
+        network first (`CheckpointDamaged` on any mismatch; nothing changes)."""
+        from .checkpoint import CheckpointDamaged
+
+        n = len(self.weights)
+        shapes = [tuple(w.shape) for w in self.weights]
+
+        def tensors(key, value):
+            if (not isinstance(value, list) or len(value) != n
+                    or not all(isinstance(t, torch.Tensor) and t.dtype == DTYPE and tuple(t.shape) == shape
+                               and bool(torch.isfinite(t).all()) for t, shape in zip(value, shapes))):
+                raise CheckpointDamaged(f"{key}: not {n} finite float64 arrays of shapes {shapes}")
+            return value
+
+        weights = tensors("weights", st.get("weights"))
+        averaged = tensors("averaged", st.get("averaged"))
+        lr = st.get("lr")
+        if not isinstance(lr, float) or not (lr > 0 and np.isfinite(lr)):
+            raise CheckpointDamaged(f"lr: {lr!r} is not a positive number")
+        adam = st.get("adam")
+        if not isinstance(adam, list) or len(adam) != n:
+            raise CheckpointDamaged(f"adam: not a list of {n} optimiser states")
+        state = {}
+        for i, a in enumerate(adam):
+            if a is None:
+                continue
+            if not isinstance(a, dict) or set(a) != {"step", "exp_avg", "exp_avg_sq"}:
+                raise CheckpointDamaged(f"adam[{i}]: malformed")
+            for key in ("exp_avg", "exp_avg_sq"):
+                t = a[key]
+                if not (isinstance(t, torch.Tensor) and t.dtype == DTYPE and tuple(t.shape) == shapes[i]
+                        and bool(torch.isfinite(t).all())):
+                    raise CheckpointDamaged(f"adam[{i}].{key}: not a finite float64 array of shape {shapes[i]}")
+            step = a["step"]
+            if not isinstance(step, float) or not (step >= 1 and step == int(step) and step < 2 ** 53):
+                raise CheckpointDamaged(f"adam[{i}].step: {step!r} is not a step count")
+            if bool((a["exp_avg_sq"] < 0).any()):
+                raise CheckpointDamaged(f"adam[{i}].exp_avg_sq: negative")
+            state[i] = {"step": torch.tensor(step, dtype=_adam_step_dtype()), "exp_avg": a["exp_avg"].clone(),
+                        "exp_avg_sq": a["exp_avg_sq"].clone()}
+        sd = self.opt.state_dict()
+        sd["state"] = state
+        for group in sd["param_groups"]:
+            group["lr"] = lr
+        with torch.no_grad():
+            for w, saved in zip(self.weights, weights):
+                w.copy_(saved)
+        self.averaged = [a.clone() for a in averaged]
+        self.opt.load_state_dict(sd)
+
+
+def _adam_step_dtype() -> torch.dtype:
+    """The dtype Adam keeps its step count in (float32 unless the default dtype is float64)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class Revival:
+    """Weight bumping of LIF neurons that stay silent on the target
+    (`hwloop.training.revive_silent`, docs/training.md), on the measured times."""
+
+    def __init__(self, cfg: LoopConfig, template: Network):
+        self.on = template.model == "lif"
+        n = len(template.layers)
+        self.rates = [cfg.max_missing[min(i, len(cfg.max_missing) - 1)] for i in range(n)]
+        self.bump = cfg.bump
+
+    def __call__(self, weights, times) -> list[int]:
+        from hwloop.training import revive_silent
+
+        if not self.on or times is None:
+            return []
+        return revive_silent(weights, times, self.rates, self.bump)
+
+
+class Evaluator:
+    """Validation accuracy of the deployed weights on the target (and, when
+    asked, of the same weights on the float model)."""
+
+    def __init__(self, cfg: LoopConfig, template: Network, data: TrainingData):
+        self.template, self.data, self.compare_software = template, data, cfg.compare_software
+
+    def __call__(self, backend, weights) -> dict:
+        from hwloop.data.decoding import classification_report
+        from hwloop.evaluation import run_batches, spike_statistics
+        from hwloop.inloop import network_with
+        from hwloop.models import network_forward
+
+        t0 = time.perf_counter()
+        backend.load(network_with(self.template, weights))
+        times, _, _ = run_batches(backend, self.data.t_val)
+        res = {"val_accuracy": classification_report(times[-1], self.data.y_val)["accuracy"],
+               "val_silent": [s["silent_fraction"] for s in spike_statistics(times)["layers"]]}
+        if self.compare_software:
+            with torch.no_grad():
+                sw = network_forward(self.template.layers, weights, torch.as_tensor(self.data.t_val, dtype=DTYPE),
+                                     self.template.t_max)
+            res["software_val_accuracy"] = classification_report(sw[-1].numpy(), self.data.y_val)["accuracy"]
+        res["seconds"] = time.perf_counter() - t0
+        return res
+
+
+class Selection:
+    """Keeps the network with the best validation accuracy on the target
+    (`best.hwnet`); the start network is the first candidate."""
+
+    def __init__(self, best_acc: float = -1.0):
+        self.best_acc = best_acc
+
+    def offer(self, ev: dict) -> bool:
+        """True when ``ev`` beats the best so far (the caller saves the network)."""
+        if ev["val_accuracy"] > self.best_acc:
+            self.best_acc = ev["val_accuracy"]
+            return True
+        return False
