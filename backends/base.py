@@ -45,6 +45,7 @@ class Measurement:
 
     @property
     def output(self) -> np.ndarray:
+        """The output layer's spike times, (batch, n_out)."""
         return self.times[-1]
 
 
@@ -137,6 +138,7 @@ class Backend(abc.ABC):
 
     # ---- shared behaviour
     def deploy(self, compiled: Any, net: Network) -> None:
+        """Load a configuration from `compile` onto the target; ``net`` is the network it came from."""
         self._deploy(compiled)
         self._deployed = compiled
         self._network = net
@@ -149,11 +151,14 @@ class Backend(abc.ABC):
 
     @property
     def network(self) -> Network:
+        """The network deployed on the target; `TargetError` if none is."""
         if self._network is None:
             raise TargetError(f"{self.url.raw}: no network deployed (call load() first)")
         return self._network
 
     def run(self, t_features: np.ndarray) -> Measurement:
+        """Run a batch of input spike times (batch, n_features), in the network's time unit
+        (``inf``: the input sends no spike), and return what the target measured."""
         net = self.network
         x = np.asarray(t_features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != net.encoding.n_features:

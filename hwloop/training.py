@@ -88,12 +88,14 @@ class TrainConfig:
     input_t_late: float | None = None
 
     def per_layer(self, values: Sequence[float], n: int) -> list[float]:
+        """``values`` stretched to ``n`` layers: the last value repeats for the layers it does not name."""
         values = list(values)
         if not values:
             raise HwloopError("empty per-layer parameter list")
         return [values[i] if i < len(values) else values[-1] for i in range(n)]
 
     def validate(self) -> None:
+        """Raise `HwloopError` naming the first setting that cannot be trained with."""
         if self.epochs < 0 or self.batch_size < 1:
             raise HwloopError("epochs must be >= 0 and batch_size >= 1")
         if any(h < 1 for h in self.hidden):
@@ -253,6 +255,8 @@ def silent_hidden_fraction(layers: Sequence[Layer], weights: Sequence[torch.Tens
 
 @dataclass
 class TrainResult:
+    """What `train` returns: the trained `Network` (best validation epoch), one history row per
+    epoch, and the final metrics (accuracies per split, spike statistics, timing)."""
     network: Network
     history: list[dict]
     metrics: dict

@@ -78,10 +78,12 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
+        """Number of input features per sample."""
         return int(self.x.shape[1])
 
     @property
     def n_classes(self) -> int:
+        """Number of classes."""
         return len(self.classes)
 
     def class_counts(self) -> np.ndarray:
@@ -89,6 +91,7 @@ class Dataset:
         return np.bincount(self.y, minlength=self.n_classes)
 
     def summary(self) -> str:
+        """One line: name, split, sizes, value range and samples per class."""
         counts = ", ".join(f"{c}={n}" for c, n in zip(self.classes, self.class_counts()))
         return (
             f"{self.name}/{self.split}: {len(self)} samples x {self.n_features} features "

@@ -22,6 +22,11 @@ MAX_COUNT = 10 ** 9
 
 @dataclass
 class LoopConfig:
+    """Every setting of an in-the-loop session, as stored in its ``config.json``.
+
+    Fields left at ``None`` that depend on the target (``grad_at``, ``loss_times``,
+    ``max_missing``) take the target's recommended value when the session starts
+    (`recommended_settings`); ``config.json`` records the resolved values."""
     target: str = "software"
     dataset: str = "yinyang"
     data_root: str | None = None
@@ -113,10 +118,12 @@ class LoopConfig:
             raise SessionError(f"max_missing must be a non-empty list of fractions in [0, 1], got {_show(mm)}")
 
     def to_json(self) -> dict:
+        """The configuration as plain JSON values (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=list, allow_nan=False))
 
     @classmethod
     def from_json(cls, d) -> "LoopConfig":
+        """Rebuild from ``config.json``; unknown keys or a non-object raise `SessionError`."""
         if not isinstance(d, dict):
             raise SessionError(f"config.json must hold a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
