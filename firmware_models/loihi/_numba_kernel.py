@@ -3,6 +3,12 @@
 Defined at module level so that numba's on-disk cache (``cache=True``)
 finds it again in the next process: kernels defined inside a function get a
 fresh cache key every time and are recompiled in every process.
+
+numba keys that cache on this file's path, size and modification time, not
+on the module's name: when the module was renamed (to
+``hwloop.firmware_models.loihi``) without this file changing, the old cache
+entries, which name the old module, were loaded and failed to import. Any
+edit to this file invalidates them, as this paragraph did.
 """
 
 import numba as nb
