@@ -7,6 +7,10 @@ per byte): a write returns once the bytes would have left the shift register,
 and received bytes are handed to the firmware no earlier than they could have
 arrived. Pacing both directions on the chip side makes the link behave like a
 real one whatever the host does. ``baud=0`` disables pacing.
+
+When nobody reads the other end, the pseudo-terminal fills up; a write then
+waits at most ``write_timeout`` for room (for the whole write, not per
+chunk) and drops the rest, as a UART's bytes go nowhere on an open line.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ class PacedUart(FdTransport):
         if not self._byte_s:
             return super().write(data)
         chunk = max(1, int(self.CHUNK_S / self._byte_s))
+        give_up = time.monotonic() + self.write_timeout + len(data) * self._byte_s
         for i in range(0, len(data), chunk):
             piece = data[i : i + chunk]
             now = time.monotonic()
             self._tx_clock = max(self._tx_clock, now)
-            super().write(piece)
+            if not self.write_by(piece, give_up):
+                return
             self._tx_clock += len(piece) * self._byte_s
             delay = self._tx_clock - time.monotonic()
             if delay > 0:

@@ -60,17 +60,21 @@ class FdTransport:
         os.set_blocking(fd, False)
 
     def write(self, data: bytes) -> None:
+        self.write_by(data, time.monotonic() + self.write_timeout)
+
+    def write_by(self, data: bytes, deadline: float) -> bool:
+        """Write, waiting for room until ``deadline``; False if the rest was dropped."""
         view = memoryview(bytes(data))
-        end = time.monotonic() + self.write_timeout
         while view:
             try:
                 n = os.write(self.fd, view)
                 view = view[n:]
             except BlockingIOError:
-                left = end - time.monotonic()
+                left = deadline - time.monotonic()
                 if left <= 0:
-                    return  # nobody is reading: the bytes go nowhere
+                    return False  # nobody is reading: the bytes go nowhere
                 select.select([], [self.fd], [], min(left, 0.05))
+        return True
 
     def read(self, timeout: float) -> bytes:
         r, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))
