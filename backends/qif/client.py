@@ -4,7 +4,9 @@
 every request carries a fresh request id, and replies are matched on it, so
 a late reply to an abandoned request is recognised and dropped. Every wait
 is bounded (the link's ACK retries, ``reply_timeout`` between messages of a
-reply, ``connect_timeout`` for a handshake).
+reply, ``connect_timeout`` for a handshake). Everything the chip reports
+about itself is checked against the documented ranges before the host uses
+it (`ChipInfo.validate`).
 
 A batch survives a misbehaving link or a chip that restarts mid-batch:
 results arrive in sample order, so after any link failure the client
@@ -26,8 +28,8 @@ from collections import Counter
 import numpy as np
 
 from hwloop.firmware_models.wire import messages as M
-from hwloop.firmware_models.wire.errors import LinkError, LinkTimeout, ProtocolError, RemoteError
-from hwloop.firmware_models.wire.link import Link
+from hwloop.firmware_models.wire.errors import ChipLimitError, LinkError, LinkTimeout, ProtocolError, RemoteError
+from hwloop.firmware_models.wire.link import Link, Oversized
 
 
 class ChipClient:
@@ -66,6 +68,9 @@ class ChipClient:
             if m.req != req:
                 self.events["stale_replies"] += 1
                 continue
+            if isinstance(m, Oversized):
+                raise ProtocolError(f"{self.name}: the chip's {M.type_name(m.type)} reply to request {req} "
+                                    f"exceeds the host's {m.limit}-byte message bound; dropped")
             if m.type == M.ERROR:
                 raise RemoteError(*M.unpack_error(m.payload))
             if m.type in expect:
@@ -80,9 +85,7 @@ class ChipClient:
     # ------------------------------------------------------------ commands
     def hello(self) -> M.ChipInfo:
         m = self.request(M.HELLO, M.pack_hello(M.PROTOCOL_VERSION, self.link.max_payload), (M.HELLO_REPLY,))
-        info = M.ChipInfo.unpack(m.payload)
-        if info.protocol_version != M.PROTOCOL_VERSION:
-            raise ProtocolError(f"chip speaks protocol v{info.protocol_version}, host v{M.PROTOCOL_VERSION}")
+        info = M.ChipInfo.unpack(m.payload).validate()
         if self.info is not None and (info.boot_id != self.info.boot_id):
             self.events["chip_restarts"] += 1
         if self.info is not None and info.chip_id != self.info.chip_id:
@@ -98,8 +101,8 @@ class ChipClient:
         while time.monotonic() < deadline:
             try:
                 return self.hello()
-            except RemoteError:
-                raise  # it answered: a version mismatch is not cured by waiting
+            except (RemoteError, ChipLimitError):
+                raise  # it answered: a version mismatch or impossible limits are not cured by waiting
             except (LinkError, ProtocolError) as exc:
                 last = exc
                 self.link.reset_peer()
@@ -155,7 +158,7 @@ class ChipClient:
             if info.config_crc != self._config_crc:
                 self.events["reconfigured"] += 1
                 self.configure(self._config)
-        except RemoteError:
+        except (RemoteError, ChipLimitError):
             raise
         except (LinkError, ProtocolError) as exc:
             history.append(f"{type(exc).__name__}: {exc}")

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..wire import messages as M
 from ..wire.errors import LinkError, ProtocolError
 from ..wire.frame import MAX_PAYLOAD
-from ..wire.link import OVERFLOW, Link
+from ..wire.link import Link, Oversized
 from .core import AnalogCore, ConfigInvalid
 from .spec import FW_MAJOR, FW_MINOR, ChipSpec
 
@@ -64,9 +64,9 @@ class Firmware:
     def handle(self, msg: M.Message) -> None:
         req = msg.req
         try:
-            if msg.type == OVERFLOW:
+            if isinstance(msg, Oversized):
                 return self.error(req, M.E_BUFFER_OVERFLOW,
-                                  f"{M.type_name(msg.payload[0])} message exceeds the {self.spec.rx_buffer}-byte receive buffer")
+                                  f"{M.type_name(msg.type)} message exceeds the {msg.limit}-byte receive buffer")
             handler = {
                 M.HELLO: self.on_hello, M.CONFIG: self.on_config, M.RUN: self.on_run,
                 M.STATUS: self.on_status, M.RESET: self.on_reset,

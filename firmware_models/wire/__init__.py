@@ -10,13 +10,13 @@ Layers, bottom up (docs/wire-protocol.md specifies the bytes):
 """
 
 from .cobs import cobs_decode, cobs_encode
-from .errors import FrameError, LinkError, LinkTimeout, ProtocolError, RemoteError, WireError
+from .errors import ChipLimitError, FrameError, LinkError, LinkTimeout, ProtocolError, RemoteError, WireError
 from .frame import MAX_PAYLOAD, Frame, FrameDecoder, decode_frame, encode_frame
-from .link import Link
+from .link import Link, Oversized
 from .messages import PROTOCOL_VERSION, Message
 
 __all__ = [
     "cobs_encode", "cobs_decode", "Frame", "FrameDecoder", "decode_frame", "encode_frame", "MAX_PAYLOAD",
-    "Link", "Message", "PROTOCOL_VERSION", "WireError", "FrameError", "LinkError", "LinkTimeout",
-    "ProtocolError", "RemoteError",
+    "Link", "Oversized", "Message", "PROTOCOL_VERSION", "WireError", "FrameError", "LinkError", "LinkTimeout",
+    "ProtocolError", "ChipLimitError", "RemoteError",
 ]

@@ -28,6 +28,10 @@ class ProtocolError(WireError):
     (unknown type, payload of the wrong size, version mismatch)."""
 
 
+class ChipLimitError(ProtocolError):
+    """A chip reported a limit outside its documented range (HELLO_REPLY)."""
+
+
 class RemoteError(WireError):
     """The peer answered with an ERROR message; ``code`` is the error code."""
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import FrameError, LinkError, WireError
@@ -37,8 +38,6 @@ from .messages import ACK, NAK, Message, type_name
 
 #: encoded size of an ACK/NAK frame (body + COBS code + delimiter, NAK has one payload byte)
 ACK_WIRE_BYTES = OVERHEAD + 3
-#: local-only message type the link puts in its inbox when a message exceeded ``max_message``
-OVERFLOW = 0xFF
 
 
 class Transport(Protocol):
@@ -47,6 +46,16 @@ class Transport(Protocol):
     def read(self, timeout: float) -> bytes:
         """Whatever bytes are available, waiting at most ``timeout`` s for the first."""
         ...
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """Not a message: the link dropped an incoming message larger than its
+    ``max_message`` bound. A distinct class, so no frame can forge it."""
+
+    type: int  # wire type of the dropped message
+    req: int
+    limit: int  # the bound it exceeded, bytes
 
 
 class Link:
@@ -73,7 +82,7 @@ class Link:
         self.name = name
         self.tx_seq = int.from_bytes(os.urandom(2), "little")
         self.rx_last: int | None = None
-        self.inbox: deque[Message] = deque()
+        self.inbox: deque[Message | Oversized] = deque()
         self.stats: Counter = Counter()
         self._decoder = FrameDecoder()
         self._partial: tuple[int, int] | None = None  # (type, req) being reassembled
@@ -177,8 +186,8 @@ class Link:
         self.stats["stray_acks"] += 1
 
     # ------------------------------------------------------------ receiving
-    def recv(self, timeout: float) -> Message | None:
-        """Next complete message, or None if none arrived within ``timeout`` s."""
+    def recv(self, timeout: float) -> Message | Oversized | None:
+        """Next complete message (or `Oversized` marker), or None if none arrived within ``timeout`` s."""
         deadline = time.monotonic() + max(0.0, timeout)
         while not self.inbox:
             remaining = deadline - time.monotonic()
@@ -244,7 +253,7 @@ class Link:
             if len(self._partial_buf) + len(f.payload) > self.max_message:
                 self._overflowing = True
                 self._partial_buf.clear()
-                self.inbox.append(Message(type=OVERFLOW, req=f.req, payload=bytes([f.type])))
+                self.inbox.append(Oversized(type=f.type, req=f.req, limit=self.max_message))
             else:
                 self._partial_buf += f.payload
         if not f.flags & F_MORE:

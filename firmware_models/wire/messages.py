@@ -11,12 +11,13 @@ the payload does not have the shape the type promises.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ProtocolError
+from .errors import ChipLimitError, ProtocolError
 
 PROTOCOL_VERSION = 1
 NO_SPIKE = 0xFFFF  # tick value meaning "no spike in this trial"
@@ -91,6 +92,29 @@ def unpack_hello(p: bytes) -> tuple[int, int]:
     return _unpack(_HELLO, p, "HELLO", exact=False)  # later versions may append fields
 
 
+#: documented range of every limit a chip reports in HELLO_REPLY (docs/wire-protocol.md);
+#: the host refuses a reply outside them with a ProtocolError naming the field
+CHIP_LIMITS = {
+    "max_payload": (16, 4096),
+    "max_neurons": (1, 0xFFFF),
+    "max_fanin": (1, 0xFFFF),
+    "max_layers": (1, 0xFF),
+    "max_bias": (0, 0xFF),
+    "max_inputs": (1, 0xFFFF),
+    "dac_bits": (2, 8),
+    "n_ranges": (1, 32),
+    "w_fs_min": (1e-6, 1e6),
+    "tdc_lsb_us": (1e-6, 1e6),
+    "tdc_bits": (2, 16),
+    "tau_min_us": (1e-6, 1e9),
+    "tau_max_us": (1e-6, 1e9),
+    "i0_min": (0.0, 1e6),
+    "i0_max": (0.0, 1e6),
+    "max_batch": (1, 0xFFFF),
+    "rx_buffer": (256, 0xFFFFFFFF),
+}
+
+
 @dataclass(frozen=True)
 class ChipInfo:
     """What the chip says about itself in HELLO_REPLY: identity and limits."""
@@ -134,6 +158,20 @@ class ChipInfo:
     @classmethod
     def unpack(cls, p: bytes) -> "ChipInfo":
         return cls(*_unpack(cls._ST, p, "HELLO_REPLY", exact=False))
+
+    def validate(self) -> "ChipInfo":
+        """Refuse limits outside their documented range (`CHIP_LIMITS`), and ranges
+        whose ends are swapped, with a `ChipLimitError` (a `ProtocolError`) that names the field."""
+        if self.protocol_version != PROTOCOL_VERSION:
+            raise ChipLimitError(f"chip speaks protocol v{self.protocol_version}, host v{PROTOCOL_VERSION}")
+        for name, (lo, hi) in CHIP_LIMITS.items():
+            v = getattr(self, name)
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise ChipLimitError(f"HELLO_REPLY: chip reports {name}={v!r}, outside the documented range {lo:g}..{hi:g}")
+        for lo, hi in (("tau_min_us", "tau_max_us"), ("i0_min", "i0_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ChipLimitError(f"HELLO_REPLY: chip reports {lo}={getattr(self, lo)!r} above {hi}={getattr(self, hi)!r}")
+        return self
 
     @property
     def fw_version(self) -> str:
