@@ -150,3 +150,17 @@ def test_swapped_ranges_are_refused(lying_chip, lie):
     path = lying_chip(**lie)
     with pytest.raises(TargetError, match=f"{next(iter(lie))}=.* above"):
         open_target(f"qif://{path}?baud=0&connect_timeout=3")
+
+
+def test_a_chip_of_another_major_version_is_refused_at_once(lying_chip):
+    path = lying_chip(protocol_version=2)
+    with pytest.raises(TargetError, match=r"chip speaks protocol v2, host v1"):
+        open_target(f"qif://{path}?baud=0&connect_timeout=30")  # refused at the first reply, not after 30 s
+
+
+def test_an_honest_chip_passes_and_reports_its_protocol_version(lying_chip):
+    path = lying_chip()
+    with open_target(f"qif://{path}?baud=0") as board:
+        assert board.chip_info.protocol == f"{M.PROTOCOL_VERSION}.{M.PROTOCOL_MINOR}" == "1.1"
+        board.load(tiny_net())
+        assert board.run(np.full((2, 4), 0.5)).output.shape == (2, 3)

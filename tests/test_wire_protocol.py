@@ -18,7 +18,7 @@ from hwloop.firmware_models.wire import (
 )
 from hwloop.firmware_models.wire import messages as M
 from hwloop.firmware_models.wire.frame import MAX_ENCODED, MAX_PAYLOAD
-from hwloop.firmware_models.wire.link import Oversized
+from hwloop.firmware_models.wire.link import Oversized, parse_state
 from hwloop.firmware_models.wire.transport import FdTransport
 
 
@@ -148,11 +148,49 @@ def test_stream_decoder_bounds_its_buffer():
 @given(st.binary(max_size=300))
 def test_message_unpackers_only_raise_protocol_error(p):
     for fn in (M.unpack_hello, M.unpack_run, M.unpack_result, M.unpack_done, M.unpack_status,
-               M.unpack_error, M.unpack_config_ok, M.ChipInfo.unpack, M.ChipConfig.unpack):
+               M.unpack_error, M.unpack_config_ok, M.ChipInfo.unpack, M.ChipConfig.unpack,
+               lambda p: M.ChipInfo.unpack(p).validate()):
         try:
             fn(p)
         except ProtocolError:
             pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.builds(Frame, type=st.sampled_from([M.ACK, M.NAK]), seq=st.integers(0, 0xFFFF),
+                 payload=st.binary(max_size=12), flags=st.integers(0, 255)))
+def test_ack_and_nak_state_never_raises(f):
+    """1.1 ACK/NAK payloads (SACK bitmap, receiver state): any payload reads as a state or as none."""
+    state = parse_state(decode_frame(encode_frame(f)))
+    assert state is None or (state[0] == f.seq and 0 <= state[1] < 2**32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.builds(Frame, type=st.integers(0, 255), seq=st.integers(0, 0xFFFF), req=st.integers(0, 0xFFFF),
+                          payload=st.binary(max_size=300), flags=st.integers(0, 255)), max_size=12))
+def test_a_link_fed_arbitrary_valid_frames_only_raises_link_errors(fs):
+    """Forged ACKs, NAKs, SYNC flags, sequence jumps: the link delivers or drops, never crashes."""
+
+    class Loop:
+        def __init__(self):
+            self.rx = b"".join(encode_frame(f) for f in fs)
+
+        def write(self, data):
+            pass
+
+        def read(self, timeout):
+            data, self.rx = self.rx, b""
+            return data
+
+    link = Link(Loop(), ack_timeout=0.001, retries=1, max_message=500)
+    try:
+        link.send(0x40, 1, bytes(700))
+        for _ in range(5):
+            link.poll()
+    except LinkError:
+        pass
+    for m in link.inbox:
+        assert isinstance(m, (M.Message, Oversized))
 
 
 def test_config_roundtrip():

@@ -11,8 +11,8 @@ URL options (all optional)::
     baud=921600        line rate (the emulator paces its UART at it; 0 = unpaced)
     timeout=5          seconds to wait between messages of a reply
     ack_timeout=0.25   seconds to wait for a frame's ACK (plus its wire time)
-    retries=8          retransmissions of a frame before the link gives up
-    frame=1024         payload bytes per frame (smaller survives noisier lines)
+    retries=16         timeouts in a row, the chip silent, before the link gives up (~4.3 s)
+    frame=1024         largest payload per frame (the link cuts shorter ones on a noisy line)
     recoveries=5       re-handshakes per batch before giving up
     connect_timeout=10 seconds a handshake may take (a restarting chip needs to boot)
     scale=..           chip microseconds per network time unit (default: finest TDC resolution)
@@ -86,7 +86,7 @@ class QifSerialBackend(Backend):
             self.port = self._open_port(self.port_path())
             self.client = ChipClient(
                 SerialTransport(self.port), baud=self.baud or None,
-                ack_timeout=_opt(url, "ack_timeout", float, 0.25), retries=_opt(url, "retries", int, 8),
+                ack_timeout=_opt(url, "ack_timeout", float, 0.25), retries=_opt(url, "retries", int, 16),
                 reply_timeout=_opt(url, "timeout", float, 5.0), max_payload=_opt(url, "frame", int, 1024),
                 max_recoveries=_opt(url, "recoveries", int, 5),
                 connect_timeout=_opt(url, "connect_timeout", float, 10.0), name="chip link",
@@ -196,7 +196,16 @@ class QifEmuBackend(QifSerialBackend):
         return EMU_DEFAULT_BAUD
 
     def _emulator_died(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
+        if self.proc is None:
+            return False
+        if self.proc.poll() is None and _hung_up(self.port):
+            # the pty is gone, so the process is exiting; the host can see the hangup a
+            # moment before the process can be reaped: wait for it rather than misreport
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.proc.poll() is not None
 
     def _respawn(self, exc: TargetError) -> None:
         """Start a fresh emulator (same chip, same options), reconnect, re-send
@@ -277,6 +286,16 @@ class QifEmuBackend(QifSerialBackend):
     @classmethod
     def probe(cls) -> list[dict]:
         return [{"url": cls.scheme, "status": "available", "description": cls.description}]
+
+
+def _hung_up(port) -> bool:
+    """True when the other end of this pseudo-terminal was closed (POLLHUP)."""
+    fd = getattr(port, "fd", None)
+    if fd is None:
+        return False
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in p.poll(0))
 
 
 def spawn_emulator(args: list[str], timeout: float = 30.0):
