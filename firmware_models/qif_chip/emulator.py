@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mismatch", type=float, default=DEFAULT_MISMATCH, help="relative sigma of fixed-pattern mismatch")
     p.add_argument("--noise", type=float, default=DEFAULT_NOISE, help="temporal noise strength (V per sqrt(tau))")
     p.add_argument("--baud", type=int, default=921600, help="UART rate the firmware paces its I/O at (0 = unpaced)")
+    p.add_argument("--tx-fifo", type=int, default=PacedUart.TX_FIFO,
+                   help="bytes the UART's transmit FIFO holds (0 = a write returns when its last byte left)")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
     return p
 
@@ -56,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.baud < 0:
         print("emulator: --baud must be >= 0", file=sys.stderr)
         return 2
+    if not 0 <= args.tx_fifo <= 1 << 20:
+        print("emulator: --tx-fifo must be in 0..1048576", file=sys.stderr)
+        return 2
     master, slave, path = open_pty()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stopping.set())
     threading.Thread(target=_watchdog, args=(args.parent_pid, stopping), daemon=True, name="parent-watchdog").start()
-    fw = Firmware(PacedUart(master, args.baud), spec=DEFAULT_SPEC, chip_id=args.chip_id, mismatch=args.mismatch,
+    fw = Firmware(PacedUart(master, args.baud, args.tx_fifo), spec=DEFAULT_SPEC, chip_id=args.chip_id, mismatch=args.mismatch,
                   noise=args.noise, baud=args.baud)
     print(f"PORT {path}", flush=True)
     print(f"qif chip emulator: chip_id={args.chip_id} mismatch={args.mismatch} noise={args.noise} "
