@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import threading
+import time
 import tty
 
 import numpy as np
@@ -26,7 +27,7 @@ from hwloop.backends import open_target
 from hwloop.errors import TargetError
 from hwloop.firmware_models.qif_chip.firmware import Firmware
 from hwloop.firmware_models.qif_chip.spec import DEFAULT_SPEC
-from hwloop.firmware_models.wire import Link, Message, Oversized, RemoteError
+from hwloop.firmware_models.wire import Link, LinkError, Message, Oversized, RemoteError
 from hwloop.firmware_models.wire import messages as M
 from hwloop.firmware_models.wire.transport import FdTransport
 from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
@@ -164,3 +165,71 @@ def test_an_honest_chip_passes_and_reports_its_protocol_version(lying_chip):
         assert board.chip_info.protocol == f"{M.PROTOCOL_VERSION}.{M.PROTOCOL_MINOR}" == "1.1"
         board.load(tiny_net())
         assert board.run(np.full((2, 4), 0.5)).output.shape == (2, 3)
+
+
+# ------------------------------------------------------------------ a chip whose link gives up on a reply
+class FlakyFirmware(Firmware):
+    """The real firmware, but its link gives up once on the reply to the first CONFIG
+    and once in the middle of the first RUN's results (as on a line that turned bad)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.flaked = set()
+
+    def _flake(self, what):
+        if what not in self.flaked:
+            self.flaked.add(what)
+            raise LinkError(f"chip: no ACK for {what} (simulated)")
+
+    def on_config(self, req, payload):
+        self._flake("CONFIG_OK")
+        super().on_config(req, payload)
+
+    def on_run(self, req, payload):
+        if "RESULT" in self.flaked:
+            return super().on_run(req, payload)
+        real, results = self.link.send, []
+
+        def send(mtype, r, p=b""):
+            if mtype == M.RESULT:
+                results.append(r)
+                if len(results) == 3:
+                    self._flake("RESULT")
+            real(mtype, r, p)
+
+        self.link.send = send
+        try:
+            super().on_run(req, payload)
+        finally:
+            del self.link.send
+
+
+def test_a_reply_the_chip_gave_up_on_is_asked_for_again_at_once():
+    """Protocol 1.1: the chip says ERROR LINK_RESET; the host repeats the request (or
+    resumes the run) at once instead of waiting out its 5 s reply timeout."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    fw = FlakyFirmware(FdTransport(master), spec=DEFAULT_SPEC, chip_id=3, mismatch=0.0, noise=0.0)
+    stop = threading.Event()
+    th = threading.Thread(target=fw.serve, args=(stop.is_set,), daemon=True)
+    th.start()
+    x = np.random.default_rng(0).uniform(0, 1, (300, 4))
+    try:
+        with open_target(f"qif://{os.ttyname(slave)}?baud=0") as board:
+            board.load(tiny_net())
+            t0 = time.monotonic()
+            m = board.run(x)
+            took = time.monotonic() - t0
+            assert board.client.events["replies_lost"] >= 1  # the CONFIG_OK, asked for again
+            assert fw.flaked == {"CONFIG_OK", "RESULT"}
+            assert m.info["recoveries"] == 1 and "gave up sending its reply" in m.info["errors"][0]
+            assert took < 4.0  # not the 5 s reply timeout
+            board.run_index = 0
+            again = board.run(x)
+    finally:
+        stop.set()
+        th.join(5)
+        os.close(master)
+        os.close(slave)
+    for a, b in zip(m.times, again.times):
+        np.testing.assert_array_equal(a, b)

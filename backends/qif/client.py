@@ -38,11 +38,18 @@ from hwloop.firmware_models.wire.errors import (
 from hwloop.firmware_models.wire.link import Link, Oversized
 
 #: chip errors after which the batch continues from its first missing sample
-RECOVERABLE = (M.E_NOT_CONFIGURED, M.E_LINK_RESET)
+RECOVERABLE = (M.E_NOT_CONFIGURED,)
+#: times a request whose reply the chip's link gave up on is sent again
+REPEATS = 2
 
 
 class HandshakeFailed(LinkError):
     """No HELLO_REPLY within ``connect_timeout``."""
+
+
+class ReplyLost(LinkError):
+    """The chip's link gave up sending the reply (ERROR LINK_RESET, protocol 1.1): a link
+    failure like any other, reported at once instead of by the reply timeout."""
 
 
 class ChipClient:
@@ -87,15 +94,27 @@ class ChipClient:
                 raise ProtocolError(f"{self.name}: the chip's {M.type_name(m.type)} reply to request {req} "
                                     f"exceeds the host's {m.limit}-byte message bound; dropped")
             if m.type == M.ERROR:
-                raise RemoteError(*M.unpack_error(m.payload))
+                code, name, text = M.unpack_error(m.payload)
+                if code == M.E_LINK_RESET:
+                    raise ReplyLost(f"{self.name}: the chip gave up sending its reply to request {req}: {text}")
+                raise RemoteError(code, name, text)
             if m.type in expect:
                 return m
             raise ProtocolError(f"{self.name}: expected {'/'.join(M.type_name(t) for t in expect)} for request {req}, got {M.type_name(m.type)}")
 
     def request(self, mtype: int, payload: bytes, expect: tuple[int, ...], timeout: float | None = None) -> M.Message:
-        req = self._next_req()
-        self.link.send(mtype, req, payload)
-        return self._wait(req, expect, self.reply_timeout if timeout is None else timeout)
+        """Send one request and wait for its reply. Every request but RUN (which `run`
+        resumes itself) is idempotent, so one whose reply the chip's link gave up on is
+        sent again, `REPEATS` times at most."""
+        for attempt in range(REPEATS + 1):
+            req = self._next_req()
+            self.link.send(mtype, req, payload)
+            try:
+                return self._wait(req, expect, self.reply_timeout if timeout is None else timeout)
+            except ReplyLost:
+                self.events["replies_lost"] += 1
+                if attempt == REPEATS:
+                    raise
 
     # ------------------------------------------------------------ commands
     def hello(self, timeout: float | None = None) -> M.ChipInfo:
