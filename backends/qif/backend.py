@@ -46,8 +46,9 @@ def _link_options(baud: int) -> tuple[Option, ...]:
         Option("timeout", "float", 5.0, "seconds to wait between messages of a reply", min=0.1, max=3600),
         Option("ack_timeout", "float", 0.25, "seconds to wait for a frame's ACK (plus its wire time)",
                min=0.001, max=60),
-        Option("retries", "int", 8, "retransmissions of a frame before the link gives up", min=0, max=1000),
-        Option("frame", "int", 1024, "payload bytes per frame (smaller survives noisier lines)",
+        Option("retries", "int", 16, "ACK timeouts in a row, the chip silent, before the link gives up "
+               "(about 4.3 s at the defaults)", min=0, max=1000),
+        Option("frame", "int", 1024, "largest payload per frame (the link cuts shorter ones on a noisy line)",
                min=16, max=MAX_PAYLOAD),
         Option("recoveries", "int", 5, "re-handshakes per batch before giving up", min=0, max=1000),
         Option("connect_timeout", "float", 10.0, "seconds a handshake may take (a restarting chip needs to boot)",
@@ -206,7 +207,16 @@ class QifEmuBackend(QifSerialBackend):
         super().__init__(url)
 
     def _emulator_died(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
+        if self.proc is None:
+            return False
+        if self.proc.poll() is None and _hung_up(self.port):
+            # the pty is gone, so the process is exiting; the host can see the hangup a
+            # moment before the process can be reaped: wait for it rather than misreport
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.proc.poll() is not None
 
     def _respawn(self, exc: TargetError) -> None:
         """Start a fresh emulator (same chip, same options), reconnect, re-send
@@ -283,6 +293,16 @@ class QifEmuBackend(QifSerialBackend):
     @classmethod
     def probe(cls) -> list[dict]:
         return [{"url": cls.scheme, "status": "available", "description": cls.description}]
+
+
+def _hung_up(port) -> bool:
+    """True when the other end of this pseudo-terminal was closed (POLLHUP)."""
+    fd = getattr(port, "fd", None)
+    if fd is None:
+        return False
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in p.poll(0))
 
 
 def spawn_emulator(args: list[str], timeout: float = 30.0):

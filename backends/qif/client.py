@@ -13,8 +13,14 @@ reply carries the CRC of what it holds), and asks for the samples it does
 not have yet. The chip keys its temporal noise on (run seed, sample index),
 so re-run samples come back exactly as they would have the first time: the
 host gets the same results as on a clean link. After ``max_recoveries``
-failed attempts the client gives up with a `LinkError` listing what went
-wrong.
+failed attempts, or as soon as a recovery's handshake fails (the chip did not
+answer for ``connect_timeout`` s, so it is gone rather than disturbed), the
+client gives up with a `LinkError` listing what went wrong. A port that the
+operating system reports broken (`PortError`: unplugged, the emulator's
+pseudo-terminal gone) ends the batch at once: no handshake can cure it.
+
+Everything the chip reports about itself is checked against the documented
+ranges before the host uses it (`ChipInfo.validate`).
 """
 
 from __future__ import annotations
@@ -26,16 +32,34 @@ from collections import Counter
 import numpy as np
 
 from hwloop.firmware_models.wire import messages as M
-from hwloop.firmware_models.wire.errors import LinkError, LinkTimeout, ProtocolError, RemoteError
-from hwloop.firmware_models.wire.link import Link
+from hwloop.firmware_models.wire.errors import (
+    ChipLimitError, LinkError, LinkTimeout, PortError, ProtocolError, RemoteError,
+)
+from hwloop.firmware_models.wire.link import Link, Oversized
+
+#: chip errors after which the batch continues from its first missing sample
+RECOVERABLE = (M.E_NOT_CONFIGURED,)
+#: times a request whose reply the chip's link gave up on is sent again
+REPEATS = 2
+
+
+class HandshakeFailed(LinkError):
+    """No HELLO_REPLY within ``connect_timeout``."""
+
+
+class ReplyLost(LinkError):
+    """The chip's link gave up sending the reply (ERROR LINK_RESET, protocol 1.1): a link
+    failure like any other, reported at once instead of by the reply timeout."""
 
 
 class ChipClient:
-    def __init__(self, transport, *, baud: int | None, ack_timeout: float = 0.25, retries: int = 8,
+    def __init__(self, transport, *, baud: int | None, ack_timeout: float = 0.25, retries: int = 16,
                  reply_timeout: float = 5.0, connect_timeout: float = 10.0, max_payload: int = 1024,
                  max_recoveries: int = 5, name: str = "qif"):
         self.link = Link(transport, baud=baud, ack_timeout=ack_timeout, retries=retries,
                          max_payload=max_payload, max_message=1 << 22, name=name)
+        #: payload size the host asks for in HELLO (the link uses the smaller of it and the chip's)
+        self.max_payload = int(max_payload)
         self.name = name
         self.reply_timeout = float(reply_timeout)
         self.connect_timeout = float(connect_timeout)
@@ -59,35 +83,49 @@ class ChipClient:
                 names = "/".join(M.type_name(t) for t in expect)
                 unacked = self.link.in_flight
                 why = f" ({unacked} frame(s) still unacknowledged: the chip is not receiving)" if unacked else ""
-                raise LinkTimeout(f"{self.name}: no {names} for request {req} within {timeout:g} s{why}")
+                raise LinkTimeout(f"{self.name}: no {names} for request {req} within {timeout:.3g} s{why}")
             m = self.link.recv(left)
             if m is None:
                 continue
             if m.req != req:
                 self.events["stale_replies"] += 1
                 continue
+            if isinstance(m, Oversized):
+                raise ProtocolError(f"{self.name}: the chip's {M.type_name(m.type)} reply to request {req} "
+                                    f"exceeds the host's {m.limit}-byte message bound; dropped")
             if m.type == M.ERROR:
-                raise RemoteError(*M.unpack_error(m.payload))
+                code, name, text = M.unpack_error(m.payload)
+                if code == M.E_LINK_RESET:
+                    raise ReplyLost(f"{self.name}: the chip gave up sending its reply to request {req}: {text}")
+                raise RemoteError(code, name, text)
             if m.type in expect:
                 return m
             raise ProtocolError(f"{self.name}: expected {'/'.join(M.type_name(t) for t in expect)} for request {req}, got {M.type_name(m.type)}")
 
     def request(self, mtype: int, payload: bytes, expect: tuple[int, ...], timeout: float | None = None) -> M.Message:
-        req = self._next_req()
-        self.link.send(mtype, req, payload)
-        return self._wait(req, expect, self.reply_timeout if timeout is None else timeout)
+        """Send one request and wait for its reply. Every request but RUN (which `run`
+        resumes itself) is idempotent, so one whose reply the chip's link gave up on is
+        sent again, `REPEATS` times at most."""
+        for attempt in range(REPEATS + 1):
+            req = self._next_req()
+            self.link.send(mtype, req, payload)
+            try:
+                return self._wait(req, expect, self.reply_timeout if timeout is None else timeout)
+            except ReplyLost:
+                self.events["replies_lost"] += 1
+                if attempt == REPEATS:
+                    raise
 
     # ------------------------------------------------------------ commands
-    def hello(self) -> M.ChipInfo:
-        m = self.request(M.HELLO, M.pack_hello(M.PROTOCOL_VERSION, self.link.max_payload), (M.HELLO_REPLY,))
-        info = M.ChipInfo.unpack(m.payload)
-        if info.protocol_version != M.PROTOCOL_VERSION:
-            raise ProtocolError(f"chip speaks protocol v{info.protocol_version}, host v{M.PROTOCOL_VERSION}")
+    def hello(self, timeout: float | None = None) -> M.ChipInfo:
+        m = self.request(M.HELLO, M.pack_hello(M.PROTOCOL_VERSION, self.max_payload), (M.HELLO_REPLY,),
+                         timeout=timeout)
+        info = M.ChipInfo.unpack(m.payload).validate()
         if self.info is not None and (info.boot_id != self.info.boot_id):
             self.events["chip_restarts"] += 1
         if self.info is not None and info.chip_id != self.info.chip_id:
             raise ProtocolError(f"a different chip answered (id {info.chip_id:#x}, expected {self.info.chip_id:#x})")
-        self.link.max_payload = min(self.link.max_payload, info.max_payload)
+        self.link.max_payload = min(self.max_payload, info.max_payload)
         self.info = info
         return info
 
@@ -95,15 +133,15 @@ class ChipClient:
         """Handshake, retrying until ``connect_timeout``: a chip that is booting gets time."""
         deadline = time.monotonic() + self.connect_timeout
         last: Exception | None = None
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                return self.hello()
-            except RemoteError:
-                raise  # it answered: a version mismatch is not cured by waiting
+                return self.hello(timeout=min(self.reply_timeout, left))
+            except (RemoteError, PortError, ChipLimitError):
+                raise  # it answered (a version mismatch, impossible limits: not cured by waiting), or the port is gone
             except (LinkError, ProtocolError) as exc:
                 last = exc
                 self.link.reset_peer()
-        raise LinkError(f"{self.name}: no handshake within {self.connect_timeout:g} s (last: {last})")
+        raise HandshakeFailed(f"{self.name}: no handshake within {self.connect_timeout:g} s (last: {last})")
 
     def configure(self, payload: bytes) -> int:
         m = self.request(M.CONFIG, payload, (M.CONFIG_OK,))
@@ -134,8 +172,10 @@ class ChipClient:
         while state["done"] < n:
             try:
                 self._run_part(ticks, state, min(n, state["done"] + per_req), seed, out)
+            except PortError:
+                raise
             except (LinkError, ProtocolError, RemoteError) as exc:
-                if isinstance(exc, RemoteError) and exc.code != M.E_NOT_CONFIGURED:
+                if isinstance(exc, RemoteError) and exc.code not in RECOVERABLE:
                     raise
                 history.append(f"{type(exc).__name__}: {exc}")
                 self.events["recoveries"] += 1
@@ -144,21 +184,29 @@ class ChipClient:
                         f"{self.name}: gave up after {self.max_recoveries} recoveries at sample "
                         f"{state['done']} of {n}; errors: " + " | ".join(history)
                     ) from None
-                self._recover(history)
+                try:
+                    self._recover()
+                except (RemoteError, PortError, ChipLimitError):
+                    raise
+                except HandshakeFailed as exc2:
+                    history.append(f"{type(exc2).__name__}: {exc2}")
+                    raise LinkError(
+                        f"{self.name}: gave up at sample {state['done']} of {n}: the chip did not answer a "
+                        f"handshake within {self.connect_timeout:g} s; errors: " + " | ".join(history)
+                    ) from None
+                except (LinkError, ProtocolError) as exc2:
+                    history.append(f"{type(exc2).__name__}: {exc2}")  # the next attempt starts over
         return out, {"chip_s": state["chip_s"], "compute_s": state["compute_s"], "recoveries": len(history),
                      "errors": history}
 
-    def _recover(self, history: list[str]) -> None:
+    def _recover(self) -> None:
+        """Handshake again and re-send the configuration if the chip lost it. A
+        failure other than the handshake itself is left to the next attempt."""
         self.link.reset_peer()
-        try:
-            info = self.connect()
-            if info.config_crc != self._config_crc:
-                self.events["reconfigured"] += 1
-                self.configure(self._config)
-        except RemoteError:
-            raise
-        except (LinkError, ProtocolError) as exc:
-            history.append(f"{type(exc).__name__}: {exc}")
+        info = self.connect()
+        if info.config_crc != self._config_crc:
+            self.events["reconfigured"] += 1
+            self.configure(self._config)
 
     def _run_part(self, ticks, state, end, seed, out) -> None:
         start = state["done"]

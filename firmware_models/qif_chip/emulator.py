@@ -9,7 +9,11 @@ if it were a USB-UART board; the host driver does exactly that.
 The pty's slave side is set raw (no echo, no CR/LF translation, 8 bit) and
 kept open by the emulator, so the line stays up while hosts open and close
 it. With ``--parent-pid`` the emulator exits when that process dies, so a
-crashed host leaves no orphan chips behind.
+crashed host leaves no orphan chips behind: a watchdog thread checks the
+parent every `WATCH_S` seconds and ends the process itself, so the firmware
+being blocked (writing into a full pseudo-terminal nobody reads, computing a
+block) cannot delay it. A SIGTERM stops the command loop, and ends the
+process after `TERM_GRACE_S` at the latest.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import argparse
 import os
 import signal
 import sys
+import threading
+import time
 import tty
 
 from .firmware import Firmware
@@ -37,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mismatch", type=float, default=DEFAULT_MISMATCH, help="relative sigma of fixed-pattern mismatch")
     p.add_argument("--noise", type=float, default=DEFAULT_NOISE, help="temporal noise strength (V per sqrt(tau))")
     p.add_argument("--baud", type=int, default=921600, help="UART rate the firmware paces its I/O at (0 = unpaced)")
+    p.add_argument("--tx-fifo", type=int, default=PacedUart.TX_FIFO,
+                   help="bytes the UART's transmit FIFO holds (0 = a write returns when its last byte left)")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
     return p
 
@@ -50,22 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.baud < 0:
         print("emulator: --baud must be >= 0", file=sys.stderr)
         return 2
+    if not 0 <= args.tx_fifo <= 1 << 20:
+        print("emulator: --tx-fifo must be in 0..1048576", file=sys.stderr)
+        return 2
     master, slave, path = open_pty()
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
-    fw = Firmware(PacedUart(master, args.baud), spec=DEFAULT_SPEC, chip_id=args.chip_id, mismatch=args.mismatch,
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stopping.set())
+    threading.Thread(target=_watchdog, args=(args.parent_pid, stopping), daemon=True, name="parent-watchdog").start()
+    fw = Firmware(PacedUart(master, args.baud, args.tx_fifo), spec=DEFAULT_SPEC, chip_id=args.chip_id, mismatch=args.mismatch,
                   noise=args.noise, baud=args.baud)
     print(f"PORT {path}", flush=True)
     print(f"qif chip emulator: chip_id={args.chip_id} mismatch={args.mismatch} noise={args.noise} "
           f"baud={args.baud} port={path}", file=sys.stderr, flush=True)
 
-    def should_stop() -> bool:
-        if stopping:
-            return True
-        return bool(args.parent_pid) and not _alive(args.parent_pid)
-
     try:
-        fw.serve(should_stop)
+        fw.serve(stopping.is_set)
     except KeyboardInterrupt:
         pass
     finally:
@@ -74,7 +81,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
+#: how often the watchdog looks at the parent, and how long a SIGTERM may take
+WATCH_S = 0.1
+TERM_GRACE_S = 1.0
+
+
+def _watchdog(parent_pid: int, stopping: threading.Event) -> None:
+    """End the process when the parent is gone (or a SIGTERM was not obeyed in time),
+    whatever the main thread is blocked in. ``os._exit``: nothing here needs saving."""
+    adopted = os.getppid() == parent_pid  # then a change of parent means it died, even as a zombie
+    while True:
+        if stopping.wait(WATCH_S):
+            time.sleep(TERM_GRACE_S)  # the command loop normally stops well before
+            os._exit(0)
+        if parent_pid and not _alive(parent_pid, adopted):
+            os._exit(0)
+
+
+def _alive(pid: int, adopted: bool = False) -> bool:
+    if adopted and os.getppid() != pid:
+        return False  # re-parented: our parent exited (a zombie still answers kill 0)
     try:
         os.kill(pid, 0)
         return True

@@ -16,7 +16,10 @@ each while the next block is computed in the background (like a chip whose
 DMA drains the TDC FIFO while the array runs). A new request arriving while a
 RUN streams cancels that RUN: the host only sends one when it gave up on it.
 If the host stops acknowledging, the link's retries run out and the firmware
-returns to idle.
+returns to idle; a host that speaks protocol 1.1 is then told so at once
+(ERROR LINK_RESET for the request being answered), so it asks again instead
+of waiting out its reply timeout. A 1.0 host is not sent that code (it would
+not know it) and finds out by its timeout, as before.
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from ..wire import messages as M
 from ..wire.errors import LinkError, ProtocolError
 from ..wire.frame import MAX_PAYLOAD
-from ..wire.link import OVERFLOW, Link
+from ..wire.link import Link, Oversized
 from .core import AnalogCore, ConfigInvalid
 from .spec import FW_MAJOR, FW_MINOR, ChipSpec
 
 
 class Firmware:
     def __init__(self, transport, *, spec: ChipSpec, chip_id: int, mismatch: float, noise: float, baud: int = 0,
-                 ack_timeout: float = 0.25, retries: int = 8):
+                 ack_timeout: float = 0.25, retries: int = 16):
         self.spec = spec
         self.chip_id = int(chip_id)
         self.baud = int(baud)
@@ -45,6 +48,7 @@ class Firmware:
         self.boot_id = int.from_bytes(os.urandom(4), "little") or 1
         self.config_crc = 0
         self.counters = {"runs": 0, "samples": 0}
+        self.host_minor = 0  # protocol minor version of the host, from its last HELLO
         self.t_boot = time.monotonic()
         self._pool = ThreadPoolExecutor(max_workers=1)
 
@@ -64,9 +68,9 @@ class Firmware:
     def handle(self, msg: M.Message) -> None:
         req = msg.req
         try:
-            if msg.type == OVERFLOW:
+            if isinstance(msg, Oversized):
                 return self.error(req, M.E_BUFFER_OVERFLOW,
-                                  f"{M.type_name(msg.payload[0])} message exceeds the {self.spec.rx_buffer}-byte receive buffer")
+                                  f"{M.type_name(msg.type)} message exceeds the {msg.limit}-byte receive buffer")
             handler = {
                 M.HELLO: self.on_hello, M.CONFIG: self.on_config, M.RUN: self.on_run,
                 M.STATUS: self.on_status, M.RESET: self.on_reset,
@@ -76,8 +80,11 @@ class Firmware:
             handler(req, msg.payload)
         except ProtocolError as exc:
             self.error(req, M.E_BAD_MESSAGE, str(exc))
-        except LinkError:
-            raise
+        except LinkError as exc:
+            if self.host_minor < 1:
+                raise
+            # the reply is lost; say so (as a fresh SYNC frame) so the host asks again now
+            self.error(req, M.E_LINK_RESET, f"reply to {M.type_name(msg.type)} abandoned: {exc}")
         except Exception as exc:  # firmware must answer, not die
             self.error(req, M.E_INTERNAL, f"{type(exc).__name__}: {exc}")
 
@@ -85,7 +92,7 @@ class Firmware:
     def info(self) -> M.ChipInfo:
         s = self.spec
         return M.ChipInfo(
-            protocol_version=M.PROTOCOL_VERSION, fw_major=FW_MAJOR, fw_minor=FW_MINOR, chip_id=self.chip_id,
+            protocol_version=M.PROTOCOL_VERSION, protocol_minor=M.PROTOCOL_MINOR, fw_major=FW_MAJOR, fw_minor=FW_MINOR, chip_id=self.chip_id,
             boot_id=self.boot_id, config_crc=self.config_crc, max_payload=self.link.max_payload,
             max_neurons=s.max_neurons, max_fanin=s.max_fanin, max_layers=s.max_layers, max_bias=s.max_bias,
             max_inputs=s.max_inputs, dac_bits=s.dac_bits, n_ranges=s.n_ranges, w_fs_min=s.w_fs_min,
@@ -94,10 +101,12 @@ class Firmware:
         )
 
     def on_hello(self, req: int, payload: bytes) -> None:
-        version, want = M.unpack_hello(payload)
+        version, want, minor = M.unpack_hello(payload)
         if version != M.PROTOCOL_VERSION:
             return self.error(req, M.E_VERSION,
-                              f"host speaks protocol v{version}, firmware {FW_MAJOR}.{FW_MINOR} speaks v{M.PROTOCOL_VERSION}")
+                              f"host speaks protocol v{version}, firmware {FW_MAJOR}.{FW_MINOR} speaks "
+                              f"v{M.PROTOCOL_VERSION}.{M.PROTOCOL_MINOR}")
+        self.host_minor = minor
         self.link.max_payload = max(64, min(int(want), MAX_PAYLOAD))
         self.link.send(M.HELLO_REPLY, req, self.info().pack())
 

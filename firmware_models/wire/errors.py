@@ -23,9 +23,18 @@ class LinkTimeout(LinkError):
     """Nothing (or not the awaited message) arrived before the deadline."""
 
 
+class PortError(LinkError):
+    """The port itself failed: the operating system reports it broken (a USB-UART
+    unplugged, the pseudo-terminal of a dead emulator). Retrying on it is futile."""
+
+
 class ProtocolError(WireError):
     """A well-formed frame carries a message that breaks the protocol
     (unknown type, payload of the wrong size, version mismatch)."""
+
+
+class ChipLimitError(ProtocolError):
+    """A chip reported a limit outside its documented range (HELLO_REPLY)."""
 
 
 class RemoteError(WireError):

@@ -11,14 +11,19 @@ the payload does not have the shape the type promises.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ProtocolError
+from .errors import ChipLimitError, ProtocolError
 
+#: protocol major version: peers with different majors cannot talk (HELLO is refused)
 PROTOCOL_VERSION = 1
+#: protocol minor version: peers with the same major interoperate whatever their minors
+#: (1.1: selective repeat -- SACK bitmaps in ACKs, receiver state in NAKs -- and ERROR LINK_RESET)
+PROTOCOL_MINOR = 1
 NO_SPIKE = 0xFFFF  # tick value meaning "no spike in this trial"
 MAX_TICK = 0xFFFE
 
@@ -55,10 +60,12 @@ E_BATCH_TOO_LARGE = 5
 E_BUFFER_OVERFLOW = 6
 E_UNKNOWN_COMMAND = 7
 E_INTERNAL = 8
+E_LINK_RESET = 9  # (1.1) the chip's link gave up sending a reply; the host asks again
 ERROR_NAMES = {
     E_BAD_MESSAGE: "BAD_MESSAGE", E_VERSION: "UNSUPPORTED_VERSION", E_NOT_CONFIGURED: "NOT_CONFIGURED",
     E_CONFIG_INVALID: "CONFIG_INVALID", E_BATCH_TOO_LARGE: "BATCH_TOO_LARGE",
     E_BUFFER_OVERFLOW: "BUFFER_OVERFLOW", E_UNKNOWN_COMMAND: "UNKNOWN_COMMAND", E_INTERNAL: "INTERNAL",
+    E_LINK_RESET: "LINK_RESET",
 }
 
 
@@ -80,15 +87,42 @@ def _unpack(st: struct.Struct, payload: bytes, what: str, exact: bool = True) ->
 
 
 # ---------------------------------------------------------------- HELLO
-_HELLO = struct.Struct("<HH")  # protocol version, payload size the host wants
+_HELLO = struct.Struct("<HH")  # protocol (major) version, payload size the host wants; 1.1 appends minor u8
 
 
-def pack_hello(version: int, max_payload: int) -> bytes:
-    return _HELLO.pack(version, max_payload)
+def pack_hello(version: int, max_payload: int, minor: int | None = PROTOCOL_MINOR) -> bytes:
+    """``minor=None`` packs a version 1.0 HELLO (no minor byte)."""
+    return _HELLO.pack(version, max_payload) + (b"" if minor is None else bytes([minor & 0xFF]))
 
 
-def unpack_hello(p: bytes) -> tuple[int, int]:
-    return _unpack(_HELLO, p, "HELLO", exact=False)  # later versions may append fields
+def unpack_hello(p: bytes) -> tuple[int, int, int]:
+    """(major, payload size, minor); a 1.0 HELLO has no minor byte and reads as minor 0.
+    Later versions may append more fields."""
+    major, want = _unpack(_HELLO, p, "HELLO", exact=False)
+    return major, want, (p[_HELLO.size] if len(p) > _HELLO.size else 0)
+
+
+#: documented range of every limit a chip reports in HELLO_REPLY (docs/wire-protocol.md);
+#: the host refuses a reply outside them with a ProtocolError naming the field
+CHIP_LIMITS = {
+    "max_payload": (16, 4096),
+    "max_neurons": (1, 0xFFFF),
+    "max_fanin": (1, 0xFFFF),
+    "max_layers": (1, 0xFF),
+    "max_bias": (0, 0xFF),
+    "max_inputs": (1, 0xFFFF),
+    "dac_bits": (2, 8),
+    "n_ranges": (1, 32),
+    "w_fs_min": (1e-6, 1e6),
+    "tdc_lsb_us": (1e-6, 1e6),
+    "tdc_bits": (2, 16),
+    "tau_min_us": (1e-6, 1e9),
+    "tau_max_us": (1e-6, 1e9),
+    "i0_min": (0.0, 1e6),
+    "i0_max": (0.0, 1e6),
+    "max_batch": (1, 0xFFFF),
+    "rx_buffer": (256, 0xFFFFFFFF),
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +153,7 @@ class ChipInfo:
     baud: int
     max_batch: int
     rx_buffer: int
+    protocol_minor: int = 0  # (1.1) appended after the 1.0 fields; a 1.0 chip sends none
 
     _ST = struct.Struct("<HBBQIIHHHBBHBBffBffffIHI")
 
@@ -129,15 +164,35 @@ class ChipInfo:
             self.max_bias, self.max_inputs, self.dac_bits, self.n_ranges, self.w_fs_min, self.tdc_lsb_us,
             self.tdc_bits, self.tau_min_us, self.tau_max_us, self.i0_min, self.i0_max, self.baud,
             self.max_batch, self.rx_buffer,
-        )
+        ) + (bytes([self.protocol_minor & 0xFF]) if self.protocol_minor else b"")
 
     @classmethod
     def unpack(cls, p: bytes) -> "ChipInfo":
-        return cls(*_unpack(cls._ST, p, "HELLO_REPLY", exact=False))
+        head = _unpack(cls._ST, p, "HELLO_REPLY", exact=False)
+        minor = p[cls._ST.size] if len(p) > cls._ST.size else 0  # later versions may append more
+        return cls(*head, protocol_minor=minor)
+
+    def validate(self) -> "ChipInfo":
+        """Refuse limits outside their documented range (`CHIP_LIMITS`), and ranges
+        whose ends are swapped, with a `ChipLimitError` (a `ProtocolError`) that names the field."""
+        if self.protocol_version != PROTOCOL_VERSION:
+            raise ChipLimitError(f"chip speaks protocol v{self.protocol_version}, host v{PROTOCOL_VERSION}")
+        for name, (lo, hi) in CHIP_LIMITS.items():
+            v = getattr(self, name)
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise ChipLimitError(f"HELLO_REPLY: chip reports {name}={v!r}, outside the documented range {lo:g}..{hi:g}")
+        for lo, hi in (("tau_min_us", "tau_max_us"), ("i0_min", "i0_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ChipLimitError(f"HELLO_REPLY: chip reports {lo}={getattr(self, lo)!r} above {hi}={getattr(self, hi)!r}")
+        return self
 
     @property
     def fw_version(self) -> str:
         return f"{self.fw_major}.{self.fw_minor}"
+
+    @property
+    def protocol(self) -> str:
+        return f"{self.protocol_version}.{self.protocol_minor}"
 
 
 # ---------------------------------------------------------------- CONFIG

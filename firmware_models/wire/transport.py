@@ -8,7 +8,12 @@ import os
 import select
 import time
 
-from .errors import LinkError
+from .errors import LinkError, PortError
+
+
+def _is_write_timeout(exc: Exception) -> bool:
+    """pyserial's write timeout (the other end does not drain) is a stalled line, not a broken port."""
+    return any(c.__name__ == "SerialTimeoutException" for c in type(exc).__mro__)
 
 
 class SerialTransport:
@@ -28,7 +33,8 @@ class SerialTransport:
         try:
             self.port.write(data)
         except Exception as exc:  # pyserial raises SerialException / SerialTimeoutException / OSError
-            raise LinkError(f"serial write to {getattr(self.port, 'port', '?')} failed: {exc}") from None
+            kind = LinkError if _is_write_timeout(exc) else PortError
+            raise kind(f"serial write to {getattr(self.port, 'port', '?')} failed: {exc}") from None
 
     def read(self, timeout: float) -> bytes:
         end = time.monotonic() + timeout
@@ -37,13 +43,15 @@ class SerialTransport:
                 n = self.port.in_waiting
                 if n:
                     return self.port.read(n)
+                if timeout <= 0:
+                    return b""  # a poll: do not wait out the port's own timeout
                 b = self.port.read(1)
                 if b:
                     return b + self.port.read(self.port.in_waiting)
                 if time.monotonic() >= end:
                     return b""
         except Exception as exc:
-            raise LinkError(f"serial read from {getattr(self.port, 'port', '?')} failed: {exc}") from None
+            raise PortError(f"serial read from {getattr(self.port, 'port', '?')} failed: {exc}") from None
 
     def close(self) -> None:
         self.port.close()
@@ -60,17 +68,21 @@ class FdTransport:
         os.set_blocking(fd, False)
 
     def write(self, data: bytes) -> None:
+        self.write_by(data, time.monotonic() + self.write_timeout)
+
+    def write_by(self, data: bytes, deadline: float) -> bool:
+        """Write, waiting for room until ``deadline``; False if the rest was dropped."""
         view = memoryview(bytes(data))
-        end = time.monotonic() + self.write_timeout
         while view:
             try:
                 n = os.write(self.fd, view)
                 view = view[n:]
             except BlockingIOError:
-                left = end - time.monotonic()
+                left = deadline - time.monotonic()
                 if left <= 0:
-                    return  # nobody is reading: the bytes go nowhere
+                    return False  # nobody is reading: the bytes go nowhere
                 select.select([], [self.fd], [], min(left, 0.05))
+        return True
 
     def read(self, timeout: float) -> bytes:
         r, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))

@@ -1,0 +1,163 @@
+"""Protocol 1.1 meets protocol 1.0 (the frozen copy in `wire_v1_0`).
+
+What each pairing gets, as docs/wire-protocol.md ("Versions") states it:
+
+* an old (1.0) host with a 1.1 chip keeps working: the chip accepts its
+  4-byte HELLO, the old host ignores the minor byte appended to HELLO_REPLY
+  and the SACK/state payloads of ACKs and NAKs; the old host's own
+  retransmissions stay go-back-N;
+* a 1.1 host with an old (1.0) chip keeps working: the chip ignores the minor
+  byte of HELLO and replies without one, the host reports protocol 1.0; the
+  chip holds no frame after a gap, which the 1.1 sender survives (it resends
+  what was dropped);
+* a different *major* version is refused with a clear error, both ways.
+
+Every pairing must give the results of the current pair, sample for sample.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import tty
+
+import numpy as np
+import pytest
+import serial
+
+import wire_v1_0.client as old_client
+import wire_v1_0.firmware as old_firmware
+import wire_v1_0.transport as old_transport
+from hwloop.backends import open_target
+from hwloop.backends.qif import spawn_emulator, stop_emulator
+from hwloop.backends.qif.compiler import compile_network
+from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE, DEFAULT_SPEC
+from hwloop.firmware_models.wire import RemoteError
+from hwloop.firmware_models.wire import messages as M
+from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
+
+from linkproxy import LinkProxy
+
+QIF = NeuronParams(model="qif", tau_syn=1.0, tau_mem=1.0, threshold=1.0, options={"i0": 1.25, "v0": 0.5})
+CHIP = ["--chip-id", "0x5EED", "--baud", "0"]  # default mismatch and noise
+SEED = 12345
+
+
+def net():
+    rng = np.random.default_rng(0)
+    return Network(layers=(Layer(rng.normal(0, 0.6, (5, 20)), QIF, bias_times=(0.3,)),
+                           Layer(rng.normal(0, 0.6, (21, 3)), QIF, bias_times=(0.1,))),
+                   encoding=InputEncoding(n_features=4), decoding=OutputDecoding(classes=("a", "b", "c")), t_max=3.0)
+
+
+X = np.random.default_rng(3).uniform(0, 1.5, (300, 4))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Ticks from the current host and the current firmware (the emulator process)."""
+    proc, err, path = spawn_emulator(CHIP)
+    try:
+        with open_target(f"qif://{path}?baud=0") as board:
+            prog = board.load(net())
+            ticks = prog.input_ticks(X)
+            out, _ = board.client.run(ticks, sum(prog.sizes), SEED)
+        return prog, ticks, out
+    finally:
+        stop_emulator(proc)
+        err.close()
+
+
+def _old_host_run(path, prog, ticks):
+    port = serial.serial_for_url(path, baudrate=115200, timeout=0.01)
+    try:
+        client = old_client.ChipClient(old_transport.SerialTransport(port), baud=None, reply_timeout=2.0,
+                                       connect_timeout=5.0)
+        info = client.connect()
+        assert info.protocol_version == 1 and info.fw_version == "1.0"
+        client.configure(prog.config.pack())
+        out, stats = client.run(ticks, sum(prog.sizes), SEED)
+        return out, stats, client
+    finally:
+        port.close()
+
+
+def test_old_host_keeps_working_with_the_new_firmware(reference):
+    prog, ticks, want = reference
+    proc, err, path = spawn_emulator(CHIP)
+    try:
+        out, stats, _ = _old_host_run(path, prog, ticks)
+    finally:
+        stop_emulator(proc)
+        err.close()
+    np.testing.assert_array_equal(out, want)
+    assert stats["recoveries"] == 0
+
+
+def test_old_host_keeps_working_with_the_new_firmware_on_a_lightly_noisy_line(reference):
+    """Exercises the 1.1 chip's SACK ACKs, state NAKs and out-of-order holding
+    against a go-back-N sender and receiver that ignore them."""
+    prog, ticks, want = reference
+    proxy = LinkProxy(CHIP, seed=4)
+    try:
+        proxy.set_faults(ber=2e-5, p_drop=1e-4)
+        out, stats, client = _old_host_run(proxy.host_path, prog, ticks)
+        link = client.link.stats
+    finally:
+        proxy.close()
+    np.testing.assert_array_equal(out, want)
+    assert link["frame_errors"] + link["naks_rx"] > 0  # the line was noisy enough to matter
+
+
+@pytest.fixture
+def old_chip():
+    """The 1.0 firmware on a pseudo-terminal (in a thread), like an old board."""
+    running = []
+
+    def start():
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        fw = old_firmware.Firmware(old_transport.FdTransport(master), spec=DEFAULT_SPEC, chip_id=0x5EED,
+                                   mismatch=DEFAULT_MISMATCH, noise=DEFAULT_NOISE)
+        stop = threading.Event()
+        th = threading.Thread(target=fw.serve, args=(stop.is_set,), daemon=True)
+        th.start()
+        running.append((stop, th, master, slave))
+        return os.ttyname(slave)
+
+    yield start
+    for stop, th, master, slave in running:
+        stop.set()
+        th.join(5)
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.parametrize("faults", [{}, {"ber": 2e-5, "p_drop": 1e-4}], ids=["clean", "lightly-noisy"])
+def test_new_host_keeps_working_with_old_firmware(reference, old_chip, faults):
+    prog, ticks, want = reference
+    path = old_chip()
+    proxy = None
+    if faults:  # put the fault-injecting proxy in front of the old board's pty
+        proxy = LinkProxy(port=path, seed=4)
+        proxy.set_faults(**faults)
+        path = proxy.host_path
+    try:
+        with open_target(f"qif://{path}?baud=0") as board:
+            assert board.chip_info.protocol == "1.0" and board.chip_info.fw_version == "1.0"
+            assert compile_network(net(), board.chip_info).config.pack() == prog.config.pack()
+            board.load(net())
+            out, _ = board.client.run(ticks, sum(prog.sizes), SEED)
+    finally:
+        if proxy is not None:
+            proxy.close()
+    np.testing.assert_array_equal(out, want)
+
+
+def test_a_host_of_another_major_version_is_refused():
+    """(A chip of another major version: `test_link_hardening.py`.)"""
+    with open_target("qif-emu?baud=0&mismatch=0&noise=0") as chip:
+        with pytest.raises(RemoteError) as e:
+            chip.client.request(M.HELLO, M.pack_hello(2, 1024, 0), (M.HELLO_REPLY,))
+        assert e.value.name == "UNSUPPORTED_VERSION" and "v2" in e.value.text and "v1.1" in e.value.text
+        assert chip.client.hello().protocol == "1.1"  # and it still talks 1.x

@@ -1,0 +1,182 @@
+"""The host side of the link: requests, replies, and recovery.
+
+`ChipClient` speaks the request layer over a `hwloop.firmware_models.wire.Link`:
+every request carries a fresh request id, and replies are matched on it, so
+a late reply to an abandoned request is recognised and dropped. Every wait
+is bounded (the link's ACK retries, ``reply_timeout`` between messages of a
+reply, ``connect_timeout`` for a handshake).
+
+A batch survives a misbehaving link or a chip that restarts mid-batch:
+results arrive in sample order, so after any link failure the client
+handshakes again, re-sends the configuration if the chip lost it (its HELLO
+reply carries the CRC of what it holds), and asks for the samples it does
+not have yet. The chip keys its temporal noise on (run seed, sample index),
+so re-run samples come back exactly as they would have the first time: the
+host gets the same results as on a clean link. After ``max_recoveries``
+failed attempts the client gives up with a `LinkError` listing what went
+wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import numpy as np
+
+from . import messages as M
+from .errors import LinkError, LinkTimeout, ProtocolError, RemoteError
+from .link import Link
+
+
+class ChipClient:
+    def __init__(self, transport, *, baud: int | None, ack_timeout: float = 0.25, retries: int = 8,
+                 reply_timeout: float = 5.0, connect_timeout: float = 10.0, max_payload: int = 1024,
+                 max_recoveries: int = 5, name: str = "qif"):
+        self.link = Link(transport, baud=baud, ack_timeout=ack_timeout, retries=retries,
+                         max_payload=max_payload, max_message=1 << 22, name=name)
+        self.name = name
+        self.reply_timeout = float(reply_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.max_recoveries = int(max_recoveries)
+        self._req = int.from_bytes(os.urandom(2), "little")
+        self.info: M.ChipInfo | None = None
+        self._config: bytes | None = None
+        self._config_crc = 0
+        self.events: Counter = Counter()
+
+    # ------------------------------------------------------------ request layer
+    def _next_req(self) -> int:
+        self._req = (self._req + 1) & 0xFFFF
+        return self._req
+
+    def _wait(self, req: int, expect: tuple[int, ...], timeout: float) -> M.Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                names = "/".join(M.type_name(t) for t in expect)
+                unacked = self.link.in_flight
+                why = f" ({unacked} frame(s) still unacknowledged: the chip is not receiving)" if unacked else ""
+                raise LinkTimeout(f"{self.name}: no {names} for request {req} within {timeout:g} s{why}")
+            m = self.link.recv(left)
+            if m is None:
+                continue
+            if m.req != req:
+                self.events["stale_replies"] += 1
+                continue
+            if m.type == M.ERROR:
+                raise RemoteError(*M.unpack_error(m.payload))
+            if m.type in expect:
+                return m
+            raise ProtocolError(f"{self.name}: expected {'/'.join(M.type_name(t) for t in expect)} for request {req}, got {M.type_name(m.type)}")
+
+    def request(self, mtype: int, payload: bytes, expect: tuple[int, ...], timeout: float | None = None) -> M.Message:
+        req = self._next_req()
+        self.link.send(mtype, req, payload)
+        return self._wait(req, expect, self.reply_timeout if timeout is None else timeout)
+
+    # ------------------------------------------------------------ commands
+    def hello(self) -> M.ChipInfo:
+        m = self.request(M.HELLO, M.pack_hello(M.PROTOCOL_VERSION, self.link.max_payload), (M.HELLO_REPLY,))
+        info = M.ChipInfo.unpack(m.payload)
+        if info.protocol_version != M.PROTOCOL_VERSION:
+            raise ProtocolError(f"chip speaks protocol v{info.protocol_version}, host v{M.PROTOCOL_VERSION}")
+        if self.info is not None and (info.boot_id != self.info.boot_id):
+            self.events["chip_restarts"] += 1
+        if self.info is not None and info.chip_id != self.info.chip_id:
+            raise ProtocolError(f"a different chip answered (id {info.chip_id:#x}, expected {self.info.chip_id:#x})")
+        self.link.max_payload = min(self.link.max_payload, info.max_payload)
+        self.info = info
+        return info
+
+    def connect(self) -> M.ChipInfo:
+        """Handshake, retrying until ``connect_timeout``: a chip that is booting gets time."""
+        deadline = time.monotonic() + self.connect_timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                return self.hello()
+            except RemoteError:
+                raise  # it answered: a version mismatch is not cured by waiting
+            except (LinkError, ProtocolError) as exc:
+                last = exc
+                self.link.reset_peer()
+        raise LinkError(f"{self.name}: no handshake within {self.connect_timeout:g} s (last: {last})")
+
+    def configure(self, payload: bytes) -> int:
+        m = self.request(M.CONFIG, payload, (M.CONFIG_OK,))
+        crc = M.unpack_config_ok(m.payload)
+        if crc != M.config_crc(payload):
+            raise ProtocolError(f"chip stored configuration CRC {crc:#x}, host sent {M.config_crc(payload):#x}")
+        self._config, self._config_crc = payload, crc
+        return crc
+
+    def status(self) -> dict:
+        return M.unpack_status(self.request(M.STATUS, b"", (M.STATUS_REPLY,)).payload)
+
+    def reset(self) -> None:
+        self.request(M.RESET, b"", (M.RESET_OK,))
+        self._config, self._config_crc = None, 0
+
+    # ------------------------------------------------------------ running
+    def run(self, ticks: np.ndarray, n_neurons: int, seed: int) -> tuple[np.ndarray, dict]:
+        """All samples' TDC ticks (n, n_neurons), recovering from link failures."""
+        if self._config is None:
+            raise ProtocolError("run before configure")
+        info = self.info
+        n, k = ticks.shape
+        per_req = max(1, min(info.max_batch, (info.rx_buffer - 64) // max(1, 2 * k)))
+        out = np.full((n, n_neurons), M.NO_SPIKE, dtype=np.uint16)
+        state = {"done": 0, "chip_s": 0.0, "compute_s": 0.0}
+        history: list[str] = []
+        while state["done"] < n:
+            try:
+                self._run_part(ticks, state, min(n, state["done"] + per_req), seed, out)
+            except (LinkError, ProtocolError, RemoteError) as exc:
+                if isinstance(exc, RemoteError) and exc.code != M.E_NOT_CONFIGURED:
+                    raise
+                history.append(f"{type(exc).__name__}: {exc}")
+                self.events["recoveries"] += 1
+                if len(history) > self.max_recoveries:
+                    raise LinkError(
+                        f"{self.name}: gave up after {self.max_recoveries} recoveries at sample "
+                        f"{state['done']} of {n}; errors: " + " | ".join(history)
+                    ) from None
+                self._recover(history)
+        return out, {"chip_s": state["chip_s"], "compute_s": state["compute_s"], "recoveries": len(history),
+                     "errors": history}
+
+    def _recover(self, history: list[str]) -> None:
+        self.link.reset_peer()
+        try:
+            info = self.connect()
+            if info.config_crc != self._config_crc:
+                self.events["reconfigured"] += 1
+                self.configure(self._config)
+        except RemoteError:
+            raise
+        except (LinkError, ProtocolError) as exc:
+            history.append(f"{type(exc).__name__}: {exc}")
+
+    def _run_part(self, ticks, state, end, seed, out) -> None:
+        start = state["done"]
+        req = self._next_req()
+        self.link.send(M.RUN, req, M.pack_run(seed, start, ticks[start:end]))
+        while True:
+            m = self._wait(req, (M.RESULT, M.RUN_DONE), self.reply_timeout)
+            if m.type == M.RUN_DONE:
+                n_done, chip_s, compute_s = M.unpack_done(m.payload)
+                if state["done"] != end or n_done != end - start:
+                    raise ProtocolError(f"RUN_DONE after samples {start}..{state['done']}, expected ..{end}")
+                state["chip_s"] += chip_s
+                state["compute_s"] += compute_s
+                return
+            first, res = M.unpack_result(m.payload)
+            if res.shape[1] != out.shape[1]:
+                raise ProtocolError(f"RESULT has {res.shape[1]} neurons per sample, expected {out.shape[1]}")
+            if first != state["done"] or first + res.shape[0] > end:
+                raise ProtocolError(f"RESULT for samples {first}.. while expecting {state['done']}..{end}")
+            out[first : first + res.shape[0]] = res
+            state["done"] = first + res.shape[0]

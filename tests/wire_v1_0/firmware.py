@@ -1,0 +1,175 @@
+"""The firmware: the command loop on the chip side of the serial link.
+
+One request at a time, in the order they arrive::
+
+    HELLO   -> HELLO_REPLY (protocol + firmware version, chip id, boot id, limits)
+    CONFIG  -> CONFIG_OK (CRC of the stored configuration) | ERROR CONFIG_INVALID
+    RUN     -> RESULT ... RESULT, RUN_DONE | ERROR
+    STATUS  -> STATUS_REPLY
+    RESET   -> RESET_OK (configuration cleared)
+
+Buffers are bounded: an incoming message larger than ``spec.rx_buffer`` is
+dropped by the link and answered with ERROR BUFFER_OVERFLOW; a RUN may hold
+at most ``spec.max_batch`` samples. Every failure becomes a typed ERROR reply,
+never a dead firmware. A RUN streams its results in messages of one frame
+each while the next block is computed in the background (like a chip whose
+DMA drains the TDC FIFO while the array runs). A new request arriving while a
+RUN streams cancels that RUN: the host only sends one when it gave up on it.
+If the host stops acknowledging, the link's retries run out and the firmware
+returns to idle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from hwloop.firmware_models.qif_chip.core import AnalogCore, ConfigInvalid  # the analog core, not the protocol
+from hwloop.firmware_models.qif_chip.spec import ChipSpec
+
+from . import messages as M
+from .errors import LinkError, ProtocolError
+from .frame import MAX_PAYLOAD
+from .link import OVERFLOW, Link
+
+FW_MAJOR, FW_MINOR = 1, 0
+
+
+class Firmware:
+    def __init__(self, transport, *, spec: ChipSpec, chip_id: int, mismatch: float, noise: float, baud: int = 0,
+                 ack_timeout: float = 0.25, retries: int = 8):
+        self.spec = spec
+        self.chip_id = int(chip_id)
+        self.baud = int(baud)
+        self.link = Link(transport, baud=baud or None, ack_timeout=ack_timeout, retries=retries,
+                         max_payload=1024, max_message=spec.rx_buffer, name="chip")
+        self.core = AnalogCore(spec, chip_id, mismatch, noise)
+        self.boot_id = int.from_bytes(os.urandom(4), "little") or 1
+        self.config_crc = 0
+        self.counters = {"runs": 0, "samples": 0}
+        self.t_boot = time.monotonic()
+        self._pool = ThreadPoolExecutor(max_workers=1)
+
+    # ------------------------------------------------------------ loop
+    def serve(self, should_stop=lambda: False) -> None:
+        while not should_stop():
+            try:
+                msg = self.link.recv(0.2)
+                if msg is not None:
+                    self.handle(msg)
+            except LinkError:
+                continue  # the host stopped answering; wait for its next request
+
+    def error(self, req: int, code: int, text: str) -> None:
+        self.link.send(M.ERROR, req, M.pack_error(code, text))
+
+    def handle(self, msg: M.Message) -> None:
+        req = msg.req
+        try:
+            if msg.type == OVERFLOW:
+                return self.error(req, M.E_BUFFER_OVERFLOW,
+                                  f"{M.type_name(msg.payload[0])} message exceeds the {self.spec.rx_buffer}-byte receive buffer")
+            handler = {
+                M.HELLO: self.on_hello, M.CONFIG: self.on_config, M.RUN: self.on_run,
+                M.STATUS: self.on_status, M.RESET: self.on_reset,
+            }.get(msg.type)
+            if handler is None:
+                return self.error(req, M.E_UNKNOWN_COMMAND, f"unknown command {M.type_name(msg.type)}")
+            handler(req, msg.payload)
+        except ProtocolError as exc:
+            self.error(req, M.E_BAD_MESSAGE, str(exc))
+        except LinkError:
+            raise
+        except Exception as exc:  # firmware must answer, not die
+            self.error(req, M.E_INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------ commands
+    def info(self) -> M.ChipInfo:
+        s = self.spec
+        return M.ChipInfo(
+            protocol_version=M.PROTOCOL_VERSION, fw_major=FW_MAJOR, fw_minor=FW_MINOR, chip_id=self.chip_id,
+            boot_id=self.boot_id, config_crc=self.config_crc, max_payload=self.link.max_payload,
+            max_neurons=s.max_neurons, max_fanin=s.max_fanin, max_layers=s.max_layers, max_bias=s.max_bias,
+            max_inputs=s.max_inputs, dac_bits=s.dac_bits, n_ranges=s.n_ranges, w_fs_min=s.w_fs_min,
+            tdc_lsb_us=s.tdc_lsb_us, tdc_bits=s.tdc_bits, tau_min_us=s.tau_min_us, tau_max_us=s.tau_max_us,
+            i0_min=s.i0_min, i0_max=s.i0_max, baud=self.baud, max_batch=s.max_batch, rx_buffer=s.rx_buffer,
+        )
+
+    def on_hello(self, req: int, payload: bytes) -> None:
+        version, want = M.unpack_hello(payload)
+        if version != M.PROTOCOL_VERSION:
+            return self.error(req, M.E_VERSION,
+                              f"host speaks protocol v{version}, firmware {FW_MAJOR}.{FW_MINOR} speaks v{M.PROTOCOL_VERSION}")
+        self.link.max_payload = max(64, min(int(want), MAX_PAYLOAD))
+        self.link.send(M.HELLO_REPLY, req, self.info().pack())
+
+    def on_config(self, req: int, payload: bytes) -> None:
+        cfg = M.ChipConfig.unpack(payload)
+        try:
+            self.core.configure(cfg)
+        except ConfigInvalid as exc:
+            self.config_crc = 0
+            self.core.cfg = None
+            return self.error(req, M.E_CONFIG_INVALID, str(exc))
+        self.config_crc = M.config_crc(payload)
+        self.link.send(M.CONFIG_OK, req, M.pack_config_ok(self.config_crc))
+
+    def on_reset(self, req: int, payload: bytes) -> None:
+        self.core.cfg = None
+        self.config_crc = 0
+        self.link.send(M.RESET_OK, req, b"")
+
+    def on_status(self, req: int, payload: bytes) -> None:
+        st = self.link.stats
+        self.link.send(M.STATUS_REPLY, req, M.pack_status(
+            boot_id=self.boot_id, config_crc=self.config_crc, runs=self.counters["runs"],
+            samples=self.counters["samples"], frames_rx=st["frames_rx"], frame_errors=st["frame_errors"],
+            retransmits=st["retransmits"], uptime_ms=int(1000 * (time.monotonic() - self.t_boot))))
+
+    def on_run(self, req: int, payload: bytes) -> None:
+        if self.core.cfg is None:
+            return self.error(req, M.E_NOT_CONFIGURED, "RUN before CONFIG (chip was reset or restarted)")
+        seed, first, ticks = M.unpack_run(payload)
+        cfg = self.core.cfg
+        n = ticks.shape[0]
+        if ticks.shape[1] != cfg.n_inputs:
+            return self.error(req, M.E_BAD_MESSAGE, f"RUN has {ticks.shape[1]} inputs per sample, configuration has {cfg.n_inputs}")
+        if n > self.spec.max_batch:
+            return self.error(req, M.E_BATCH_TOO_LARGE, f"{n} samples, firmware buffers at most {self.spec.max_batch}")
+        n_neur = cfg.n_neurons
+        per_msg = max(1, (self.link.max_payload - M.RESULT_HEADER) // (2 * n_neur))
+        # compute chunks grow (16, 64, 256, 256, ...) so the first results leave early
+        # and the UART is busy while later chunks are computed; the noise does not
+        # depend on the chunking (it is keyed on absolute sample index)
+        bounds = []
+        a, size = 0, 16
+        while a < n:
+            b = min(n, a + size)
+            bounds.append((a, b))
+            a, size = b, min(4 * size, self.core.BLOCK)
+        compute_s = 0.0
+
+        def compute(a, b):
+            c0 = time.perf_counter()
+            res = self.core.run(ticks[a:b], seed, first + a)
+            return res, time.perf_counter() - c0
+
+        fut = self._pool.submit(compute, *bounds[0]) if bounds else None
+        try:
+            for i, (a, b) in enumerate(bounds):
+                res, cs = fut.result()
+                compute_s += cs
+                fut = self._pool.submit(compute, *bounds[i + 1]) if i + 1 < len(bounds) else None
+                for k in range(0, b - a, per_msg):
+                    if self.link.inbox:  # the host moved on: cancel this run
+                        return
+                    self.link.send(M.RESULT, req, M.pack_result(first + a + k, res[k : k + per_msg]))
+        finally:
+            # never leave a computation running into the next command (it may reconfigure the core)
+            if fut is not None:
+                fut.cancel() or fut.exception()
+        self.counters["runs"] += 1
+        self.counters["samples"] += n
+        chip_s = n * cfg.trial_ticks * self.spec.tdc_lsb_us * 1e-6
+        self.link.send(M.RUN_DONE, req, M.pack_done(n, chip_s, compute_s))
