@@ -43,9 +43,11 @@ def max_over_time_ce(v_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def spike_count_ce(s_out: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Cross-entropy on ``scale`` times the output spike counts: the class
-    whose neuron fires most wins."""
-    return torch.nn.functional.cross_entropy(scale * s_out.sum(dim=0), y)
+    """Cross-entropy on ``scale`` times the output spike counts (a raster
+    (T, batch, n) or its counts (batch, n)): the class whose neuron fires
+    most wins."""
+    c = s_out.sum(dim=0) if s_out.ndim == 3 else s_out
+    return torch.nn.functional.cross_entropy(scale * c, y)
 
 
 def first_spike_times(s_out: torch.Tensor, dt: float, t_max: float | None = None) -> torch.Tensor:
@@ -75,7 +77,8 @@ def first_spike_loss(s_out: torch.Tensor, y: torch.Tensor, dt: float, tau: float
 def activity_regularizer(spikes, lower: tuple[float, float] = (0.0, 0.0),
                          upper: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Activity bounds on spike counts per trial (Zenke & Vogels 2021), summed
-    over the given rasters (one per hidden layer, each (T, batch, n)).
+    over the given layers: each a raster (T, batch, n) or its spike counts
+    (batch, n) (cheaper to differentiate: `TrainsOutput.counts`).
 
     * lower ``(strength, threshold)``: per neuron and sample,
       strength * mean_{b,j} relu(threshold - c_bj)^2, keeping every neuron
@@ -88,7 +91,7 @@ def activity_regularizer(spikes, lower: tuple[float, float] = (0.0, 0.0),
     """
     total = None
     for s in spikes:
-        c = s.sum(dim=0)
+        c = s.sum(dim=0) if s.ndim == 3 else s
         term = c.new_zeros(())
         if lower[0] > 0:
             term = term + lower[0] * torch.relu(lower[1] - c).square().mean()

@@ -200,8 +200,9 @@ class TrainsNetwork:
     readout: str = "max"
     dt: float = 1.0
 
-    def forward(self, raster: torch.Tensor, engine: str | None = None):
-        return cuba_network_forward(raster, self.weights, self.params, self.surrogate, self.recurrent, engine=engine)
+    def forward(self, raster: torch.Tensor, engine: str | None = None, record: str = "output"):
+        return cuba_network_forward(raster, self.weights, self.params, self.surrogate, self.recurrent, engine=engine,
+                                    record=record)
 
     def scores(self, out) -> torch.Tensor:
         """Per-class scores (batch, classes) of a forward pass: the readout's decision variable."""
@@ -212,7 +213,7 @@ class TrainsNetwork:
             return v.max(dim=0).values
         s = out.spikes[-1]
         if self.readout == "count":
-            return s.sum(0)
+            return out.counts[-1]
         from .losses import first_spike_times
 
         return -first_spike_times(s, self.dt)
@@ -300,10 +301,10 @@ def _loss(net: TrainsNetwork, out, y: torch.Tensor, cfg: TrainsConfig) -> torch.
             v = v[net.window[0]:net.window[1]]
         loss = max_over_time_ce(v, y)
     elif cfg.readout == "count":
-        loss = spike_count_ce(out.spikes[-1], y)
+        loss = spike_count_ce(out.counts[-1], y)
     else:
         loss = first_spike_loss(out.spikes[-1], y, cfg.dt, cfg.tau_syn)
-    reg = activity_regularizer(out.spikes[:-1], lower=tuple(cfg.reg_lower), upper=tuple(cfg.reg_upper))
+    reg = activity_regularizer(out.counts[:-1], lower=tuple(cfg.reg_lower), upper=tuple(cfg.reg_upper))
     return loss + reg
 
 
@@ -336,7 +337,7 @@ def evaluate(net: TrainsNetwork, split: RasterSplit, batch: int = 1000, engine: 
             out = net.forward(xb, engine=engine)
             pred = net.scores(out).argmax(1)
             correct += int((pred == split.labels[b:b + batch]).sum())
-            counts.append(torch.stack([s.sum(0).mean() for s in out.spikes[:-1]]) * xb.shape[1])
+            counts.append(torch.stack([c.mean() for c in out.counts[:-1]]) * xb.shape[1])
     per_layer = (torch.stack(counts).sum(0) / n).tolist()
     return {"accuracy": correct / max(1, n), "hidden_spikes_per_neuron": per_layer}
 

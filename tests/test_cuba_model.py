@@ -100,6 +100,40 @@ def test_two_layer_network_equals_reference():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+def test_output_only_recording_gives_the_same_gradients():
+    """record="output" (what training uses: hidden layers give only their
+    counts) computes the same loss and weight gradients as recording all,
+    and as the reference loop; the counts carry the gradient of the
+    activity bounds."""
+    g = torch.Generator().manual_seed(8)
+    T, B = 37, 9  # T not a multiple of the kernel's checkpoint segment
+    raster = (torch.rand(T, B, 6, generator=g) < 0.3).to(D)
+    ws = [torch.randn(6, 12, generator=g, dtype=D) * 0.8 + 0.3, torch.randn(12, 8, generator=g, dtype=D) * 0.6,
+          torch.randn(8, 3, generator=g, dtype=D)]
+    rec = [None, torch.randn(8, 8, generator=g, dtype=D) * 0.3, None]
+    ps = [CubaParams(current_decay=0.3, voltage_decay=0.1, reset="subtract"),
+          CubaParams(current_decay=0.2, voltage_decay=0.1, refractory=2),
+          CubaParams(current_decay=0.25, voltage_decay=0.02, spiking=False)]
+    y = torch.arange(B) % 3
+    results = []
+    for engine, record in (("torch", "all"), ("numba", "all"), ("numba", "output")):
+        params = [w.clone().requires_grad_(True) for w in ws] + [rec[1].clone().requires_grad_(True)]
+        out = cuba_network_forward(raster, params[:3], ps, Surrogate("superspike", 4.0), [None, params[3], None],
+                                   engine=engine, record=record)
+        assert (out.spikes[0] is None) == (record == "output")
+        loss = (torch.nn.functional.cross_entropy(out.membranes[-1].max(0).values, y)
+                + (out.counts[0] - 2.0).relu().square().mean() + 0.1 * (1.0 - out.counts[1]).relu().mean())
+        grads = torch.autograd.grad(loss, params)
+        results.append((float(loss.detach()), grads, [c.detach() for c in out.counts]))
+    (l0, g0, c0), *rest = results
+    for l1, g1, c1 in rest:
+        assert l1 == pytest.approx(l0, abs=1e-12)
+        assert all(torch.equal(a, b) for a, b in zip(c0, c1))
+        for a, b in zip(g1, g0):
+            assert float(b.abs().max()) > 1e-4
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("reset,rec", [("zero", False), ("subtract", False), ("zero", True), ("subtract", True)])
 def test_smooth_stand_in_gradient_matches_finite_differences(reset, rec):
     """With the logistic in place of the spike (forward and backward) and the
@@ -288,7 +322,7 @@ def test_engine_choice(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("kernel called")
 
-    monkeypatch.setattr(kernel, "layer_forward", boom)
+    monkeypatch.setattr(kernel, "network_forward", boom)
     cuba_layer(s_in, w_in, CubaParams(), Surrogate())  # the reference loop, not the kernel
     monkeypatch.setenv(kernel.ENV_VAR, "gpu")
     with pytest.raises(NetworkSpecError, match=kernel.ENV_VAR):

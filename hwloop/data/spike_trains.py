@@ -83,6 +83,54 @@ class LatencyTrains:
         return r
 
 
+@dataclass(frozen=True)
+class RateTrains:
+    """A value as a regular spike train: u = (x - value_min) / (value_max -
+    value_min) in [0, 1] sends round(u * max_spikes) spikes, evenly spaced
+    over steps [0, window) (the k-th of n spikes at floor((k + 1/2) * window
+    / n)); no noise, so a value always gives the same train."""
+
+    n_features: int
+    n_steps: int
+    window: int
+    max_spikes: int
+    value_min: float = 0.0
+    value_max: float = 1.0
+
+    def __post_init__(self):
+        for name in ("n_features", "n_steps", "window", "max_spikes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise DatasetError(f"rate trains: {name} must be a positive int, got {v!r}")
+        if self.window > self.n_steps or self.max_spikes > self.window:
+            raise DatasetError(f"rate trains: need max_spikes <= window <= n_steps, got "
+                               f"{self.max_spikes}, {self.window}, {self.n_steps}")
+        if not self.value_max > self.value_min:
+            raise DatasetError("rate trains: value_max must exceed value_min")
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_features
+
+    def counts(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise DatasetError(f"rate trains: expected (N, {self.n_features}) features, got shape {x.shape}")
+        u = (np.clip(x, self.value_min, self.value_max) - self.value_min) / (self.value_max - self.value_min)
+        return np.rint(u * self.max_spikes).astype(np.int64)
+
+    def raster(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+        k = self.counts(x)
+        r = np.zeros((self.n_steps, k.shape[0], self.n_features), dtype=dtype)
+        for n in range(1, self.max_spikes + 1):
+            b, j = np.nonzero(k == n)
+            if len(b) == 0:
+                continue
+            steps = np.floor((np.arange(n) + 0.5) * self.window / n).astype(np.int64)
+            r[steps[:, None], b[None, :], j[None, :]] = 1.0
+        return r
+
+
 def default_train_encoding(name: str) -> LatencyTrains | None:
     """The documented spike-train encoding of a data set (None for randman,
     whose features already are spike times: use `randman.raster`)."""

@@ -8,27 +8,39 @@ same step functions (`integrate`, `reset`, `refractory`, compiled here); the
 tests hold the two to 1e-6 in float64. The adjoint recursion is derived in
 docs/models-cuba.md, section 3.
 
-Why it is fast:
+Why it is fast (on a CPU the layer is bound by memory traffic, not by
+arithmetic; measured: writing one float32 (T, B, N) array costs more than
+the neuron update itself):
 
 * **One sample at a time, all its steps.** A sample's state (current,
   membrane, refractory count) is a few vectors of the layer's width that stay
-  in the L1 cache for the whole trial; one pass over time, no tensor
-  temporaries, no per-step Python or autograd bookkeeping.
-* **Recurrent input by events.** The layer's spikes of the previous step add
-  their rows of the recurrent matrix; spikes are sparse, so this costs the
-  spikes, not the matrix.
+  in the L1 cache for the whole trial; no tensor temporaries, no per-step
+  Python or autograd bookkeeping.
+* **Inputs and recurrence by events.** The input current is formed inside
+  the kernel from the input spikes (rows of the weight matrix), and the
+  layer's own spikes of the previous step add rows of the recurrent matrix:
+  the cost is the spikes, not the matrix.
+* **Spikes stored as bytes, membranes not stored.** Internally a layer keeps
+  its spikes as a uint8 raster and, every `_SEGMENT` steps, a checkpoint of
+  its state. The backward recomputes each segment's membranes from its
+  checkpoint (the same arithmetic in the same order, so bit for bit the
+  forward's values) into a small buffer and runs the adjoint over it. Float
+  rasters and membrane traces are written only where the caller asks for
+  them (``record``).
+* **Whole networks, chunk by chunk.** `network_forward` runs every layer of a
+  chunk of samples before the next chunk, and `network_backward` passes
+  only dL/dx of the layer above between layers (the gradient of a layer's
+  spikes through the next weights is formed inside the kernel).
 * **Samples in parallel** (as many threads as torch uses) in a fixed number
-  of chunks; the recurrent weight gradient is accumulated per chunk and the
-  chunks summed in a fixed order, so results do not depend on the thread
-  count.
-
-The feed-forward matrix products around the layer (input spikes times
-weights, their transposes in the backward) are torch's, outside this kernel.
+  of chunks; weight gradients are accumulated per chunk and summed in a
+  fixed order, so results do not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -39,8 +51,10 @@ from . import functional as F
 
 ENV_VAR = "HWLOOP_CUBA_ENGINE"
 _ENGINES = ("auto", "numba", "torch")
-#: fixed chunk count: per-chunk recurrent gradients summed in a fixed order
+#: fixed chunk count: per-chunk weight gradients summed in a fixed order
 _CHUNKS = 16
+#: steps between state checkpoints; the backward recomputes one segment at a time
+_SEGMENT = 10
 _FASTMATH = {"reassoc", "contract"}
 
 _import_error: str | None = None
@@ -49,6 +63,14 @@ try:  # numba is a dependency; without it the layer runs the torch reference loo
 except ImportError as exc:  # pragma: no cover
     nb = None
     _import_error = str(exc)
+else:
+    # The neuron loops touch up to a dozen arrays; LLVM vectorises a loop only
+    # after runtime checks that they do not overlap and gives up beyond 8 such
+    # checks by default, leaving the loop scalar (as in the QIF kernel, which
+    # sets the same process-wide option; it only lets more loops vectorise).
+    import llvmlite.binding as _llvm
+
+    _llvm.set_option("", "-runtime-memory-check-threshold=64")
 
 
 def _engine(engine: str | None) -> str:
@@ -82,117 +104,201 @@ if nb is not None:
     _reset = nb.njit(cache=True, inline="always")(F.reset)
     _refractory = nb.njit(cache=True, inline="always")(F.refractory)
 
-    @nb.njit(cache=True, inline="always")
-    def _surrogate(code, beta, x):
-        """Surrogate derivative of H at x (`functional.Surrogate`, peak 1)."""
-        if code == 0:
-            d = beta * abs(x) + 1.0
-            return 1.0 / (d * d)
-        if code == 1:
-            s = 1.0 / (1.0 + np.exp(-beta * x))
-            return 4.0 * s * (1.0 - s)
-        if code == 2:
-            return max(0.0, 1.0 - beta * abs(x))
-        return np.exp(-beta * abs(x))
-
     @nb.njit(cache=True, nogil=True)
     def _samples(c, nchunks, B):
         return c * B // nchunks, (c + 1) * B // nchunks
 
+    @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+    def _surrogate_row(code, beta, v, theta, out):
+        """out[j] = surrogate derivative at v[j] - theta (`functional.Surrogate`,
+        peak 1); one loop per shape."""
+        one = v.dtype.type(1.0)
+        if code == 0:
+            for j in range(v.shape[0]):
+                q = beta * abs(v[j] - theta) + one
+                out[j] = one / (q * q)
+        elif code == 1:
+            for j in range(v.shape[0]):
+                e = np.exp(-beta * abs(v[j] - theta))  # symmetric: no overflow far below threshold
+                out[j] = 4.0 * e / ((one + e) * (one + e))
+        elif code == 2:
+            for j in range(v.shape[0]):
+                out[j] = max(0.0, one - beta * abs(v[j] - theta))
+        else:
+            for j in range(v.shape[0]):
+                out[j] = np.exp(-beta * abs(v[j] - theta))
+
+    @nb.njit(cache=True, nogil=True, inline="always")
+    def _events(row, idx):
+        """Indices of the nonzero entries of ``row`` into ``idx`` (ascending),
+        their number returned. Branch-free: spikes are rare but not so rare
+        that a mispredicted branch per spike is cheap."""
+        n = 0
+        for k in range(row.shape[0]):
+            idx[n] = k
+            n += row[k] != 0
+        return n
+
+    @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+    def _input(x, s_row, w_in, has_rec, prev_row, w_rec, idx):
+        """x = s_row @ w_in (+ prev_row @ w_rec), over the nonzero spikes only,
+        in ascending index order (the forward and the recompute share it)."""
+        zero = x.dtype.type(0.0)
+        N = x.shape[0]
+        for j in range(N):
+            x[j] = zero
+        n = _events(s_row, idx)
+        for e in range(n):
+            k = idx[e]
+            sv = x.dtype.type(s_row[k])
+            for j in range(N):
+                x[j] += sv * w_in[k, j]
+        if has_rec:
+            n = _events(prev_row, idx)
+            for e in range(n):
+                k = idx[e]
+                sv = x.dtype.type(prev_row[k])
+                for j in range(N):
+                    x[j] += sv * w_rec[k, j]
+
+
+    @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+    def _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta, v_row, s_row, a_row):
+        """One step of the layer's neurons (`integrate`, spike, `reset`,
+        `refractory`): v_row gets v~ (before reset), s_row the spikes, a_row
+        the active mask."""
+        one = x.dtype.type(1.0)
+        zero = x.dtype.type(0.0)
+        N = x.shape[0]
+        if not spiking:
+            for j in range(N):
+                ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
+                i[j] = ij
+                v[j] = vj
+                v_row[j] = vj
+                s_row[j] = zero
+                a_row[j] = one
+        elif smooth:
+            for j in range(N):
+                ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
+                sj = one / (one + np.exp(-sbeta * (vj - theta)))
+                i[j] = ij
+                v_row[j] = vj
+                s_row[j] = sj
+                a_row[j] = one
+                v[j] = _reset(vj, sj, theta, subtract)
+        elif n_ref > zero:
+            for j in range(N):
+                a = one if r[j] < 0.5 else zero
+                ij, vj = _integrate(i[j], v[j], x[j], a, alpha, beta)
+                sj = one if (vj >= theta and a > zero) else zero
+                i[j] = ij
+                v_row[j] = vj
+                s_row[j] = sj
+                a_row[j] = a
+                v[j] = _reset(vj, sj, theta, subtract)
+                r[j] = _refractory(r[j], sj, n_ref)
+        else:
+            for j in range(N):
+                ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
+                sj = one if vj >= theta else zero
+                i[j] = ij
+                v_row[j] = vj
+                s_row[j] = sj
+                a_row[j] = one
+                v[j] = _reset(vj, sj, theta, subtract)
+
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
-    def _forward_chunk(c0, c1, nchunks, s_in, w_in, w_rec, has_rec, alpha, beta, theta, subtract, n_ref,
-                       spiking, smooth, sbeta, out_s, out_v, out_a):
-        """Samples of chunks [c0, c1): per step, the input current from the
-        input spikes (events: rows of w_in), plus the recurrent events, then
-        the neuron update (`integrate`, spike, `reset`, `refractory`)."""
+    def _forward_chunk(c0, c1, nchunks, s_in, w_in, w_rec, has_rec, alpha, beta, theta, subtract, n_ref, spiking,
+                       smooth, sbeta, seg, s_int, ck_i, ck_v, ck_r, out_c, rec_s, out_s, rec_v, out_v):
+        """Samples of chunks [c0, c1): the layer over the whole trial.
+        s_int (T, B, N): the spikes, in the internal raster's dtype (uint8, or
+        float for the smooth stand-in); ck_*: the state before every
+        ``seg``-th step; out_c (B, N): spike counts; out_s, out_v: float
+        spikes and membranes before reset, where ``rec_s`` / ``rec_v``."""
         T, B, n_in = s_in.shape
         N = w_in.shape[1]
-        one = s_in.dtype.type(1.0)
-        zero = s_in.dtype.type(0.0)
-        i = np.zeros(N, s_in.dtype)
-        v = np.zeros(N, s_in.dtype)
-        r = np.zeros(N, s_in.dtype)
-        sp = np.zeros(N, s_in.dtype)
-        x = np.zeros(N, s_in.dtype)
+        dt = ck_v.dtype
+        zero = dt.type(0.0)
+        i = np.zeros(N, dt)
+        v = np.zeros(N, dt)
+        r = np.zeros(N, dt)
+        x = np.zeros(N, dt)
+        v_row = np.zeros(N, dt)
+        s_row = np.zeros(N, dt)
+        a_row = np.zeros(N, dt)
+        idx = np.zeros(max(n_in, N), np.int64)
         for c in range(c0, c1):
             b0, b1 = _samples(c, nchunks, B)
             for b in range(b0, b1):
                 i[:] = zero
                 v[:] = zero
                 r[:] = zero
-                sp[:] = zero
+                cb = out_c[b]
+                for j in range(N):
+                    cb[j] = zero
                 for t in range(T):
-                    x[:] = zero
-                    sin = s_in[t, b]
-                    for k in range(n_in):
-                        sk = sin[k]
-                        if sk != zero:
-                            for j in range(N):
-                                x[j] += sk * w_in[k, j]
-                    if has_rec:
-                        for k in range(N):
-                            sk = sp[k]
-                            if sk != zero:
-                                for j in range(N):
-                                    x[j] += sk * w_rec[k, j]
-                    vt = out_v[t, b]
-                    if not spiking:
+                    if t % seg == 0:
+                        k = t // seg
                         for j in range(N):
-                            ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
-                            i[j] = ij
-                            v[j] = vj
-                            vt[j] = vj
-                        continue
-                    st = out_s[t, b]
-                    if smooth:
+                            ck_i[k, b, j] = i[j]
+                            ck_v[k, b, j] = v[j]
+                            ck_r[k, b, j] = r[j]
+                    _input(x, s_in[t, b], w_in, has_rec and t > 0, s_int[t - 1, b], w_rec, idx)
+                    _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta, v_row, s_row,
+                            a_row)
+                    st = s_int[t, b]
+                    for j in range(N):
+                        st[j] = s_row[j]
+                        cb[j] += s_row[j]
+                    if rec_s:
+                        o = out_s[t, b]
                         for j in range(N):
-                            ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
-                            sj = one / (one + np.exp(-sbeta * (vj - theta)))
-                            i[j] = ij
-                            vt[j] = vj
-                            st[j] = sj
-                            sp[j] = sj
-                            v[j] = _reset(vj, sj, theta, subtract)
-                    elif n_ref > zero:
-                        at = out_a[t, b]
+                            o[j] = s_row[j]
+                    if rec_v:
+                        o = out_v[t, b]
                         for j in range(N):
-                            a = one if r[j] < 0.5 else zero
-                            ij, vj = _integrate(i[j], v[j], x[j], a, alpha, beta)
-                            sj = one if (vj >= theta and a > zero) else zero
-                            i[j] = ij
-                            vt[j] = vj
-                            st[j] = sj
-                            sp[j] = sj
-                            at[j] = a
-                            v[j] = _reset(vj, sj, theta, subtract)
-                            r[j] = _refractory(r[j], sj, n_ref)
-                    else:
-                        for j in range(N):
-                            ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
-                            sj = one if vj >= theta else zero
-                            i[j] = ij
-                            vt[j] = vj
-                            st[j] = sj
-                            sp[j] = sj
-                            v[j] = _reset(vj, sj, theta, subtract)
+                            o[j] = v_row[j]
 
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
-    def _backward_chunk(c0, c1, nchunks, g_s, has_gs, g_v, has_gv, s_in, w_in_t, s_all, v_all, a_all, w_rec,
-                        has_rec, alpha, beta, theta, subtract, n_ref, spiking, smooth, code, sbeta, through_reset,
-                        need_in, g_in, g_w_in, g_w_rec):
+    def _backward_chunk(c0, c1, nchunks, g_s, has_gs, g_v, has_gv, g_c, has_gc, gx_next, w_next_t, has_next,
+                        s_in, w_in, w_in_t, s_int, w_rec, has_rec, alpha, beta, theta, subtract, n_ref, spiking,
+                        smooth, code, sbeta, through_reset, seg, ck_i, ck_v, ck_r, need_in, g_in, emit_gx, gx_out,
+                        g_w_in, g_w_rec):
         """Reverse-time adjoint (docs/models-cuba.md, section 3) for the samples
-        of chunks [c0, c1). dL/dx_t = dL/di_t is used at once: the weight
-        gradient by the input events, the input spikes' gradient densely
-        through w_in (``need_in``). Chunk c accumulates into g_w_in[c] and
-        g_w_rec[c]."""
+        of chunks [c0, c1), one segment at a time: the segment's membranes
+        are recomputed from its checkpoint, then the adjoint runs back over it.
+
+        dL/ds_t of this layer is the sum of: the direct gradient ``g_s``, the
+        gradient of its spike counts ``g_c`` (every step alike), the layer
+        above's dL/dx through its weights, gx_next[t] @ w_next^T
+        (``has_next``), and the recurrent path. dL/dx_t = dL/di_t (``li``) is
+        used at once: the weight gradient by the input events, the input
+        spikes' gradient densely (``need_in``), and, for the layer below,
+        stored in ``gx_out`` (``emit_gx``). Chunk c accumulates into
+        g_w_in[c] and g_w_rec[c].
+        """
         T, B, n_in = s_in.shape
         N = w_in_t.shape[0]
-        one = s_in.dtype.type(1.0)
-        zero = s_in.dtype.type(0.0)
-        li = np.zeros(N, s_in.dtype)   # dL/di_{t+1}
-        lv = np.zeros(N, s_in.dtype)   # dL/dv_t (after reset), from step t+1
-        gr = np.zeros(N, s_in.dtype)   # dL/ds_t through the recurrent weights
+        dt = ck_v.dtype
+        one = dt.type(1.0)
+        zero = dt.type(0.0)
+        li = np.zeros(N, dt)   # dL/di_{t+1}
+        lv = np.zeros(N, dt)   # dL/dv_t (after reset), from step t+1
+        gr = np.zeros(N, dt)   # dL/ds_t through the recurrent weights
+        gs = np.zeros(N, dt)   # dL/ds_t, then dL/dv~_t
+        d = np.zeros(N, dt)    # ds_t/dv~_t (surrogate, times the active mask)
+        i = np.zeros(N, dt)
+        v = np.zeros(N, dt)
+        r = np.zeros(N, dt)
+        x = np.zeros(N, dt)
+        vb = np.zeros((seg, N), dt)
+        sb = np.zeros((seg, N), dt)
+        ab = np.zeros((seg, N), dt)
+        idx = np.zeros(max(n_in, N), np.int64)
         keep = one - subtract          # zero reset: dv/dv~ = 1 - s
+        n_next = w_next_t.shape[0]
+        nseg = (T + seg - 1) // seg
         for c in range(c0, c1):
             gwi = g_w_in[c]
             gwr = g_w_rec[c]
@@ -200,65 +306,114 @@ if nb is not None:
             for b in range(b0, b1):
                 li[:] = zero
                 lv[:] = zero
-                for t in range(T - 1, -1, -1):
-                    rec_now = has_rec and t < T - 1
-                    if rec_now:
-                        for k in range(N):
-                            acc = zero
-                            for j in range(N):
-                                acc += w_rec[k, j] * li[j]
-                            gr[k] = acc
-                    vt = v_all[t, b]
-                    if not spiking:
-                        for j in range(N):
-                            gvp = lv[j]
-                            if has_gv:
-                                gvp += g_v[t, b, j]
-                            li[j] = alpha * li[j] + gvp
-                            lv[j] = beta * gvp
-                    else:
-                        st = s_all[t, b]
-                        for j in range(N):
-                            sj = st[j]
-                            vj = vt[j]
-                            a = a_all[t, b, j] if n_ref > zero else one
-                            gs = g_s[t, b, j] if has_gs else zero
-                            if rec_now:
-                                gs += gr[j]
-                            if through_reset:
-                                gs -= lv[j] * (subtract * theta + keep * vj)
-                            if smooth:
-                                d = sbeta * sj * (one - sj)
-                            else:
-                                d = a * _surrogate(code, sbeta, vj - theta)
-                            gvp = lv[j] * (one - keep * sj) + gs * d
-                            if has_gv:
-                                gvp += g_v[t, b, j]
-                            li[j] = alpha * li[j] + a * gvp
-                            lv[j] = (a * beta + (one - a)) * gvp
-                    # li is dL/dx_t now: weight gradients by events, input gradient densely
-                    sin = s_in[t, b]
-                    for k in range(n_in):
-                        sk = sin[k]
-                        if sk != zero:
-                            for j in range(N):
-                                gwi[k, j] += sk * li[j]
-                    if need_in:
-                        gin = g_in[t, b]
-                        for k in range(n_in):
-                            gin[k] = zero
-                        for j in range(N):
-                            lj = li[j]
-                            wj = w_in_t[j]
-                            for k in range(n_in):
-                                gin[k] += lj * wj[k]
-                    if has_rec and t >= 1:
-                        sprev = s_all[t - 1, b]
-                        for k in range(N):
-                            sk = sprev[k]
-                            if sk != zero:
+                for sgi in range(nseg - 1, -1, -1):
+                    t0 = sgi * seg
+                    t1 = min(T, t0 + seg)
+                    # ---- recompute the segment from its checkpoint
+                    for j in range(N):
+                        i[j] = ck_i[sgi, b, j]
+                        v[j] = ck_v[sgi, b, j]
+                        r[j] = ck_r[sgi, b, j]
+                    for t in range(t0, t1):
+                        _input(x, s_in[t, b], w_in, has_rec and t > 0, s_int[t - 1, b], w_rec, idx)
+                        _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta,
+                                vb[t - t0], sb[t - t0], ab[t - t0])
+                    # ---- adjoint back over it
+                    for t in range(t1 - 1, t0 - 1, -1):
+                        rec_now = has_rec and t < T - 1
+                        if rec_now:
+                            for k in range(N):
+                                acc = zero
                                 for j in range(N):
-                                    gwr[k, j] += sk * li[j]
+                                    acc += w_rec[k, j] * li[j]
+                                gr[k] = acc
+                        vt = vb[t - t0]
+                        if not spiking:
+                            for j in range(N):
+                                gvp = lv[j]
+                                if has_gv:
+                                    gvp += g_v[t, b, j]
+                                li[j] = alpha * li[j] + gvp
+                                lv[j] = beta * gvp
+                        else:
+                            st = sb[t - t0]
+                            at = ab[t - t0]
+                            if smooth:
+                                for j in range(N):
+                                    d[j] = sbeta * st[j] * (one - st[j])
+                            else:
+                                _surrogate_row(code, sbeta, vt, theta, d)
+                                if n_ref > zero:
+                                    for j in range(N):
+                                        d[j] *= at[j]
+                            if has_gs:
+                                gst = g_s[t, b]
+                                for j in range(N):
+                                    gs[j] = gst[j]
+                            else:
+                                gs[:] = zero
+                            if has_gc:
+                                gcb = g_c[b]
+                                for j in range(N):
+                                    gs[j] += gcb[j]
+                            if has_next:
+                                gxn = gx_next[t, b]
+                                for q in range(n_next):
+                                    gq = gxn[q]
+                                    if gq != zero:
+                                        wq = w_next_t[q]
+                                        for j in range(N):
+                                            gs[j] += gq * wq[j]
+                            if rec_now:
+                                for j in range(N):
+                                    gs[j] += gr[j]
+                            if through_reset:
+                                for j in range(N):
+                                    gs[j] -= lv[j] * (subtract * theta + keep * vt[j])
+                            for j in range(N):
+                                gs[j] = lv[j] * (one - keep * st[j]) + gs[j] * d[j]  # now dL/dv~
+                            if has_gv:
+                                gvt = g_v[t, b]
+                                for j in range(N):
+                                    gs[j] += gvt[j]
+                            if n_ref > zero:
+                                for j in range(N):
+                                    a = at[j]
+                                    li[j] = alpha * li[j] + a * gs[j]
+                                    lv[j] = (a * beta + (one - a)) * gs[j]
+                            else:
+                                for j in range(N):
+                                    li[j] = alpha * li[j] + gs[j]
+                                    lv[j] = beta * gs[j]
+                        # li is dL/dx_t now: weight gradients by events, input gradient densely
+                        if emit_gx:
+                            gxo = gx_out[t, b]
+                            for j in range(N):
+                                gxo[j] = li[j]
+                        sin = s_in[t, b]
+                        n = _events(sin, idx)
+                        for e in range(n):
+                            k = idx[e]
+                            sv = dt.type(sin[k])
+                            for j in range(N):
+                                gwi[k, j] += sv * li[j]
+                        if need_in:
+                            gin = g_in[t, b]
+                            for k in range(n_in):
+                                gin[k] = zero
+                            for j in range(N):
+                                lj = li[j]
+                                wj = w_in_t[j]
+                                for k in range(n_in):
+                                    gin[k] += lj * wj[k]
+                        if has_rec and t >= 1:
+                            sprev = s_int[t - 1, b]  # the forward's spikes, stored (the same as recomputed)
+                            n = _events(sprev, idx)
+                            for e in range(n):
+                                k = idx[e]
+                                sv = dt.type(sprev[k])
+                                for j in range(N):
+                                    gwr[k, j] += sv * li[j]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -281,64 +436,188 @@ def _run_chunks(kernel, *args) -> None:
         f.result()
 
 
+class _BufferPool:
+    """Reuses the big output arrays (spike rasters, membrane traces, input
+    gradients: T x batch x neurons each) once nothing refers to them any more.
+
+    Why: a fresh array of that size is fresh memory from the OS, and the
+    page faults of first touching it cost as much as the layer's arithmetic
+    (measured: 11 ms of a 25 ms forward). An array handed out is wrapped by
+    ``torch.from_numpy``, whose tensor (and every view of it) holds a
+    reference to it; only arrays whose reference count shows no such holder
+    are handed out again. A few arrays per shape are kept, no more.
+    """
+
+    KEEP = 6
+
+    def __init__(self):
+        self._free: dict[tuple, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, shape, dtype, fill=None) -> np.ndarray:
+        key = (tuple(shape), np.dtype(dtype).str)
+        with self._lock:
+            held = self._free.setdefault(key, [])
+            for arr in held:
+                # references: the list, the loop variable, getrefcount's argument
+                if sys.getrefcount(arr) == 3:
+                    break
+            else:
+                arr = np.empty(shape, dtype)
+                if len(held) < self.KEEP:
+                    held.append(arr)
+        if fill is not None:
+            arr.fill(fill)
+        return arr
+
+
+_buffers = _BufferPool()
+
+
 def _scalars(p: F.CubaParams, sg: F.Surrogate, dtype):
-    ty = np.float32 if dtype == torch.float32 else np.float64
+    ty = np.float32 if _torch_dtype(dtype) == torch.float32 else np.float64
     return (ty(p.alpha), ty(p.beta), ty(p.threshold), ty(1.0 if p.reset == "subtract" else 0.0),
             ty(p.refractory), ty(sg.beta))
 
 
-def _np(t: torch.Tensor, dtype) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().to(dtype).numpy())
+def _torch_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
 
 
-def layer_forward(s_in: torch.Tensor, w_in: torch.Tensor, w_rec: torch.Tensor | None, p: F.CubaParams,
-                  sg: F.Surrogate):
-    """Spikes, membranes before reset and the active mask (None without a
-    refractory period) of one layer, each (T, B, N), driven by the input
-    spikes ``s_in`` (T, B, n_in) through ``w_in`` (n_in, N)."""
-    dtype = s_in.dtype
-    sn = _np(s_in, dtype)
-    T, B, _ = sn.shape
-    wn = _np(w_in, dtype)
-    N = wn.shape[1]
-    alpha, beta, theta, sub, n_ref, sbeta = _scalars(p, sg, dtype)
-    has_rec = w_rec is not None
-    wr = _np(w_rec, dtype) if has_rec else np.zeros((1, 1), sn.dtype)
-    out_s = np.zeros((T, B, N), sn.dtype)
-    out_v = np.empty((T, B, N), sn.dtype)
-    out_a = np.ones((T, B, N), sn.dtype) if p.refractory > 0 else np.zeros((1, 1, 1), sn.dtype)
-    _run_chunks(_forward_chunk, sn, wn, wr, has_rec, alpha, beta, theta, sub, n_ref, p.spiking, sg.smooth, sbeta,
-                out_s, out_v, out_a)
-    a = torch.from_numpy(out_a) if p.refractory > 0 else None
-    return torch.from_numpy(out_s), torch.from_numpy(out_v), a
+def _np_dtype(dtype):
+    return np.float32 if _torch_dtype(dtype) == torch.float32 else np.float64
 
 
-def layer_backward(g_s: torch.Tensor | None, g_v: torch.Tensor | None, s_in: torch.Tensor, w_in: torch.Tensor,
-                   s: torch.Tensor, v: torch.Tensor, a: torch.Tensor | None, w_rec: torch.Tensor | None,
-                   p: F.CubaParams, sg: F.Surrogate, need_in: bool):
-    """Gradients wrt the input spikes (None unless ``need_in``), the input
-    weights and the recurrent weights (None without recurrence)."""
-    dtype = s.dtype
-    sn_in = _np(s_in, dtype)
-    T, B, n_in = sn_in.shape
-    wt = np.ascontiguousarray(_np(w_in, dtype).T)
-    N = wt.shape[0]
-    dummy3 = np.zeros((1, 1, 1), sn_in.dtype)
-    gs = _np(g_s, dtype) if g_s is not None else dummy3
-    gv = _np(g_v, dtype) if g_v is not None else dummy3
-    alpha, beta, theta, sub, n_ref, sbeta = _scalars(p, sg, dtype)
-    has_rec = w_rec is not None
-    wr = _np(w_rec, dtype) if has_rec else np.zeros((1, 1), sn_in.dtype)
-    an = a.numpy() if a is not None else dummy3
-    g_in = np.empty_like(sn_in) if need_in else dummy3
-    g_w_in = np.zeros((_CHUNKS, n_in, N), sn_in.dtype)
-    g_w_rec = np.zeros((_CHUNKS, N, N) if has_rec else (_CHUNKS, 1, 1), sn_in.dtype)
-    _run_chunks(_backward_chunk, gs, g_s is not None, gv, g_v is not None, sn_in, wt, s.numpy(), v.numpy(), an, wr,
-                has_rec, alpha, beta, theta, sub, n_ref, p.spiking, sg.smooth, sg.code, sbeta, sg.through_reset,
-                need_in, g_in, g_w_in, g_w_rec)
-    gw_in = _ordered_sum(g_w_in)
-    gw_rec = torch.from_numpy(_ordered_sum(g_w_rec)) if has_rec else None
-    return (torch.from_numpy(g_in) if need_in else None), torch.from_numpy(gw_in), gw_rec
+def _np(t, dtype) -> np.ndarray:
+    """A C-contiguous numpy array of ``dtype`` (torch or numpy) sharing memory where it can."""
+    if isinstance(t, np.ndarray):
+        return np.ascontiguousarray(t, dtype=_np_dtype(dtype))
+    return np.ascontiguousarray(t.detach().to(_torch_dtype(dtype)).numpy())
+
+
+_DUMMY: dict = {}
+
+
+def _dummy(dtype, ndim):
+    key = (np.dtype(dtype).str, ndim)
+    if key not in _DUMMY:
+        _DUMMY[key] = np.zeros((1,) * ndim, dtype)
+    return _DUMMY[key]
+
+
+class LayerRun:
+    """One layer's forward state: the internal spike raster, the checkpoints,
+    the counts and the recorded float rasters (numpy arrays, pooled)."""
+
+    def __init__(self, s_in: np.ndarray, w_in, w_rec, p: F.CubaParams, sg: F.Surrogate, dtype, record_s: bool,
+                 record_v: bool):
+        self.dtype = _np_dtype(dtype)
+        self.s_in = s_in
+        T, B, _ = s_in.shape
+        self.w_in = _np(w_in, dtype)
+        N = self.w_in.shape[1]
+        self.has_rec = w_rec is not None
+        self.w_rec = _np(w_rec, dtype) if self.has_rec else _dummy(self.dtype, 2)
+        self.p, self.sg = p, sg
+        self.shape = (T, B, N)
+        nseg = (T + _SEGMENT - 1) // _SEGMENT
+        # spikes are 0/1 except for the smooth stand-in: bytes are enough
+        self.s_int = _buffers.get((T, B, N), self.dtype if sg.smooth else np.uint8)
+        self.ck = [_buffers.get((nseg, B, N), self.dtype) for _ in range(3)]
+        self.counts = np.zeros((B, N), self.dtype)
+        self.record_s, self.record_v = record_s, record_v
+        self.out_s = _buffers.get((T, B, N), self.dtype) if record_s else _dummy(self.dtype, 3)
+        self.out_v = _buffers.get((T, B, N), self.dtype) if record_v else _dummy(self.dtype, 3)
+
+    def forward(self, c0, c1):
+        alpha, beta, theta, sub, n_ref, sbeta = _scalars(self.p, self.sg, self.dtype)
+        _forward_chunk(c0, c1, _CHUNKS, self.s_in, self.w_in, self.w_rec, self.has_rec, alpha, beta, theta, sub,
+                       n_ref, self.p.spiking, self.sg.smooth, sbeta, _SEGMENT, self.s_int, self.ck[0], self.ck[1],
+                       self.ck[2], self.counts, self.record_s, self.out_s, self.record_v, self.out_v)
+
+    def grads(self):
+        T, B, N = self.shape
+        self.w_in_t = np.ascontiguousarray(self.w_in.T)
+        self.g_w_in = np.zeros((_CHUNKS,) + self.w_in.shape, self.dtype)
+        self.g_w_rec = np.zeros((_CHUNKS, N, N) if self.has_rec else (_CHUNKS, 1, 1), self.dtype)
+
+    def backward(self, c0, c1, g_s=None, g_v=None, g_c=None, gx_next=None, w_next_t=None, need_in=False, g_in=None,
+                 gx_out=None):
+        dt = self.dtype
+        d3, d2 = _dummy(dt, 3), _dummy(dt, 2)
+        alpha, beta, theta, sub, n_ref, sbeta = _scalars(self.p, self.sg, dt)
+        _backward_chunk(c0, c1, _CHUNKS,
+                        g_s if g_s is not None else d3, g_s is not None,
+                        g_v if g_v is not None else d3, g_v is not None,
+                        g_c if g_c is not None else d2, g_c is not None,
+                        gx_next if gx_next is not None else d3, w_next_t if w_next_t is not None else d2,
+                        gx_next is not None,
+                        self.s_in, self.w_in, self.w_in_t, self.s_int, self.w_rec, self.has_rec,
+                        alpha, beta, theta, sub, n_ref, self.p.spiking, self.sg.smooth, self.sg.code, sbeta,
+                        self.sg.through_reset, _SEGMENT, self.ck[0], self.ck[1], self.ck[2],
+                        need_in, g_in if g_in is not None else d3, gx_out is not None,
+                        gx_out if gx_out is not None else d3, self.g_w_in, self.g_w_rec)
+
+    def weight_grads(self):
+        gw = torch.from_numpy(_ordered_sum(self.g_w_in))
+        gr = torch.from_numpy(_ordered_sum(self.g_w_rec)) if self.has_rec else None
+        return gw, gr
+
+    def spikes(self) -> torch.Tensor:
+        """The layer's spikes as a float raster (the recorded one, or converted now)."""
+        if self.record_s:
+            return torch.from_numpy(self.out_s)
+        return torch.from_numpy(self.s_int).to(_torch_dtype(self.dtype))
+
+
+def network_forward(raster: torch.Tensor, weights, recurrent, params, sg: F.Surrogate, record_s, record_v):
+    """All layers of a feed-forward stack, chunk by chunk of samples, every
+    layer of a chunk before the next chunk (the chunk's spikes are still in
+    the cache when the layer above reads them). ``record_s`` / ``record_v``:
+    per layer, whether to write its float spikes / membranes. Returns one
+    `LayerRun` per layer."""
+    dtype = raster.dtype
+    h = _np(raster, dtype)
+    runs = []
+    for w, wr, p, rs, rv in zip(weights, recurrent, params, record_s, record_v):
+        run = LayerRun(h, w, wr, p, sg, dtype, rs, rv)
+        runs.append(run)
+        h = run.s_int
+
+    def work(c0, c1, _n):
+        for c in range(c0, c1):
+            for run in runs:
+                run.forward(c, c + 1)
+
+    _run_chunks(work)
+    return runs
+
+
+def network_backward(runs, g_s, g_v, g_c, need_in: bool):
+    """Weight gradients (and the input raster's, with ``need_in``) of a stack
+    run by `network_forward`; g_s, g_v, g_c: per layer, numpy arrays or None.
+    Chunk by chunk, top layer first; between layers only dL/dx of the layer
+    above (T, B, n_above) passes, never a (T, B, N) spike gradient."""
+    L = len(runs)
+    dtype = runs[0].dtype
+    for run in runs:
+        run.grads()
+    T, B, _ = runs[0].s_in.shape
+    gx = [(_buffers.get(runs[li].shape, dtype) if li > 0 else None) for li in range(L)]
+    w_next_t = [runs[li + 1].w_in_t if li + 1 < L else None for li in range(L)]
+    g_in = _buffers.get(runs[0].s_in.shape, dtype) if need_in else None
+
+    def work(c0, c1, _n):
+        for c in range(c0, c1):
+            for li in range(L - 1, -1, -1):
+                runs[li].backward(c, c + 1, g_s=g_s[li], g_v=g_v[li], g_c=g_c[li],
+                                  gx_next=gx[li + 1] if li + 1 < L else None, w_next_t=w_next_t[li],
+                                  need_in=need_in and li == 0, g_in=g_in if li == 0 else None, gx_out=gx[li])
+
+    _run_chunks(work)
+    return (torch.from_numpy(g_in) if need_in else None), [run.weight_grads() for run in runs]
 
 
 def _ordered_sum(per_chunk: np.ndarray) -> np.ndarray:
