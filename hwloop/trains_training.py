@@ -49,6 +49,7 @@ class TrainsConfig:
     batch_size: int = 250
     lr: float = 2e-3
     lr_decay: float = 1.0  # multiply the learning rate by this after every epoch
+    weight_decay: float = 0.0  # Adam's L2 penalty on the weights
     optimizer: str = "adam"
     dt: float = 2.0
     tau_syn: float = 10.0
@@ -360,7 +361,8 @@ def train(cfg: TrainsConfig, progress: bool = False, on_epoch: Callable[[dict], 
     data = load_trains_data(cfg) if data is None else data
     net = init_network(cfg, data, gen)
     params = net.parameters()
-    opt = (torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else SMORMS3(params, lr=cfg.lr))
+    opt = (torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
+           else SMORMS3(params, lr=cfg.lr))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     tr = data.splits["train"]
     n = tr.labels.shape[0]
@@ -415,7 +417,20 @@ def defaults_for(dataset: str, **overrides) -> TrainsConfig:
     replace fields (None values are ignored)."""
     cfg = TrainsConfig(dataset=dataset)
     if dataset == "randman":
-        pass  # the stork example: dt 2 ms, tau_syn 10, tau_mem 20, readout 200 ms, 128 hidden, batch 250
+        # the stork example's network and data (dt 2 ms, tau_syn 10, tau_mem 20,
+        # readout 200 ms, 128 hidden, batch 250, activity bounds); Adam, fewer epochs
+        cfg.epochs = 50
+    elif dataset == "yinyang":
+        cfg.dt, cfg.tau_syn, cfg.tau_mem, cfg.tau_readout = 1.0, 5.0, 10.0, 50.0
+        cfg.hidden, cfg.batch_size, cfg.epochs = (200,), 100, 30
+    elif dataset == "digits":
+        cfg.dt, cfg.tau_syn, cfg.tau_mem, cfg.tau_readout = 1.0, 5.0, 10.0, 50.0
+        cfg.hidden, cfg.batch_size, cfg.epochs, cfg.input_dropout = (400,), 64, 40, 0.2
+    elif dataset == "delayed-xor":
+        # a readout as short-lived as the hidden neurons: no memory outside the hidden layer
+        cfg.dt, cfg.tau_syn, cfg.tau_mem, cfg.tau_readout = 1.0, 5.0, 10.0, 10.0
+        cfg.hidden, cfg.batch_size, cfg.epochs, cfg.lr, cfg.beta = (64,), 100, 40, 5e-3, 5.0
+        cfg.reg_upper = (0.1, 20.0)
     for k, v in overrides.items():
         if v is None:
             continue

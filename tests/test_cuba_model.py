@@ -180,14 +180,14 @@ def _one_neuron(current, T, **kw):
 
 
 def test_step_by_hand():
-    """i' = (1-du) i + x; v~ = (1-dv) v + i'; spike when v~ >= threshold."""
+    """i' = (1-du) i + x; v~ = (1-dv) v + i'; spike when v~ > threshold."""
     s, v, p = _one_neuron(0.3, 6, current_decay=0.5, voltage_decay=0.25, threshold=1.0)
     i = vv = 0.0
     expect_v, expect_s = [], []
     for _ in range(6):
         i = 0.5 * i + 0.3
         vv = 0.75 * vv + i
-        spk = vv >= 1.0
+        spk = vv > 1.0
         expect_v.append(vv)
         expect_s.append(float(spk))
         vv = 0.0 if spk else vv
@@ -195,18 +195,21 @@ def test_step_by_hand():
     assert s.tolist() == expect_s and sum(expect_s) >= 1
 
 
-def test_threshold_reached_exactly_spikes():
+def test_threshold_must_be_exceeded():
+    """As on Loihi (v > vth): a membrane exactly at threshold does not fire."""
     s, v, _ = _one_neuron(0.5, 2, current_decay=1.0, voltage_decay=1.0, threshold=0.5)
-    assert v[0] == 0.5 and s[0] == 1.0
+    assert v[0] == 0.5 and s[0] == 0.0
+    s, v, _ = _one_neuron(0.5, 2, current_decay=1.0, voltage_decay=1.0, threshold=0.4999)
+    assert s[0] == 1.0
 
 
 def test_reset_rules_and_refractory():
     # non-leaky, constant current 0.75, threshold 1: zero reset fires every 2nd step
     sz, _, _ = _one_neuron(0.75, 12, current_decay=1.0, voltage_decay=0.0, reset="zero")
     assert sz.tolist() == [0, 1] * 6
-    # subtract keeps the remainder: 0.75, 1.5->0.5, 1.25->0.25, 1.0->0, 0.75, ... 3 spikes in 4 steps
+    # subtract keeps the remainder: 0.75, 1.5->0.5, 1.25->0.25, 1.0 (not above), 1.75->0.75, 1.5->0.5, ...
     ss, _, _ = _one_neuron(0.75, 8, current_decay=1.0, voltage_decay=0.0, reset="subtract")
-    assert ss.tolist() == [0, 1, 1, 1, 0, 1, 1, 1]
+    assert ss.tolist() == [0, 1, 1, 0, 1, 1, 1, 0]
     # 3 refractory steps: no integration, no spike, then two steps to threshold again
     sr, vr, _ = _one_neuron(0.75, 12, current_decay=1.0, voltage_decay=0.0, refractory=3)
     assert sr.tolist() == [0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]
@@ -214,7 +217,7 @@ def test_reset_rules_and_refractory():
 
 
 def test_recurrent_spikes_arrive_one_step_later():
-    p = CubaParams(current_decay=1.0, voltage_decay=1.0, threshold=1.0)
+    p = CubaParams(current_decay=1.0, voltage_decay=1.0, threshold=0.9)
     s_in = torch.zeros(4, 1, 2, dtype=D)
     s_in[0, 0, 0] = 1.0
     w_in = torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=D)
@@ -266,7 +269,7 @@ def test_surrogate_shapes(shape):
     xx = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(F.spike(xx, sg).sum(), xx)
     torch.testing.assert_close(g, d)
-    assert F.spike(x, sg).tolist() == (x >= 0).to(D).tolist()
+    assert F.spike(x, sg).tolist() == (x > 0).to(D).tolist()
 
 
 # ---------------------------------------------------------------- records

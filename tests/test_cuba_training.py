@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwloop.data.spike_trains import LatencyTrains, default_train_encoding
+from hwloop.data.spike_trains import LatencyTrains, PopulationTrains, RateTrains, default_train_encoding
 from hwloop.data.tasks import DelayedXor, PatternTask, delayed_xor, pattern_task
 from hwloop.errors import DatasetError, HwloopError
 from hwloop.losses import (activity_regularizer, first_spike_times, max_over_time_ce, spike_count_ce, ttfs_loss,
@@ -102,7 +102,29 @@ def test_latency_trains():
         LatencyTrains(n_features=1, n_steps=5, first_step=0, last_step=5)
     with pytest.raises(DatasetError, match="no spike-train encoding"):
         default_train_encoding("mnist")
-    assert default_train_encoding("yinyang").n_inputs == 5 and default_train_encoding("digits").n_inputs == 64
+    assert default_train_encoding("yinyang").n_inputs == 40 and default_train_encoding("digits").n_inputs == 64
+
+
+def test_population_and_rate_trains():
+    pop = PopulationTrains(n_features=2, per_feature=5, n_steps=30, first_step=2, last_step=22, sigma=0.1,
+                           cutoff=0.2, bias_step=0)
+    k = pop.steps(np.array([[0.5, 1.0]]))
+    # feature 0 at 0.5: the middle unit (centre 0.5) fires first, its neighbours (0.25, 0.75) at r = e^-3.1 < 0.2 not
+    assert k[0, :5].tolist() == [-1, -1, 2, -1, -1]
+    assert k[0, 9] == 2 and k[0, 8] == -1  # 1.0: the last unit only
+    r = pop.raster(np.array([[0.5, 1.0]]))
+    assert r.shape == (30, 1, 11) and r.sum() == 3 and r[0, 0, 10] == 1
+    near = pop.steps(np.array([[0.55, 0.0]]))[0, 2]
+    assert 2 < near < 22  # off-centre: later
+    rate = RateTrains(n_features=2, n_steps=12, window=10, max_spikes=4, value_min=0, value_max=16)
+    assert rate.counts(np.array([[16.0, 8.0]])).tolist() == [[4, 2]]
+    rr = rate.raster(np.array([[16.0, 8.0], [0.0, 2.0]]))
+    assert rr[:, 0, 0].nonzero()[0].tolist() == [1, 3, 6, 8]  # floor((k + 1/2) * 10 / 4)
+    assert rr[:, 0, 1].nonzero()[0].tolist() == [2, 7]
+    assert rr[:, 1, 0].sum() == 0  # value 0: silent
+    assert rr[:, 1, 1].sum() == 0  # 2/16 * 4 = 0.5 -> rounds to 0 (even)
+    with pytest.raises(DatasetError, match="max_spikes"):
+        RateTrains(n_features=1, n_steps=5, window=4, max_spikes=6)
 
 
 def test_delayed_xor_task():

@@ -1,21 +1,28 @@
 """Spike-train encodings: feature values -> a (T, N, n_inputs) spike raster
 for the discrete-time spike-train family (docs/models-cuba.md, section 5).
 
-`LatencyTrains` is the discrete-time counterpart of the first-spike-time
-family's `InputEncoding`: each feature sends one spike, at a step that moves
-linearly with its value between ``first_step`` (the most salient value) and
-``last_step``; optionally a value at the minimum sends none (black pixels),
-and optionally one extra bias unit fires at ``bias_step`` in every sample.
+* `LatencyTrains`: the discrete-time counterpart of the first-spike-time
+  family's `InputEncoding`: one spike per feature, at a step linear in its
+  value; optionally none for a value at the minimum, and a bias unit.
+* `PopulationTrains`: each feature by a population of units with Gaussian
+  receptive fields, each firing once (earlier the closer the value is to
+  its centre) or not at all.
+* `RateTrains`: a value as a regular train of up to ``max_spikes`` spikes.
 
-Defaults per data set (`default_train_encoding`):
+Defaults per data set (`default_train_encoding`), chosen on the validation
+split (docs/models-cuba.md):
 
-* ``yinyang``: (x, y, 1-x, 1-y) plus a bias unit; coordinate 0 at step 0,
-  coordinate 1 at step 60, bias at step 0; trial 100 steps. The mirrored
-  inputs and the bias play the same part as in the TTFS encoding.
-* ``digits``: 64 pixels, brightness 16 at step 0, brightness 1 at step 30,
-  black pixels silent; trial 50 steps.
+* ``yinyang``: population code, 10 units per feature of (x, y, 1-x, 1-y),
+  centres 0, 1/9, ..., 1, width 0.1, a unit fires at step 20 (1 - r) for a
+  tuning response r >= 0.1, else not; trial 40 steps (40 inputs).
+* ``digits``: rate code, brightness b of 0..16 sends round(b / 2) spikes,
+  evenly spaced over the first 32 steps; trial 40 steps (64 inputs).
 * ``randman``: the data set's own times, one spike per unit at
   floor(u * 100 * 0.5) (`hwloop.data.randman.raster`); trial 100 steps.
+
+A single latency spike per Yin-Yang coordinate (`LatencyTrains`, as the
+TTFS family uses) trained to about 81 % in 10 epochs and then collapsed;
+the population code reaches 98-99 % (docs/models-cuba.md).
 """
 
 from __future__ import annotations
@@ -131,15 +138,77 @@ class RateTrains:
         return r
 
 
-def default_train_encoding(name: str) -> LatencyTrains | None:
+@dataclass(frozen=True)
+class PopulationTrains:
+    """Each feature by a population of ``per_feature`` units with Gaussian
+    tuning curves (receptive fields): centres evenly spaced over [value_min,
+    value_max], width ``sigma`` (in units of the range). Unit m of feature f
+    fires once, at step first_step + (1 - r) * (last_step - first_step) with
+    r = exp(-(u - c_m)^2 / (2 sigma^2)) its tuning response, or not at all
+    where r < ``cutoff``; optionally one bias unit at ``bias_step``. A value
+    is then carried by which units fire and when, not by one spike time
+    alone."""
+
+    n_features: int
+    per_feature: int
+    n_steps: int
+    first_step: int
+    last_step: int
+    sigma: float = 0.1
+    cutoff: float = 0.1
+    value_min: float = 0.0
+    value_max: float = 1.0
+    bias_step: int | None = None
+
+    def __post_init__(self):
+        for name in ("n_features", "per_feature", "n_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise DatasetError(f"population trains: {name} must be a positive int, got {v!r}")
+        if not (0 <= self.first_step <= self.last_step < self.n_steps):
+            raise DatasetError(f"population trains: need 0 <= first_step <= last_step < {self.n_steps}")
+        if not (self.sigma > 0 and 0 <= self.cutoff < 1):
+            raise DatasetError("population trains: need sigma > 0 and 0 <= cutoff < 1")
+        if not self.value_max > self.value_min:
+            raise DatasetError("population trains: value_max must exceed value_min")
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_features * self.per_feature + (1 if self.bias_step is not None else 0)
+
+    def steps(self, x: np.ndarray) -> np.ndarray:
+        """Spike step of every unit (N, n_features * per_feature), -1 = none;
+        units of feature 0 first."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise DatasetError(f"population trains: expected (N, {self.n_features}) features, got shape {x.shape}")
+        u = (np.clip(x, self.value_min, self.value_max) - self.value_min) / (self.value_max - self.value_min)
+        centres = (np.linspace(0.0, 1.0, self.per_feature) if self.per_feature > 1 else np.array([0.5]))
+        r = np.exp(-((u[:, :, None] - centres[None, None, :]) ** 2) / (2 * self.sigma**2))
+        k = np.rint(self.first_step + (1.0 - r) * (self.last_step - self.first_step)).astype(np.int64)
+        k = np.where(r >= self.cutoff, k, -1)
+        return k.reshape(x.shape[0], -1)
+
+    def raster(self, x: np.ndarray, dtype=np.float32) -> np.ndarray:
+        k = self.steps(x)
+        n, m = k.shape
+        r = np.zeros((self.n_steps, n, self.n_inputs), dtype=dtype)
+        b, j = np.nonzero(k >= 0)
+        r[k[b, j], b, j] = 1.0
+        if self.bias_step is not None:
+            r[self.bias_step, :, -1] = 1.0
+        return r
+
+
+def default_train_encoding(name: str):
     """The documented spike-train encoding of a data set (None for randman,
     whose features already are spike times: use `randman.raster`)."""
     key = name.strip().lower()
     if key == "yinyang":
-        return LatencyTrains(n_features=4, n_steps=100, first_step=0, last_step=60, bias_step=0)
+        return PopulationTrains(n_features=4, per_feature=10, n_steps=40, first_step=0, last_step=20, sigma=0.1,
+                                cutoff=0.1)
     if key == "digits":
-        return LatencyTrains(n_features=64, n_steps=50, first_step=0, last_step=30, value_min=0.0,
-                             value_max=16.0, early_is_max=True, silent_at_min=True)
+        return RateTrains(n_features=64, n_steps=40, window=32, max_spikes=8, value_min=0.0, value_max=16.0)
     if key == "randman":
         return None
     raise DatasetError(f"no spike-train encoding for data set {name!r}; known: yinyang, digits, randman")

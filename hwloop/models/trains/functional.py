@@ -8,7 +8,7 @@ layer's own spikes of the previous step through the recurrent weights)::
     a  = 1 if r == 0 else 0                   # not refractory
     i' = (1 - du) * i + x                      # synaptic current
     v~ = a * ((1 - dv) * v + i') + (1 - a) * v # membrane before reset
-    s  = a * H(v~ - threshold)                 # spike, H(0) = 1
+    s  = a * H(v~ - threshold)                 # spike, H(0) = 0: v~ must exceed the threshold, as on Loihi
     v' = v~ - s * threshold    (reset "subtract")
     v' = v~ - s * v~           (reset "zero")
     r' = r - (r > 0) + s * refractory
@@ -212,13 +212,13 @@ class CubaState(NamedTuple):
 
 
 class SurrogateSpike(torch.autograd.Function):
-    """H(x) forward (H(0) = 1), the surrogate derivative backward."""
+    """H(x) forward (H(0) = 0, as on Loihi: v > vth fires), the surrogate derivative backward."""
 
     @staticmethod
     def forward(ctx, x, surrogate: Surrogate):
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
-        return (x >= 0).to(x.dtype)
+        return (x > 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):

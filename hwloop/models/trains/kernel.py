@@ -191,7 +191,7 @@ if nb is not None:
             for j in range(N):
                 a = one if r[j] < 0.5 else zero
                 ij, vj = _integrate(i[j], v[j], x[j], a, alpha, beta)
-                sj = one if (vj >= theta and a > zero) else zero
+                sj = one if (vj > theta and a > zero) else zero
                 i[j] = ij
                 v_row[j] = vj
                 s_row[j] = sj
@@ -201,7 +201,7 @@ if nb is not None:
         else:
             for j in range(N):
                 ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
-                sj = one if vj >= theta else zero
+                sj = one if vj > theta else zero
                 i[j] = ij
                 v_row[j] = vj
                 s_row[j] = sj

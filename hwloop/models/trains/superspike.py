@@ -60,7 +60,7 @@ class SuperSpikeConfig:
     beta: float = 1.0
     tau_rise: float = 5.0
     tau_decay: float = 10.0
-    r0: float = 0.05
+    r0: float = 0.1
     tau_rms: float = 30000.0
     eps: float = 1e-12
     update_every: int = 500  # steps between weight updates
@@ -114,7 +114,7 @@ if nb is not None:
         for j in range(x.shape[0]):
             a = 1.0 if r[j] < 0.5 else 0.0
             ij, vj = _integrate(i[j], v[j], x[j], a, alpha, beta)
-            sj = 1.0 if (vj >= theta and a > 0.0) else 0.0
+            sj = 1.0 if (vj > theta and a > 0.0) else 0.0
             i[j] = ij
             u_out[j] = vj
             a_out[j] = a
@@ -123,13 +123,12 @@ if nb is not None:
             r[j] = _refractory(r[j], sj, n_ref)
 
     @nb.njit(cache=True)
-    def _trial(s_in, target, w1, w2, fb, learn1, learn2, alpha, beta, theta, n_ref, sbeta, kr, kd, inv_peak,
+    def _trial(s_in, target, w1, w2, fb, symmetric, learn1, learn2, alpha, beta, theta, n_ref, sbeta, kr, kd, inv_peak,
                update_every, r0, gamma, eps, w_min, w_max, v1, v2, s_h_out, s_o_out):
         """One trial: network forward, traces, errors, eligibilities and the
-        RMS-max weight updates every ``update_every`` steps. Returns the
-        van Rossum distance of the trial (before any update of this trial
-        takes effect on it is not possible online; it is the distance of
-        the spikes actually produced)."""
+        RMS-max weight updates every ``update_every`` steps (online: an update
+        acts on the rest of the trial). Returns the van Rossum distance
+        between the spikes the trial produced and the target, divided by dt."""
         T, n_in = s_in.shape
         n_h = w1.shape[1]
         n_o = w2.shape[1]
@@ -190,14 +189,22 @@ if nb is not None:
                 ed[j] = kd * ed[j] + diff
                 err_o[j] = (ed[j] - er[j]) * inv_peak
                 dist += 0.5 * err_o[j] * err_o[j]
-            # ---- hidden error through the feedback matrix (n_o, n_h)
-            for j in range(n_h):
-                err_h[j] = 0.0
-            for o in range(n_o):
-                eo = err_o[o]
-                if eo != 0.0:
-                    for j in range(n_h):
-                        err_h[j] += eo * fb[o, j]
+            # ---- hidden error: through the current output weights (symmetric),
+            # or through the fixed feedback matrix fb (n_o, n_h)
+            if symmetric:
+                for j in range(n_h):
+                    acc = 0.0
+                    for o in range(n_o):
+                        acc += w2[j, o] * err_o[o]
+                    err_h[j] = acc
+            else:
+                for j in range(n_h):
+                    err_h[j] = 0.0
+                for o in range(n_o):
+                    eo = err_o[o]
+                    if eo != 0.0:
+                        for j in range(n_h):
+                            err_h[j] += eo * fb[o, j]
             # ---- eligibility traces and the integrand
             if learn2:
                 for k in range(n_h):
@@ -251,6 +258,8 @@ class SuperSpikeNet:
     cfg: SuperSpikeConfig
 
     def feedback(self) -> np.ndarray:
+        """The matrix B (n_out, n_hidden) the hidden errors are formed with:
+        the current W2^T for symmetric feedback (it follows W2 as it learns)."""
         if self.cfg.feedback == "symmetric":
             return np.ascontiguousarray(self.w2.T)
         return self.feedback_fixed
@@ -294,9 +303,8 @@ def run_trial(net: SuperSpikeNet, s_in: np.ndarray, target: np.ndarray, learn: b
     T = s_in.shape[0]
     s_h = np.zeros((T, net.w1.shape[1]))
     s_o = np.zeros((T, net.w2.shape[1]))
-    fb = net.feedback()
     learn1 = learn and cfg.learn_hidden and cfg.feedback != "none"
-    d = _trial(s_in, target, net.w1, net.w2, fb, learn1, learn, p.alpha, p.beta, p.threshold,
+    d = _trial(s_in, target, net.w1, net.w2, net.feedback_fixed, cfg.feedback == "symmetric", learn1, learn, p.alpha, p.beta, p.threshold,
                float(p.refractory), cfg.beta, kr, kd, inv_peak, cfg.update_every, cfg.r0, gamma, cfg.eps,
                cfg.w_min, cfg.w_max, net.v1, net.v2, s_h, s_o)
     return d * cfg.dt, s_h, s_o
