@@ -70,7 +70,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 path.write_text(json.dumps(rows))
                 print(f"{tname:8s} {fb:10s} seed {seed}: {row['start']:.0f} -> {row['final']:.0f} "
-                      f"({row['start'] / row['final']:.1f}x; silent {silent:.0f}) {row['seconds']:.0f} s",
+                      f"({_ratio(row['start'], row['final'])}x; silent {silent:.0f}) {row['seconds']:.0f} s",
                       file=sys.stderr, flush=True)
     table = _table(rows, a)
     (out / "table.md").write_text(table)
@@ -79,10 +79,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def _ratio(start: float, final: float) -> str:
+    """start / final; an output that matches its target exactly has distance 0."""
+    return "∞" if final == 0 else f"{start / final:.1f}"
+
+
 def _table(rows, a) -> str:
     lines = [f"SuperSpike, {a.trials} trials; van Rossum distance (ms) of a trial without learning, before and "
              f"after; mean over seeds {a.seeds}", "",
-             "| task | feedback | start | final | start / final | final / silent | output spikes (target) |",
+             "| task | feedback | start | final | start / final: mean (per seed) | final / silent | output spikes (target) |",
              "|---|---|---|---|---|---|---|"]
     for tname in TASKS:
         for fb in FEEDBACK:
@@ -90,9 +95,8 @@ def _table(rows, a) -> str:
             if not rs:
                 continue
             start, final = np.mean([r["start"] for r in rs]), np.mean([r["final"] for r in rs])
-            ratios = [r["start"] / r["final"] for r in rs]
-            lines.append(f"| {tname} | {fb} | {start:.0f} | {final:.0f} | "
-                         f"{np.mean(ratios):.1f} ({', '.join(f'{q:.1f}' for q in ratios)}) | "
+            lines.append(f"| {tname} | {fb} | {start:.0f} | {final:.0f} | {_ratio(start, final)} "
+                         f"({', '.join(_ratio(r['start'], r['final']) for r in rs)}) | "
                          f"{final / rs[0]['silent']:.2f} | {np.mean([r['output_spikes'] for r in rs]):.0f} "
                          f"({rs[0]['target_spikes']:.0f}) |")
     return "\n".join(lines) + "\n"

@@ -128,44 +128,46 @@ if nb is not None:
             for j in range(v.shape[0]):
                 out[j] = np.exp(-beta * abs(v[j] - theta))
 
+    # The hot loops index the (T, B, N) arrays directly: a row view per step
+    # costs a reference-count increment and decrement on the parent array.
+
     @nb.njit(cache=True, nogil=True, inline="always")
-    def _events(row, idx):
-        """Indices of the nonzero entries of ``row`` into ``idx`` (ascending),
-        their number returned. Branch-free: spikes are rare but not so rare
-        that a mispredicted branch per spike is cheap."""
+    def _events(arr, t, b, idx):
+        """Indices of the nonzero entries of arr[t, b] into ``idx`` (ascending),
+        their number returned; branch-free."""
         n = 0
-        for k in range(row.shape[0]):
+        for k in range(arr.shape[2]):
             idx[n] = k
-            n += row[k] != 0
+            n += arr[t, b, k] != 0
         return n
 
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
-    def _input(x, s_row, w_in, has_rec, prev_row, w_rec, idx):
-        """x = s_row @ w_in (+ prev_row @ w_rec), over the nonzero spikes only,
-        in ascending index order (the forward and the recompute share it)."""
+    def _input(x, s_in, t, b, w_in, has_rec, s_own, w_rec, idx):
+        """x = s_in[t, b] @ w_in (+ s_own[t-1, b] @ w_rec), over the nonzero
+        spikes only, in ascending index order (the forward and the recompute
+        share it)."""
         zero = x.dtype.type(0.0)
         N = x.shape[0]
         for j in range(N):
             x[j] = zero
-        n = _events(s_row, idx)
+        n = _events(s_in, t, b, idx)
         for e in range(n):
             k = idx[e]
-            sv = x.dtype.type(s_row[k])
+            sv = x.dtype.type(s_in[t, b, k])
             for j in range(N):
                 x[j] += sv * w_in[k, j]
-        if has_rec:
-            n = _events(prev_row, idx)
+        if has_rec and t > 0:
+            n = _events(s_own, t - 1, b, idx)
             for e in range(n):
                 k = idx[e]
-                sv = x.dtype.type(prev_row[k])
+                sv = x.dtype.type(s_own[t - 1, b, k])
                 for j in range(N):
                     x[j] += sv * w_rec[k, j]
 
-
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
-    def _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta, v_row, s_row, a_row):
+    def _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta, vb, sb, ab, q):
         """One step of the layer's neurons (`integrate`, spike, `reset`,
-        `refractory`): v_row gets v~ (before reset), s_row the spikes, a_row
+        `refractory`): vb[q] gets v~ (before reset), sb[q] the spikes, ab[q]
         the active mask."""
         one = x.dtype.type(1.0)
         zero = x.dtype.type(0.0)
@@ -175,17 +177,17 @@ if nb is not None:
                 ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
                 i[j] = ij
                 v[j] = vj
-                v_row[j] = vj
-                s_row[j] = zero
-                a_row[j] = one
+                vb[q, j] = vj
+                sb[q, j] = zero
+                ab[q, j] = one
         elif smooth:
             for j in range(N):
                 ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
                 sj = one / (one + np.exp(-sbeta * (vj - theta)))
                 i[j] = ij
-                v_row[j] = vj
-                s_row[j] = sj
-                a_row[j] = one
+                vb[q, j] = vj
+                sb[q, j] = sj
+                ab[q, j] = one
                 v[j] = _reset(vj, sj, theta, subtract)
         elif n_ref > zero:
             for j in range(N):
@@ -193,9 +195,9 @@ if nb is not None:
                 ij, vj = _integrate(i[j], v[j], x[j], a, alpha, beta)
                 sj = one if (vj > theta and a > zero) else zero
                 i[j] = ij
-                v_row[j] = vj
-                s_row[j] = sj
-                a_row[j] = a
+                vb[q, j] = vj
+                sb[q, j] = sj
+                ab[q, j] = a
                 v[j] = _reset(vj, sj, theta, subtract)
                 r[j] = _refractory(r[j], sj, n_ref)
         else:
@@ -203,9 +205,9 @@ if nb is not None:
                 ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
                 sj = one if vj > theta else zero
                 i[j] = ij
-                v_row[j] = vj
-                s_row[j] = sj
-                a_row[j] = one
+                vb[q, j] = vj
+                sb[q, j] = sj
+                ab[q, j] = one
                 v[j] = _reset(vj, sj, theta, subtract)
 
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -224,9 +226,9 @@ if nb is not None:
         v = np.zeros(N, dt)
         r = np.zeros(N, dt)
         x = np.zeros(N, dt)
-        v_row = np.zeros(N, dt)
-        s_row = np.zeros(N, dt)
-        a_row = np.zeros(N, dt)
+        vb = np.zeros((1, N), dt)
+        sb = np.zeros((1, N), dt)
+        ab = np.zeros((1, N), dt)
         idx = np.zeros(max(n_in, N), np.int64)
         for c in range(c0, c1):
             b0, b1 = _samples(c, nchunks, B)
@@ -234,9 +236,8 @@ if nb is not None:
                 i[:] = zero
                 v[:] = zero
                 r[:] = zero
-                cb = out_c[b]
                 for j in range(N):
-                    cb[j] = zero
+                    out_c[b, j] = zero
                 for t in range(T):
                     if t % seg == 0:
                         k = t // seg
@@ -244,21 +245,18 @@ if nb is not None:
                             ck_i[k, b, j] = i[j]
                             ck_v[k, b, j] = v[j]
                             ck_r[k, b, j] = r[j]
-                    _input(x, s_in[t, b], w_in, has_rec and t > 0, s_int[t - 1, b], w_rec, idx)
-                    _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta, v_row, s_row,
-                            a_row)
-                    st = s_int[t, b]
-                    for j in range(N):
-                        st[j] = s_row[j]
-                        cb[j] += s_row[j]
-                    if rec_s:
-                        o = out_s[t, b]
+                    _input(x, s_in, t, b, w_in, has_rec, s_int, w_rec, idx)
+                    _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta, vb, sb, ab, 0)
+                    if spiking:  # a readout's spike rasters stay as allocated: zero
                         for j in range(N):
-                            o[j] = s_row[j]
+                            s_int[t, b, j] = sb[0, j]
+                            out_c[b, j] += sb[0, j]
+                        if rec_s:
+                            for j in range(N):
+                                out_s[t, b, j] = sb[0, j]
                     if rec_v:
-                        o = out_v[t, b]
                         for j in range(N):
-                            o[j] = v_row[j]
+                            out_v[t, b, j] = vb[0, j]
 
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
     def _backward_chunk(c0, c1, nchunks, g_s, has_gs, g_v, has_gv, g_c, has_gc, gx_next, w_next_t, has_next,
@@ -288,6 +286,7 @@ if nb is not None:
         gr = np.zeros(N, dt)   # dL/ds_t through the recurrent weights
         gs = np.zeros(N, dt)   # dL/ds_t, then dL/dv~_t
         d = np.zeros(N, dt)    # ds_t/dv~_t (surrogate, times the active mask)
+        vq = np.zeros(N, dt)
         i = np.zeros(N, dt)
         v = np.zeros(N, dt)
         r = np.zeros(N, dt)
@@ -300,8 +299,6 @@ if nb is not None:
         n_next = w_next_t.shape[0]
         nseg = (T + seg - 1) // seg
         for c in range(c0, c1):
-            gwi = g_w_in[c]
-            gwr = g_w_rec[c]
             b0, b1 = _samples(c, nchunks, B)
             for b in range(b0, b1):
                 li[:] = zero
@@ -309,17 +306,20 @@ if nb is not None:
                 for sgi in range(nseg - 1, -1, -1):
                     t0 = sgi * seg
                     t1 = min(T, t0 + seg)
-                    # ---- recompute the segment from its checkpoint
-                    for j in range(N):
-                        i[j] = ck_i[sgi, b, j]
-                        v[j] = ck_v[sgi, b, j]
-                        r[j] = ck_r[sgi, b, j]
-                    for t in range(t0, t1):
-                        _input(x, s_in[t, b], w_in, has_rec and t > 0, s_int[t - 1, b], w_rec, idx)
-                        _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta,
-                                vb[t - t0], sb[t - t0], ab[t - t0])
+                    # ---- recompute the segment from its checkpoint (a readout's
+                    # adjoint is linear: it needs no membranes)
+                    if spiking:
+                        for j in range(N):
+                            i[j] = ck_i[sgi, b, j]
+                            v[j] = ck_v[sgi, b, j]
+                            r[j] = ck_r[sgi, b, j]
+                        for t in range(t0, t1):
+                            _input(x, s_in, t, b, w_in, has_rec, s_int, w_rec, idx)
+                            _update(x, i, v, r, alpha, beta, theta, subtract, n_ref, spiking, smooth, sbeta,
+                                    vb, sb, ab, t - t0)
                     # ---- adjoint back over it
                     for t in range(t1 - 1, t0 - 1, -1):
+                        q = t - t0
                         rec_now = has_rec and t < T - 1
                         if rec_now:
                             for k in range(N):
@@ -327,7 +327,6 @@ if nb is not None:
                                 for j in range(N):
                                     acc += w_rec[k, j] * li[j]
                                 gr[k] = acc
-                        vt = vb[t - t0]
                         if not spiking:
                             for j in range(N):
                                 gvp = lv[j]
@@ -336,49 +335,44 @@ if nb is not None:
                                 li[j] = alpha * li[j] + gvp
                                 lv[j] = beta * gvp
                         else:
-                            st = sb[t - t0]
-                            at = ab[t - t0]
+                            for j in range(N):
+                                vq[j] = vb[q, j]
                             if smooth:
                                 for j in range(N):
-                                    d[j] = sbeta * st[j] * (one - st[j])
+                                    d[j] = sbeta * sb[q, j] * (one - sb[q, j])
                             else:
-                                _surrogate_row(code, sbeta, vt, theta, d)
+                                _surrogate_row(code, sbeta, vq, theta, d)
                                 if n_ref > zero:
                                     for j in range(N):
-                                        d[j] *= at[j]
+                                        d[j] *= ab[q, j]
                             if has_gs:
-                                gst = g_s[t, b]
                                 for j in range(N):
-                                    gs[j] = gst[j]
+                                    gs[j] = g_s[t, b, j]
                             else:
                                 gs[:] = zero
                             if has_gc:
-                                gcb = g_c[b]
                                 for j in range(N):
-                                    gs[j] += gcb[j]
+                                    gs[j] += g_c[b, j]
                             if has_next:
-                                gxn = gx_next[t, b]
-                                for q in range(n_next):
-                                    gq = gxn[q]
-                                    if gq != zero:
-                                        wq = w_next_t[q]
+                                for m in range(n_next):
+                                    gm = gx_next[t, b, m]
+                                    if gm != zero:
                                         for j in range(N):
-                                            gs[j] += gq * wq[j]
+                                            gs[j] += gm * w_next_t[m, j]
                             if rec_now:
                                 for j in range(N):
                                     gs[j] += gr[j]
                             if through_reset:
                                 for j in range(N):
-                                    gs[j] -= lv[j] * (subtract * theta + keep * vt[j])
+                                    gs[j] -= lv[j] * (subtract * theta + keep * vq[j])
                             for j in range(N):
-                                gs[j] = lv[j] * (one - keep * st[j]) + gs[j] * d[j]  # now dL/dv~
+                                gs[j] = lv[j] * (one - keep * sb[q, j]) + gs[j] * d[j]  # now dL/dv~
                             if has_gv:
-                                gvt = g_v[t, b]
                                 for j in range(N):
-                                    gs[j] += gvt[j]
+                                    gs[j] += g_v[t, b, j]
                             if n_ref > zero:
                                 for j in range(N):
-                                    a = at[j]
+                                    a = ab[q, j]
                                     li[j] = alpha * li[j] + a * gs[j]
                                     lv[j] = (a * beta + (one - a)) * gs[j]
                             else:
@@ -387,33 +381,29 @@ if nb is not None:
                                     lv[j] = beta * gs[j]
                         # li is dL/dx_t now: weight gradients by events, input gradient densely
                         if emit_gx:
-                            gxo = gx_out[t, b]
                             for j in range(N):
-                                gxo[j] = li[j]
-                        sin = s_in[t, b]
-                        n = _events(sin, idx)
+                                gx_out[t, b, j] = li[j]
+                        n = _events(s_in, t, b, idx)
                         for e in range(n):
                             k = idx[e]
-                            sv = dt.type(sin[k])
+                            sv = dt.type(s_in[t, b, k])
                             for j in range(N):
-                                gwi[k, j] += sv * li[j]
+                                g_w_in[c, k, j] += sv * li[j]
                         if need_in:
-                            gin = g_in[t, b]
                             for k in range(n_in):
-                                gin[k] = zero
+                                g_in[t, b, k] = zero
                             for j in range(N):
                                 lj = li[j]
-                                wj = w_in_t[j]
                                 for k in range(n_in):
-                                    gin[k] += lj * wj[k]
+                                    g_in[t, b, k] += lj * w_in_t[j, k]
                         if has_rec and t >= 1:
-                            sprev = s_int[t - 1, b]  # the forward's spikes, stored (the same as recomputed)
-                            n = _events(sprev, idx)
+                            # the forward's spikes, stored (the same as recomputed)
+                            n = _events(s_int, t - 1, b, idx)
                             for e in range(n):
                                 k = idx[e]
-                                sv = dt.type(sprev[k])
+                                sv = dt.type(s_int[t - 1, b, k])
                                 for j in range(N):
-                                    gwr[k, j] += sv * li[j]
+                                    g_w_rec[c, k, j] += sv * li[j]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -524,11 +514,13 @@ class LayerRun:
         self.shape = (T, B, N)
         nseg = (T + _SEGMENT - 1) // _SEGMENT
         # spikes are 0/1 except for the smooth stand-in: bytes are enough
-        self.s_int = _buffers.get((T, B, N), self.dtype if sg.smooth else np.uint8)
+        self.s_int = _buffers.get((T, B, N), self.dtype if sg.smooth else np.uint8,
+                                  fill=None if p.spiking else 0)
         self.ck = [_buffers.get((nseg, B, N), self.dtype) for _ in range(3)]
         self.counts = np.zeros((B, N), self.dtype)
         self.record_s, self.record_v = record_s, record_v
-        self.out_s = _buffers.get((T, B, N), self.dtype) if record_s else _dummy(self.dtype, 3)
+        self.out_s = (_buffers.get((T, B, N), self.dtype, fill=None if p.spiking else 0.0) if record_s
+                      else _dummy(self.dtype, 3))
         self.out_v = _buffers.get((T, B, N), self.dtype) if record_v else _dummy(self.dtype, 3)
 
     def forward(self, c0, c1):

@@ -68,7 +68,7 @@ class SuperSpikeConfig:
     w_max: float = 10.0
     feedback: str = "symmetric"
     n_hidden: int = 64
-    sigma_u: float = 10.0  # initial membrane std (mV) from the fluctuation-driven initialisation
+    sigma_u: float = 5.0  # initial membrane std (mV, half the threshold) from the fluctuation-driven initialisation
     learn_hidden: bool = True
 
     def __post_init__(self):
