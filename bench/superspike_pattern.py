@@ -66,6 +66,7 @@ def main(argv=None) -> int:
                        "start": res["start_distance"], "final": res["final_distance"],
                        "curve": [float(d) for d in res["distances"]],
                        "output_spikes": float(res["output"].sum()), "target_spikes": float(y.sum()),
+                       "hidden_spikes": float(res["hidden"].sum()),
                        "seconds": time.perf_counter() - t0}
                 rows.append(row)
                 path.write_text(json.dumps(rows))

@@ -446,7 +446,7 @@ def _parse(argv=None) -> tuple[TrainsConfig, bool]:
     d = TrainsConfig()
     p.add_argument("--dataset", default=d.dataset, choices=DATASETS)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden))
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes (default: the data set's)")
     p.add_argument("--recurrent", action="store_true")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -459,7 +459,8 @@ def _parse(argv=None) -> tuple[TrainsConfig, bool]:
     a = p.parse_args(argv)
     over = {k: v for k, v in {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
                               "surrogate": a.surrogate, "beta": a.beta, "readout": a.readout}.items() if v is not None}
-    cfg = defaults_for(a.dataset, seed=a.seed, hidden=tuple(a.hidden), recurrent=a.recurrent, threads=a.threads, **over)
+    cfg = defaults_for(a.dataset, seed=a.seed, hidden=tuple(a.hidden) if a.hidden else None, recurrent=a.recurrent,
+                       threads=a.threads, **over)
     return cfg, a.json
 
 

@@ -180,6 +180,7 @@ def _tiny(**kw):
     return TrainsConfig(**base)
 
 
+@pytest.mark.slow
 def test_trainer_learns_a_small_randman_and_is_reproducible(tmp_path, monkeypatch):
     monkeypatch.setenv("HWLOOP_CACHE_DIR", str(tmp_path))
     res = train(_tiny())
