@@ -11,7 +11,7 @@ an "on" pixel spikes at one fixed time; their Nin_virtual = 1) with random
 pixels, the case the reference figures are for; ``continuous`` gives every
 input its own random time (784 distinct events per sample), a harder case.
 
-QIF runs on its default engine, the numba kernel (`hwloop.models.qif_kernel`);
+QIF runs on its default engine, the numba kernel (`hwloop.models.ttfs.qif_kernel`);
 ``--torch`` also times the torch reference path in the same run, side by
 side. The machine is shared: every figure is the best of ``--repeat`` runs,
 the wall time beside the process CPU time, and the load average is printed.
@@ -37,8 +37,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hwloop.models import network_forward, qif_kernel  # noqa: E402
-from hwloop.models.qif import extended_times, pseudo_network_forward  # noqa: E402
+from hwloop.models import network_forward
+from hwloop.models.ttfs import qif_kernel  # noqa: E402
+from hwloop.models.ttfs.qif import extended_times, pseudo_network_forward  # noqa: E402
 from hwloop.network import Layer, NeuronParams  # noqa: E402
 
 REF_TRAIN_MS, REF_FWD_MS = 1.8, 0.6

@@ -9,6 +9,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = [
     ["bench_lif.py"],
     ["bench_qif.py"],
+    ["bench_cuba.py"],
     ["bench_loihi.py", "--samples", "1000"],
     ["bench_link.py", "--baud", "115200", "921600", "--samples", "600"],
     ["bench_loop.py", "--steps", "20"],

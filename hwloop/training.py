@@ -33,6 +33,7 @@ import torch
 
 from . import __version__
 from .errors import HwloopError
+from .losses import ttfs_loss  # noqa: F401  (re-exported: the trainers' loss)
 from .models import get_model, network_forward
 from .network import Layer, Network, NeuronParams, OutputDecoding, Provenance, now_iso
 
@@ -106,24 +107,6 @@ class TrainConfig:
             raise HwloopError(f"dtype must be float32 or float64, got {self.dtype}")
         if not 0.0 <= self.end_logit_after <= 1.0:
             raise HwloopError(f"end_logit_after is a fraction of the training set in [0, 1], got {self.end_logit_after}")
-
-
-def ttfs_loss(t_out: torch.Tensor, y: torch.Tensor, t_max: float, tau: float,
-              xi: float, alpha: float, beta: float, end_logit: bool = False) -> torch.Tensor:
-    """Mean Göltz loss over the batch. Silent outputs count as ``t_max``.
-
-    ``end_logit``: append the trial end ``t_max`` as one more competitor in
-    the softmax (never the target), so the loss is only small when the label
-    output spikes before the others *and* before the trial ends.
-    """
-    t = torch.where(torch.isfinite(t_out), t_out, torch.full_like(t_out, t_max))
-    logits = -t / (xi * tau)
-    if end_logit:
-        logits = torch.cat([logits, logits.new_full((logits.shape[0], 1), -t_max / (xi * tau))], dim=1)
-    ce = torch.nn.functional.cross_entropy(logits, y)
-    t_label = t.gather(1, y[:, None]).squeeze(1)
-    pull = alpha * (torch.exp(t_label / (beta * tau)) - 1.0)
-    return ce + pull.mean()
 
 
 def jitter_times(t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -288,7 +271,7 @@ def train(cfg: TrainConfig, progress: bool = True,
     max_missing = cfg.per_layer(cfg.max_missing, len(layers))
     if cfg.model == "qif":
         # QIF trains on extended times: silent neurons carry pseudospikes (> t_max)
-        from .models.qif import pseudo_network_forward as train_forward
+        from .models.ttfs.qif import pseudo_network_forward as train_forward
     else:
         train_forward = network_forward
 

@@ -170,7 +170,7 @@ def test_spike_network_gradients_equal_the_trainers(name):
     differentiates (network_forward; for QIF the pseudospike forward), with
     the same loss: the gradients for weights and input times are identical."""
     from hwloop.models import network_forward
-    from hwloop.models.qif import pseudo_network_forward
+    from hwloop.models.ttfs.qif import pseudo_network_forward
     from hwloop.nn import SpikeNetwork, TTFSLoss
     from hwloop.pretrained import path
     from hwloop.training import ttfs_loss

@@ -230,7 +230,7 @@ def test_default_encoding_fits_dataset_features():
 
 # ------------------------------------------------------ names and errors
 def test_dataset_names_and_aliases():
-    assert dataset_names() == ("yinyang", "digits", "mnist")
+    assert dataset_names() == ("yinyang", "digits", "mnist", "randman")
     a = load_dataset("Yin-Yang", "val")
     assert a.name == "yinyang" and len(a) == 1000
 

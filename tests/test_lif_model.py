@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from hwloop.errors import NetworkSpecError
 from hwloop.models import get_model, network_forward
-from hwloop.models import lif as lif_module
+from hwloop.models.ttfs import lif as lif_module
 from hwloop.models.base import SpikeLayerFn
-from hwloop.models.lambertw import lambertw, lambertw_neg
-from hwloop.models.lif import LIF, VDOT_FLOOR, clear_workspace
+from hwloop.models.ttfs.lambertw import lambertw, lambertw_neg
+from hwloop.models.ttfs.lif import LIF, VDOT_FLOOR, clear_workspace
 from hwloop.network import Layer, NeuronParams
 
 sys.path.insert(0, str(Path(__file__).parent))

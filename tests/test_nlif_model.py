@@ -12,7 +12,7 @@ from scipy.integrate import solve_ivp
 
 from hwloop.errors import NetworkSpecError
 from hwloop.models import get_model
-from hwloop.models.nlif import NonLeakyIF
+from hwloop.models.ttfs.nlif import NonLeakyIF
 from hwloop.network import NeuronParams
 
 T = 3.0

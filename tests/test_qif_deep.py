@@ -118,7 +118,7 @@ def test_bias_spike_at_zero_is_a_trainable_initial_potential():
     neuron with V(0) = v0 + b, so training its weight trains the initial phase.
     Checked on spike times, and on the gradient against a finite difference in
     the ``v0`` option (an independent route through the model)."""
-    from hwloop.models.qif import QIF as Model
+    from hwloop.models.ttfs.qif import QIF as Model
 
     rng = np.random.default_rng(0)
     t = torch.tensor(rng.uniform(0.05, 2.0, (5, 6)))

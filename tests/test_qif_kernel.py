@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwloop.errors import NetworkSpecError
-from hwloop.models import network_forward, qif_kernel
-from hwloop.models.qif import QIF, extended_times, pseudo_network_forward
+from hwloop.models import network_forward
+from hwloop.models.ttfs import qif_kernel
+from hwloop.models.ttfs.qif import QIF, extended_times, pseudo_network_forward
 from hwloop.network import Layer, NeuronParams
 
 from ode_qif import layer_times

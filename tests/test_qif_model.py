@@ -12,7 +12,7 @@ import torch
 
 from hwloop.errors import NetworkSpecError
 from hwloop.models import get_model, network_forward
-from hwloop.models.qif import QIF, extended_times, pseudo_network_forward
+from hwloop.models.ttfs.qif import QIF, extended_times, pseudo_network_forward
 from hwloop.network import Layer, NeuronParams
 
 from ode_qif import layer_times

@@ -15,7 +15,7 @@ import torch
 from hwloop.data import load_dataset
 from hwloop.errors import HwloopError
 from hwloop.models import network_forward
-from hwloop.models.qif import pseudo_network_forward
+from hwloop.models.ttfs.qif import pseudo_network_forward
 from hwloop.training import (build_layers, default_config, encoding_for, init_weights, train,
                              ttfs_loss)
 

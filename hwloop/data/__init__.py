@@ -18,7 +18,7 @@ import os
 
 from ..errors import DatasetError
 from ..network import InputEncoding
-from . import digits, mnist, yinyang
+from . import digits, mnist, randman, yinyang
 from .dataset import SPLITS, Dataset
 
 __all__ = [
@@ -42,8 +42,8 @@ T_LATE = 2.0
 #: the value is exported here for code that wants to follow the paper.
 GOELTZ_BIAS_TIME = 0.9
 
-_LOADERS = {"yinyang": yinyang, "digits": digits, "mnist": mnist}
-_N_FEATURES = {"yinyang": 4, "digits": 64, "mnist": mnist.N_FEATURES}
+_LOADERS = {"yinyang": yinyang, "digits": digits, "mnist": mnist, "randman": randman}
+_N_FEATURES = {"yinyang": 4, "digits": 64, "mnist": mnist.N_FEATURES, "randman": randman.STORK.n_units}
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -75,7 +75,8 @@ def default_encoding(name: str, *, tau: float) -> InputEncoding:
     """The documented feature-value -> spike-time map for data set ``name``.
 
     * yinyang: coordinate 0 spikes at ``T_EARLY*tau``, 1 at ``T_LATE*tau``
-      (Göltz et al. 2021), no silent inputs.
+      (Göltz et al. 2021), no silent inputs; randman (the stork set, whose
+      features are standardised spike times) likewise.
     * digits, mnist: a bright pixel spikes early (``value_max`` at
       ``T_EARLY*tau``, linearly later for dimmer pixels down to ``T_LATE*tau``)
       and a black pixel (``value_min``) sends no spike at all, so the many
@@ -86,7 +87,7 @@ def default_encoding(name: str, *, tau: float) -> InputEncoding:
         raise DatasetError(f"default_encoding({name!r}): tau must be a finite number > 0, got {tau!r}")
     t_early, t_late = T_EARLY * tau, T_LATE * tau
     n = _N_FEATURES[key]
-    if key == "yinyang":
+    if key in ("yinyang", "randman"):  # randman: the features are spike times in [0, 1]
         enc = InputEncoding(n_features=n, value_min=0.0, value_max=1.0, t_at_min=t_early, t_at_max=t_late)
     else:
         mod = _LOADERS[key]

@@ -1,8 +1,16 @@
-"""First-spike-time neuron models (torch, batched, exact gradients).
+"""Neuron models, one folder per network family, and what they share.
 
-``get_model(name)`` returns the model object for a `NeuronParams.model` name;
-``network_forward`` runs a whole feed-forward network layer by layer through
-`SpikeLayerFn`, optionally substituting measured times per layer.
+* `ttfs/`: the first-spike-time family (LIF, QIF, non-leaky IF): closed-form
+  first spike times and exact gradients, one spike per neuron per trial.
+* `trains/`: the spike-train family (discrete-time CUBA LIF, the Loihi
+  neuron): many spikes per neuron, reset, optional recurrence, trained with
+  surrogate gradients (BPTT, or the SuperSpike online rule).
+
+Shared here: the registry (``get_model(name)`` returns the TTFS model object
+for a `NeuronParams.model` name) and the autograd that serves simulation and
+hardware in the loop alike (`SpikeLayerFn` in `base`; ``network_forward``
+runs a whole feed-forward TTFS network layer by layer through it, optionally
+substituting measured times per layer). Losses are in `hwloop.losses`.
 """
 
 from __future__ import annotations
@@ -18,9 +26,9 @@ from .base import SpikeLayerFn, TTFSModel, with_bias
 
 # name -> (module, attribute); imported on first use
 _REGISTRY = {
-    "lif": ("hwloop.models.lif", "LIF"),
-    "qif": ("hwloop.models.qif", "QIF"),
-    "nlif": ("hwloop.models.nlif", "NonLeakyIF"),
+    "lif": ("hwloop.models.ttfs.lif", "LIF"),
+    "qif": ("hwloop.models.ttfs.qif", "QIF"),
+    "nlif": ("hwloop.models.ttfs.nlif", "NonLeakyIF"),
 }
 _CACHE: dict[str, TTFSModel] = {}
 

@@ -52,8 +52,8 @@ import threading
 import numpy as np
 import torch
 
-from ..errors import NetworkSpecError
-from ..network import NeuronParams
+from ...errors import NetworkSpecError
+from ...network import NeuronParams
 from .lambertw import lambertw_neg
 
 #: relative tolerance when deciding tau_m == tau_s or tau_m == 2 tau_s

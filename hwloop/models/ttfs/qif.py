@@ -25,8 +25,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import NetworkSpecError
-from ..network import Layer, NeuronParams
+from ...errors import NetworkSpecError
+from ...network import Layer, NeuronParams
 
 _OPTIONS = ("i0", "v0")
 #: elements of per-step state kept for the backward sweep before the batch is split
@@ -311,7 +311,7 @@ class QIF:
         then the extended forward is computed here so that pseudospikes carry
         the gradient (times from the in-the-loop path are already completed).
         """
-        from ..training import ttfs_loss
+        from ...losses import ttfs_loss
 
         if any(not bool(torch.isfinite(t).all()) for t in times):
             times = pseudo_network_forward(layers, weights, x, t_max)
@@ -491,8 +491,8 @@ def extended_times(layers: Sequence[Layer], weights: Sequence[torch.Tensor], t_f
     from the measured (completed) inputs. Non-QIF layers pass their own
     model's times through unchanged.
     """
-    from . import get_model
-    from .base import with_bias
+    from .. import get_model
+    from ..base import with_bias
 
     if measured is not None and len(measured) != len(layers):
         raise NetworkSpecError(f"{len(layers)} layers but {len(measured)} measured time tensors")
@@ -519,7 +519,7 @@ def pseudo_network_forward(layers: Sequence[Layer], weights: Sequence[torch.Tens
     """Extended times of every layer wired into autograd: what a trainer of a
     QIF network calls instead of `network_forward` (software: ``measured=None``;
     in the loop: the target's measured times)."""
-    from . import network_forward
+    from .. import network_forward
 
     ext = extended_times(layers, weights, t_features, t_max, measured)
     return network_forward(layers, weights, t_features, t_max, measured=ext)

@@ -1,6 +1,6 @@
 """Fused event-based numba kernel for the QIF (theta) layer.
 
-Computes exactly what the torch path of `hwloop.models.qif.QIF` computes
+Computes exactly what the torch path of `hwloop.models.ttfs.qif.QIF` computes
 (docs/models-qif.md, sections 2-4): ordinary first-spike times, extended
 (pseudospike) times, the pseudospikes that complete measured silences, and
 the exact vjp at given output times. The torch path stays the reference
@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..errors import NetworkSpecError
+from ...errors import NetworkSpecError
 
 ENV_VAR = "HWLOOP_QIF_ENGINE"
 _ENGINES = ("auto", "numba", "torch")

@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from ..errors import NetworkSpecError
-from ..network import NeuronParams
+from ...errors import NetworkSpecError
+from ...network import NeuronParams
 
 #: (batch × inputs × neurons) elements processed at once
 _CHUNK_ELEMS = 1 << 22
