@@ -77,3 +77,9 @@ def test_train_superspike_json(capsys, tmp_path):
     assert res["feedback"] == "random" and res["trials"] == 2 and res["start_distance"] > 0
     rec = json.loads((tmp_path / "ss.json").read_text())
     assert len(rec["distances"]) == 2
+
+
+def test_export_refuses_a_spike_train_network(capsys, tmp_path, cuba_file):
+    assert main(["export", str(cuba_file), str(tmp_path / "x.nir"), "--format", "nir"]) == 2
+    assert "issue #15" in capsys.readouterr().err
+    assert not (tmp_path / "x.nir").exists()
