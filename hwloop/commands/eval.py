@@ -84,7 +84,7 @@ def _run_trains(args, net) -> dict:
         raster, labels = raster[:, :args.limit], labels[:args.limit]
     n = labels.shape[0]
     t0 = time.perf_counter()
-    preds, counts, run_s = [], None, 0.0
+    preds, argmax, counts, run_s = [], [], None, 0.0
     with open_target(args.target) as backend:
         backend.load(net)
         setup = time.perf_counter() - t0
@@ -93,22 +93,32 @@ def _run_trains(args, net) -> dict:
             m = backend.run_raster(raster[:, b:b + args.batch_size])
             run_s += time.perf_counter() - t1
             preds.append(m.predictions())
+            argmax.append(np.argmax(m.scores if m.scores is not None else -m.output, axis=1))
             c = [ev.counts().sum(0) for ev in m.events]
             counts = c if counts is None else [a + x for a, x in zip(counts, c)]
             if not args.quiet and not args.json:
                 print(f"eval {min(n, b + args.batch_size)}/{n}", file=sys.stderr, flush=True)
     pred = np.concatenate(preds)
     correct = int((pred == labels).sum())
+    # the trainer's rule (torch argmax): a tie goes to the lowest class index instead of being undecided
+    am = np.concatenate(argmax)
+    correct_argmax = int((am == labels).sum())
+    tie_correct = int(((pred < 0) & (am == labels)).sum())
     per_neuron = [float(c.sum()) / (n * c.shape[0]) for c in counts]
     res = {"network": args.network, "dataset": cfg.dataset, "dataset_from": "network file", "split": args.split,
            "target": args.target, "n": n, "n_correct": correct, "n_undecided": int((pred < 0).sum()),
-           "accuracy": correct / n, "spikes_per_neuron_per_sample": per_neuron,
+           "accuracy": correct / n, "accuracy_ties_to_first_class": correct_argmax / n,
+           "n_undecided_correct_by_tie": tie_correct,
+           "spikes_per_neuron_per_sample": per_neuron,
            "samples_per_second": n / run_s if run_s > 0 else None, "run_seconds": run_s,
            "setup_seconds": setup, "recorded_accuracy": dict(net.provenance.accuracy).get(args.split)}
     if not args.json:
         print(net.summary())
         print(f"{args.target} {cfg.dataset}/{args.split}: accuracy {res['accuracy']:.4f} ({correct}/{n}; "
               f"undecided {res['n_undecided']})")
+        if res["n_undecided"]:
+            print(f"with ties going to the lowest class index, as the trainer counts them: "
+                  f"{res['accuracy_ties_to_first_class']:.4f}")
         print("spikes per neuron per sample, per layer: " + ", ".join(f"{v:.3f}" for v in per_neuron))
         print(f"{res['samples_per_second'] or 0:.0f} samples/s running ({run_s:.2f} s)")
     return res
