@@ -10,7 +10,7 @@ import importlib
 
 from hwloop.errors import TargetError
 
-from .base import Backend, Measurement, TargetURL, parse_target
+from .base import Backend, Measurement, SpikeEvents, TargetURL, parse_target, times_to_raster
 from .options import Option, options_markdown
 
 # scheme -> "module:Class"; imported lazily
@@ -80,5 +80,5 @@ def target_options_markdown() -> str:
     return options_markdown(target_options(), describe=lambda s: backend_class(s).description)
 
 
-__all__ = ["Backend", "Measurement", "Option", "TargetURL", "parse_target", "open_target", "check_target", "list_targets",
+__all__ = ["Backend", "Measurement", "Option", "SpikeEvents", "times_to_raster", "TargetURL", "parse_target", "open_target", "check_target", "list_targets",
            "target_options", "target_options_markdown", "TARGETS"]

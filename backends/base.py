@@ -33,20 +33,109 @@ from hwloop.network import Network
 from .options import Option, parse_options
 
 
+@dataclass(frozen=True)
+class SpikeEvents:
+    """One layer's spikes of a spike-train run as sparse events: event k is
+    neuron ``neuron[k]`` of sample ``sample[k]`` firing at step ``step[k]``
+    (sorted by step, then sample, then neuron); ``shape`` is (n_steps,
+    batch, n_neurons). `raster` gives the dense 0/1 array, on request."""
+
+    step: np.ndarray
+    sample: np.ndarray
+    neuron: np.ndarray
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def from_raster(cls, raster: np.ndarray) -> "SpikeEvents":
+        """Events of a dense (n_steps, batch, n) raster (nonzero = spike)."""
+        t, b, n = np.nonzero(np.asarray(raster))
+        return cls(t.astype(np.int32), b.astype(np.int32), n.astype(np.int32), tuple(int(x) for x in raster.shape))
+
+    def __len__(self) -> int:
+        return int(self.step.shape[0])
+
+    def raster(self, dtype=np.uint8) -> np.ndarray:
+        """The dense (n_steps, batch, n) raster (1 = spike)."""
+        r = np.zeros(self.shape, dtype=dtype)
+        r[self.step, self.sample, self.neuron] = 1
+        return r
+
+    def counts(self) -> np.ndarray:
+        """Spikes per sample and neuron, (batch, n), int64."""
+        c = np.zeros(self.shape[1:], dtype=np.int64)
+        np.add.at(c, (self.sample, self.neuron), 1)
+        return c
+
+    def first_steps(self) -> np.ndarray:
+        """Step of each neuron's first spike, (batch, n), -1 = silent."""
+        first = np.full(self.shape[1:], np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, (self.sample, self.neuron), self.step.astype(np.int64))
+        return np.where(first == np.iinfo(np.int64).max, -1, first)
+
+
 @dataclass
 class Measurement:
-    """What a target measured for one batch, in the network's time unit."""
+    """What a target measured for one batch, in the network's time unit.
+
+    ``times`` is the first-spike view, for every network: each layer's first
+    spike time per neuron (``inf`` = silent); for a spike-train network the
+    first spike at step k is at time ``k * dt``, so first-spike-time code
+    reads a spike-train measurement unchanged. A spike-train run also fills
+    ``events`` (every layer's spikes, `SpikeEvents`), ``dt`` and, when asked
+    for (``probe=True``), ``probes``: every layer's membrane potential
+    before reset, (n_steps, batch, n) per layer. Both are None for a
+    first-spike-time network."""
 
     times: list[np.ndarray]  # one (batch, n_neurons) array per layer; inf = silent
     target: str
     target_time_s: float = 0.0  # time the target itself spent running
     host_time_s: float = 0.0  # everything else: encoding, transfer, decoding
     info: dict = field(default_factory=dict)
+    events: list[SpikeEvents] | None = None
+    probes: list[np.ndarray] | None = None
+    dt: float | None = None
+    #: spike-train decodings (max-membrane, spike-count): the per-class decision variable (batch, n_out)
+    scores: np.ndarray | None = None
+
+    def predictions(self) -> np.ndarray:
+        """Predicted class index per sample, -1 where undecided: the highest
+        ``scores`` where the decoding gives them, else the earliest output
+        spike (ties and all-silent outputs undecided)."""
+        v = self.scores if self.scores is not None else -self.output
+        best = v.max(axis=1, keepdims=True)
+        top = v == best
+        pred = np.argmax(v, axis=1)
+        return np.where((top.sum(axis=1) == 1) & np.isfinite(best[:, 0]), pred, -1)
 
     @property
     def output(self) -> np.ndarray:
         """The output layer's spike times, (batch, n_out)."""
         return self.times[-1]
+
+    def raster(self, layer: int = -1) -> np.ndarray:
+        """The dense (n_steps, batch, n) spike raster of one layer (spike-train runs only)."""
+        if self.events is None:
+            raise TargetError(f"{self.target}: this measurement holds first-spike times only, no spike trains")
+        return self.events[layer].raster()
+
+    def counts(self, layer: int = -1) -> np.ndarray:
+        """Spike counts (batch, n) of one layer (spike-train runs only)."""
+        if self.events is None:
+            raise TargetError(f"{self.target}: this measurement holds first-spike times only, no spike trains")
+        return self.events[layer].counts()
+
+
+def times_to_raster(t: np.ndarray, dt: float, n_steps: int) -> np.ndarray:
+    """Input spike times (batch, n) -> a (n_steps, batch, n) raster: a spike at
+    time t falls in step floor(t / dt); ``inf`` and times at or past the end
+    of the trial send none."""
+    t = np.asarray(t, dtype=np.float64)
+    r = np.zeros((n_steps, *t.shape), dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        k = np.floor(t / dt)
+    b, j = np.nonzero(np.isfinite(k) & (k < n_steps))
+    r[k[b, j].astype(np.int64), b, j] = 1.0
+    return r
 
 
 @dataclass(frozen=True)
@@ -145,6 +234,7 @@ class Backend(abc.ABC):
 
     def load(self, net: Network) -> Any:
         """compile + deploy; returns the compiled configuration."""
+        self.check_family(net)
         compiled = self.compile(net)
         self.deploy(compiled, net)
         return compiled
@@ -156,10 +246,28 @@ class Backend(abc.ABC):
             raise TargetError(f"{self.url.raw}: no network deployed (call load() first)")
         return self._network
 
-    def run(self, t_features: np.ndarray) -> Measurement:
+    #: whether this target runs spike-train (discrete-time, format version 2) networks
+    SPIKE_TRAINS: bool = False
+
+    def check_family(self, net: Network) -> None:
+        """`TargetError` if this target cannot run the network's family."""
+        if net.is_spike_train and not self.SPIKE_TRAINS:
+            raise TargetError(f"{self.url.raw}: {self.scheme} runs first-spike-time networks only; this is a "
+                              f"spike-train network ({net.model}, dt={net.dt:g} {net.time_unit}); run it on "
+                              f"'software' (other targets: issue #15)")
+
+    def run_raster(self, raster: np.ndarray, probe: bool = False) -> Measurement:
+        """Run a spike-train network on an input raster (n_steps, batch, n_features), 1 = spike."""
+        raise TargetError(f"{self.url.raw}: {self.scheme} does not run spike-train networks")
+
+    def run(self, t_features: np.ndarray, probe: bool = False) -> Measurement:
         """Run a batch of input spike times (batch, n_features), in the network's time unit
-        (``inf``: the input sends no spike), and return what the target measured."""
+        (``inf``: the input sends no spike), and return what the target measured.
+        ``probe=True`` (spike-train networks, targets that can) also records
+        every layer's membrane per step (`Measurement.probes`)."""
         net = self.network
+        if probe and not net.is_spike_train:
+            raise TargetError(f"{self.url.raw}: membrane probes are recorded for spike-train networks only")
         x = np.asarray(t_features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != net.encoding.n_features:
             raise TargetError(
@@ -175,6 +283,8 @@ class Backend(abc.ABC):
                 f"{self.url.raw}: input spike times must be >= 0 (or inf: no spike); sample {i} "
                 f"input {j} is {x[i, j]!r} ({int(bad.sum())} bad value(s) in the batch)")
         t0 = time.perf_counter()
+        if net.is_spike_train:
+            return self.run_raster(times_to_raster(x, net.dt, net.n_steps), probe=probe)
         times, target_s, info = self._run(x)
         total = time.perf_counter() - t0
         return Measurement(

@@ -49,19 +49,28 @@ if TYPE_CHECKING:  # backends import this module; only the type checker needs th
 
 #: the manifest's ``format`` value
 FORMAT_NAME = "hwloop-network"
-#: the manifest's ``format_version`` this module writes and reads
-FORMAT_VERSION = 1
+#: the newest manifest ``format_version`` this module writes and reads;
+#: a network without spike-train parts is still written as version 1
+FORMAT_VERSION = 2
+#: every version this module reads
+FORMAT_VERSIONS = (1, 2)
 #: name of the manifest member in the archive
 MANIFEST = "manifest.json"
 
 #: neuron models a Network may name; each lives in `hwloop.models`
-KNOWN_MODELS = ("lif", "qif", "nlif")
+KNOWN_MODELS = ("lif", "qif", "nlif", "cuba")
+#: discrete-time models (spike trains, format version 2)
+DISCRETE_MODELS = ("cuba",)
+#: reset rules of a discrete-time neuron
+RESET_RULES = ("zero", "subtract")
 #: units a network's times may be expressed in
 TIME_UNITS = ("s", "ms", "us", "ns")
 #: input encodings (`InputEncoding.kind`)
 ENCODING_KINDS = ("linear-latency",)
 #: output decodings (`OutputDecoding.kind`)
-DECODING_KINDS = ("first-spike",)
+DECODING_KINDS = ("first-spike", "max-membrane", "spike-count")
+#: decodings that need format version 2 (spike-train networks)
+DECODING_KINDS_V2 = ("max-membrane", "spike-count")
 
 #: options a model defines, each with its rule (a description and a test of a
 #: finite float); other option names are kept as plain JSON values (scalars or
@@ -110,6 +119,14 @@ class NeuronParams:
     ``options`` holds model-specific extras: the options a model defines are
     checked by `MODEL_OPTIONS` (a QIF layer's ``i0`` and ``v0``); any other
     value must be a JSON scalar or a list of scalars.
+
+    The discrete-time model ``"cuba"`` (format version 2; the Loihi neuron,
+    docs/models-cuba.md) uses ``dt`` (the time step, > 0, in the network's
+    unit), ``current_decay`` and ``voltage_decay`` (fractions lost per step,
+    in [0, 1]), ``threshold`` (> 0), ``reset`` (``"zero"`` or
+    ``"subtract"``), ``refractory`` (steps, >= 0) and ``spiking`` (False: a
+    leaky integrator without threshold, a readout); ``tau_syn`` and
+    ``tau_mem`` are not used by it. Build one with `NeuronParams.cuba`.
     """
 
     model: str = "lif"
@@ -117,6 +134,41 @@ class NeuronParams:
     tau_mem: float = 1.0
     threshold: float = 1.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    dt: float | None = None
+    current_decay: float = 0.0
+    voltage_decay: float = 0.0
+    reset: str = "zero"
+    refractory: int = 0
+    spiking: bool = True
+
+    @classmethod
+    def cuba(cls, dt: float, current_decay: float, voltage_decay: float, threshold: float = 1.0,
+             reset: str = "zero", refractory: int = 0, spiking: bool = True) -> "NeuronParams":
+        """A discrete-time CUBA LIF neuron record (see the class docstring)."""
+        return cls(model="cuba", threshold=threshold, dt=dt, current_decay=current_decay,
+                   voltage_decay=voltage_decay, reset=reset, refractory=refractory, spiking=spiking)
+
+    @classmethod
+    def from_cuba_params(cls, p: Any) -> "NeuronParams":
+        """The record of a `hwloop.models.trains.CubaParams`."""
+        return cls.cuba(dt=float(p.dt), current_decay=float(p.current_decay), voltage_decay=float(p.voltage_decay),
+                        threshold=float(p.threshold), reset=p.reset, refractory=int(p.refractory),
+                        spiking=bool(p.spiking))
+
+    @property
+    def discrete(self) -> bool:
+        """Whether this is a discrete-time (spike-train) neuron."""
+        return self.model in DISCRETE_MODELS
+
+    def cuba_params(self) -> Any:
+        """This record as a `hwloop.models.trains.CubaParams` (``"cuba"`` only)."""
+        if not self.discrete:
+            raise NetworkSpecError(f"neuron model {self.model!r} is not a discrete-time model")
+        from .models.trains import CubaParams
+
+        return CubaParams(dt=float(self.dt), current_decay=float(self.current_decay),
+                          voltage_decay=float(self.voltage_decay), threshold=float(self.threshold),
+                          reset=self.reset, refractory=int(self.refractory), spiking=bool(self.spiking))
 
     def validate(self, where: str = "neuron") -> None:
         """Raise `NetworkSpecError` (prefixed with ``where``) if a parameter is unusable."""
@@ -132,9 +184,36 @@ class NeuronParams:
             problem = _option_problem(self.model, key, value)
             if problem:
                 raise NetworkSpecError(f"{where}: option {key!r} {problem}")
+        if self.discrete:
+            if self.dt is None:
+                raise NetworkSpecError(f"{where}: a {self.model} neuron needs dt (the time step)")
+            _check_positive("dt", self.dt, where)
+            _check_positive("threshold", self.threshold, where)
+            for name in ("current_decay", "voltage_decay"):
+                v = getattr(self, name)
+                if not (_is_real(v) and 0.0 <= v <= 1.0):
+                    raise NetworkSpecError(f"{where}: {name} must lie in [0, 1], got {v!r}")
+            if self.reset not in RESET_RULES:
+                raise NetworkSpecError(f"{where}: unknown reset rule {self.reset!r}; known: {', '.join(RESET_RULES)}")
+            if isinstance(self.refractory, bool) or not isinstance(self.refractory, int) or self.refractory < 0:
+                raise NetworkSpecError(f"{where}: refractory must be an integer >= 0 (steps), got {self.refractory!r}")
+            if not isinstance(self.spiking, bool):
+                raise NetworkSpecError(f"{where}: spiking must be true or false, got {self.spiking!r}")
 
     def to_json(self) -> dict:
         """The manifest's ``neuron`` object."""
+        if self.discrete:
+            return {
+                "model": self.model,
+                "dt": float(self.dt),
+                "current_decay": float(self.current_decay),
+                "voltage_decay": float(self.voltage_decay),
+                "threshold": float(self.threshold),
+                "reset": self.reset,
+                "refractory": int(self.refractory),
+                "spiking": bool(self.spiking),
+                "options": dict(self.options),
+            }
         return {
             "model": self.model,
             "tau_syn": float(self.tau_syn),
@@ -144,23 +223,51 @@ class NeuronParams:
         }
 
     @classmethod
-    def from_json(cls, d: Any, where: str = "neuron") -> "NeuronParams":
+    def from_json(cls, d: Any, where: str = "neuron", version: int = FORMAT_VERSION) -> "NeuronParams":
         """Read a manifest ``neuron`` object, every field type-checked; raises
-        `hwloop.netfile.FieldError` (a ``ValueError``) naming the field."""
+        `hwloop.netfile.FieldError` (a ``ValueError``) naming the field.
+        ``version`` is the file's format version (version 1 knows no
+        discrete-time model)."""
+        j = netfile.join
+        if isinstance(d, dict) and d.get("model") in DISCRETE_MODELS:
+            if version < 2:
+                raise FieldError(j(where, "model"), f"{d['model']!r} needs format_version 2 (this file is version {version})")
+            d = netfile.obj(d, where, required=("model", "dt", "current_decay", "voltage_decay", "threshold", "reset"),
+                            optional=("refractory", "spiking", "options"))
+            model = d["model"]
+            options = netfile.mapping(d.get("options", {}), j(where, "options"))
+            for key, value in options.items():
+                netfile.plain_json(value, j(j(where, "options"), key))
+            decays = {}
+            for name in ("current_decay", "voltage_decay"):
+                v = netfile.number(d[name], j(where, name), ge=0)
+                if v > 1:
+                    raise FieldError(j(where, name), f"must be <= 1 (a fraction lost per step), got {netfile.describe(d[name])}")
+                decays[name] = v
+            return cls(
+                model=model,
+                threshold=netfile.number(d["threshold"], j(where, "threshold"), gt=0),
+                options=dict(options),
+                dt=netfile.number(d["dt"], j(where, "dt"), gt=0),
+                reset=netfile.string(d["reset"], j(where, "reset"), RESET_RULES),
+                refractory=netfile.integer(d.get("refractory", 0), j(where, "refractory"), ge=0, le=2**31 - 1),
+                spiking=netfile.boolean(d.get("spiking", True), j(where, "spiking")),
+                **decays,
+            )
         d = netfile.obj(d, where, required=("model", "tau_syn", "tau_mem", "threshold"), optional=("options",))
-        model = netfile.string(d["model"], netfile.join(where, "model"), KNOWN_MODELS)
-        options = netfile.mapping(d.get("options", {}), netfile.join(where, "options"))
+        model = netfile.string(d["model"], j(where, "model"), KNOWN_MODELS)
+        options = netfile.mapping(d.get("options", {}), j(where, "options"))
         for key, value in options.items():
-            path = netfile.join(netfile.join(where, "options"), key)
+            path = j(j(where, "options"), key)
             netfile.plain_json(value, path)
             problem = _option_problem(model, key, value)
             if problem:
                 raise FieldError(path, problem)
         return cls(
             model=model,
-            tau_syn=netfile.number(d["tau_syn"], netfile.join(where, "tau_syn"), gt=0),
-            tau_mem=netfile.number(d["tau_mem"], netfile.join(where, "tau_mem"), gt=0),
-            threshold=netfile.number(d["threshold"], netfile.join(where, "threshold")),
+            tau_syn=netfile.number(d["tau_syn"], j(where, "tau_syn"), gt=0),
+            tau_mem=netfile.number(d["tau_mem"], j(where, "tau_mem"), gt=0),
+            threshold=netfile.number(d["threshold"], j(where, "threshold")),
             options=dict(options),
         )
 
@@ -174,22 +281,36 @@ class Layer:
     row per entry of ``bias_times``: a bias source that spikes at that time in
     every trial. So ``weight.shape == (n_prev + len(bias_times), n_out)``.
     The weight is stored as a read-only float64 copy.
+
+    ``recurrent`` (format version 2, discrete-time layers only), if given, is
+    ``(n_out, n_out)``: ``recurrent[k, j]`` connects the layer's neuron ``k``
+    to its neuron ``j``; a spike at step t arrives at step t + 1.
     """
 
     weight: np.ndarray
     neuron: NeuronParams = field(default_factory=NeuronParams)
     bias_times: tuple[float, ...] = ()
+    recurrent: np.ndarray | None = None
 
     def __post_init__(self):
         w = np.array(self.weight, dtype=np.float64, copy=True)
         w.setflags(write=False)
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias_times", tuple(float(t) for t in self.bias_times))
+        if self.recurrent is not None:
+            r = np.array(self.recurrent, dtype=np.float64, copy=True)
+            r.setflags(write=False)
+            object.__setattr__(self, "recurrent", r)
 
     def __eq__(self, other: object) -> bool:
         # dataclass equality would ask numpy for the truth value of an array
         if not isinstance(other, Layer):
             return NotImplemented
+        if (self.recurrent is None) != (other.recurrent is None):
+            return False
+        if self.recurrent is not None and not (self.recurrent.shape == other.recurrent.shape
+                                               and bool(np.array_equal(self.recurrent, other.recurrent))):
+            return False
         return (self.neuron == other.neuron and self.bias_times == other.bias_times
                 and self.weight.shape == other.weight.shape and bool(np.array_equal(self.weight, other.weight)))
 
@@ -199,6 +320,10 @@ class Layer:
         shape = "x".join(str(s) for s in self.weight.shape)
         n = self.neuron
         bias = f", bias_times={self.bias_times}" if self.bias_times else ""
+        if n.discrete:
+            rec = ", recurrent" if self.recurrent is not None else ""
+            return (f"Layer({shape}: {self.n_in} sources -> {self.n_out} {n.model}, dt={n.dt:g} "
+                    f"decays={n.current_decay:g}/{n.voltage_decay:g} threshold={n.threshold:g} reset={n.reset}{rec})")
         return (f"Layer({shape}: {self.n_in} sources + {len(self.bias_times)} bias -> {self.n_out} {n.model}, "
                 f"tau_syn={n.tau_syn:g} tau_mem={n.tau_mem:g} threshold={n.threshold:g}{bias})")
 
@@ -224,6 +349,18 @@ class Layer:
         if self.n_in < 1:
             raise NetworkSpecError(f"{where}: weight has {self.weight.shape[0]} rows but {len(self.bias_times)} bias times")
         self.neuron.validate(where)
+        if self.neuron.discrete and self.bias_times:
+            raise NetworkSpecError(f"{where}: a {self.neuron.model} layer takes no bias spikes")
+        if self.recurrent is not None:
+            if not self.neuron.discrete:
+                raise NetworkSpecError(f"{where}: recurrent weights need a discrete-time neuron model "
+                                       f"({', '.join(DISCRETE_MODELS)}), not {self.neuron.model!r}")
+            n = self.n_out
+            if self.recurrent.shape != (n, n):
+                raise NetworkSpecError(f"{where}: recurrent weight must be ({n}, {n}) for {n} neurons, "
+                                       f"got shape {self.recurrent.shape}")
+            if not np.all(np.isfinite(self.recurrent)):
+                raise NetworkSpecError(f"{where}: recurrent weight has non-finite value(s)")
 
 
 @dataclass(frozen=True)
@@ -293,9 +430,13 @@ class OutputDecoding:
 
     classes: tuple[str, ...]
     kind: str = "first-spike"
+    #: spike-train decodings only: the steps [start, stop) the decision is read in (None: the whole trial)
+    window: tuple[int, int] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if self.window is not None:
+            object.__setattr__(self, "window", tuple(self.window))
 
     def validate(self) -> None:
         """Raise `NetworkSpecError` if the decoding is unusable."""
@@ -303,17 +444,35 @@ class OutputDecoding:
             raise NetworkSpecError(f"decoding: unknown kind {self.kind!r}")
         if len(self.classes) < 2:
             raise NetworkSpecError("decoding: need at least 2 classes")
+        if self.window is not None:
+            w = self.window
+            if (len(w) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in w)
+                    or not 0 <= w[0] < w[1]):
+                raise NetworkSpecError(f"decoding: window must be two step indices 0 <= start < stop, got {w!r}")
+
+    def to_json(self) -> dict:
+        """The manifest's ``decoding`` object."""
+        d = {"kind": self.kind, "classes": list(self.classes)}
+        if self.window is not None:
+            d["window"] = list(self.window)
+        return d
 
     @classmethod
-    def from_json(cls, d: Any, where: str = "decoding") -> "OutputDecoding":
+    def from_json(cls, d: Any, where: str = "decoding", version: int = FORMAT_VERSION) -> "OutputDecoding":
         """Read a manifest ``decoding`` object, every field type-checked."""
-        d = netfile.obj(d, where, required=("kind", "classes"))
-        path = netfile.join(where, "classes")
+        j = netfile.join
+        d = netfile.obj(d, where, required=("kind", "classes"), optional=("window",) if version >= 2 else ())
+        path = j(where, "classes")
         classes = netfile.array(d["classes"], path, min_len=2)
-        return cls(
-            classes=tuple(netfile.string(c, netfile.join(path, i)) for i, c in enumerate(classes)),
-            kind=netfile.string(d["kind"], netfile.join(where, "kind"), DECODING_KINDS),
-        )
+        kind = netfile.string(d["kind"], j(where, "kind"), DECODING_KINDS if version >= 2 else ("first-spike",))
+        window = None
+        if d.get("window") is not None:
+            wl = netfile.array(d["window"], j(where, "window"), min_len=2, max_len=2)
+            window = tuple(netfile.integer(v, j(j(where, "window"), k), ge=0, le=2**31 - 1) for k, v in enumerate(wl))
+            if window[1] <= window[0]:
+                raise FieldError(j(where, "window"), f"must be [start, stop) with stop > start, got {list(window)}")
+        return cls(classes=tuple(netfile.string(c, j(path, i)) for i, c in enumerate(classes)), kind=kind,
+                   window=window)
 
 
 @dataclass(frozen=True)
@@ -387,6 +546,31 @@ def _weight_member_name(value: Any, path: str) -> str:
     return name
 
 
+def _member_spec(d: dict, where: str, limits: LoadLimits) -> tuple[str, tuple[int, int], str]:
+    """(member name, shape, sha256) of a matrix entry (a layer's weight or its recurrent weight)."""
+    name = _weight_member_name(d["weight"], f"{where}.weight")
+    shape_list = netfile.array(d["shape"], f"{where}.shape", min_len=2, max_len=2)
+    shape = tuple(netfile.integer(s, f"{where}.shape[{k}]", ge=1, le=limits.max_parameters)
+                  for k, s in enumerate(shape_list))
+    digest = netfile.string(d["sha256"], f"{where}.sha256").lower()
+    if len(digest) != 64 or not set(digest) <= _SHA256_HEX:
+        raise FieldError(f"{where}.sha256", f"must be 64 hex digits, got {netfile.describe(d['sha256'])}")
+    return name, shape, digest
+
+
+def _read_matrix(archive: "netfile.Archive", i: int, what: str, name: str, shape: tuple[int, int],
+                 digest: str) -> np.ndarray:
+    if name not in archive.members:
+        raise netfile.FormatProblem(f"layer {i}: {what} member {name!r} is missing")
+    data = archive.read(name, netfile.MAX_NPY_HEADER + 8 * math.prod(shape), f"a .npy of shape {list(shape)}")
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise netfile.FormatProblem(f"layer {i}: {what} checksum mismatch (file corrupt)")
+    w = netfile.npy_array(data, shape, f"layer {i}: {what} member {name!r}")
+    if not np.all(np.isfinite(w)):
+        raise netfile.FormatProblem(f"layer {i}: {what} contains non-finite values")
+    return w
+
+
 @dataclass(frozen=True, repr=False)
 class Network:
     """A feed-forward first-spike-time network in model units.
@@ -450,12 +634,52 @@ class Network:
             raise NetworkSpecError(
                 f"output layer has {n_prev} neurons but the decoding names {len(self.decoding.classes)} classes"
             )
+        discrete = [layer.neuron.discrete for layer in self.layers]
+        if any(discrete):
+            if not all(discrete):
+                raise NetworkSpecError("a network mixes discrete-time and first-spike-time layers; "
+                                       "every layer must be of one family")
+            dts = {layer.neuron.dt for layer in self.layers}
+            if len(dts) != 1:
+                raise NetworkSpecError(f"the layers have different time steps dt {sorted(dts)}; one dt per network")
+            dt = dts.pop()
+            steps = self.t_max / dt
+            if abs(steps - round(steps)) > 1e-9 * max(1.0, steps) or round(steps) < 1:
+                raise NetworkSpecError(f"t_max {self.t_max:g} is not a whole number of time steps dt {dt:g}")
+            w = self.decoding.window
+            if w is not None and w[1] > round(steps):
+                raise NetworkSpecError(f"decoding: window {list(w)} reaches past the trial's {round(steps)} steps")
+        else:
+            if self.decoding.kind in DECODING_KINDS_V2:
+                raise NetworkSpecError(f"decoding: {self.decoding.kind!r} needs a spike-train (discrete-time) network")
+            if self.decoding.window is not None:
+                raise NetworkSpecError("decoding: a window needs a spike-train (discrete-time) network")
 
     # ------------------------------------------------------------ conveniences
     @property
     def source(self) -> str | None:
         """The file this network was loaded from, or None (built in code, or a changed copy)."""
         return self._source
+
+    @property
+    def is_spike_train(self) -> bool:
+        """Whether this is a discrete-time spike-train network (format version 2)."""
+        return self.layers[0].neuron.discrete
+
+    @property
+    def dt(self) -> float | None:
+        """The time step of a spike-train network (None for a first-spike-time one)."""
+        return float(self.layers[0].neuron.dt) if self.is_spike_train else None
+
+    @property
+    def n_steps(self) -> int | None:
+        """Time steps per trial of a spike-train network, ``t_max / dt`` (None otherwise)."""
+        return int(round(self.t_max / self.dt)) if self.is_spike_train else None
+
+    @property
+    def format_version(self) -> int:
+        """The ``.hwnet`` version `save` writes: 2 for a spike-train network, else 1."""
+        return 2 if self.is_spike_train else 1
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -494,7 +718,8 @@ class Network:
         )
 
     # -------------------------------------------------------------------- run
-    def run(self, target: "str | Backend", x: Any = None, *, times: Any = None) -> "Measurement":
+    def run(self, target: "str | Backend", x: Any = None, *, times: Any = None, raster: Any = None,
+            probe: bool = False) -> "Measurement":
         """Run a batch on a target and return what it measured.
 
         ``target`` is a target URL (``"software"``, ``"bitexact?steps=100"``,
@@ -510,14 +735,39 @@ class Network:
         `hwloop.backends.Measurement`: every layer's first-spike times in
         ``time_unit`` (``inf`` = silent), ``.output`` the last layer's.
         Bad inputs raise `NetworkSpecError` before the target is opened.
+
+        A spike-train network (format version 2) takes the same inputs (a
+        spike at time t falls in step floor(t / dt)) or ``raster=``, a
+        (n_steps, batch, n_features) 0/1 array (any number of spikes per
+        input); its measurement also holds every layer's spikes as events
+        and, with ``probe=True``, every layer's membrane per step.
         """
-        t_in = self._input_times(x, times)
+        if raster is not None:
+            if x is not None or times is not None:
+                raise NetworkSpecError("Network.run: pass one of x, times= or raster=")
+            if not self.is_spike_train:
+                raise NetworkSpecError("Network.run: raster= is for spike-train networks; this one takes x or times=")
+            raster = np.asarray(raster)
+            if raster.ndim == 2:
+                raster = raster[:, None, :]
+            want = (self.n_steps, self.encoding.n_features)
+            if raster.ndim != 3 or (raster.shape[0], raster.shape[2]) != want or raster.shape[1] == 0:
+                raise NetworkSpecError(f"Network.run: raster must have shape ({want[0]}, batch, {want[1]}), "
+                                       f"got {raster.shape}")
+
+            def go(backend):
+                return backend.run_raster(raster, probe=probe)
+        else:
+            t_in = self._input_times(x, times)
+
+            def go(backend):
+                return backend.run(t_in, probe=probe) if probe else backend.run(t_in)
         import hwloop.backends as backends  # backends import this module
 
         if isinstance(target, str):
             with backends.open_target(target) as backend:
                 backend.load(self)
-                return backend.run(t_in)
+                return go(backend)
         if isinstance(target, backends.Backend):
             try:
                 loaded = target.network
@@ -525,7 +775,7 @@ class Network:
                 loaded = None
             if loaded is not self:
                 target.load(self)
-            return target.run(t_in)
+            return go(target)
         raise TypeError(f"Network.run: target must be a target URL or an open backend "
                         f"(hwloop.backends.open_target), got {type(target).__name__}")
 
@@ -562,11 +812,11 @@ class Network:
         """The manifest of this network without its ``layers`` (`save` fills them)."""
         return {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "time_unit": self.time_unit,
             "t_max": float(self.t_max),
             "encoding": dataclasses.asdict(self.encoding),
-            "decoding": {"kind": self.decoding.kind, "classes": list(self.decoding.classes)},
+            "decoding": self.decoding.to_json(),
             "provenance": self.provenance.to_json(),
             "layers": [],  # filled by save()
         }
@@ -582,15 +832,22 @@ class Network:
             np.save(buf, np.ascontiguousarray(layer.weight, dtype="<f8"), allow_pickle=False)
             data = buf.getvalue()
             payload.append((name, data))
-            manifest["layers"].append(
-                {
-                    "weight": name,
-                    "shape": list(layer.weight.shape),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "bias_times": list(layer.bias_times),
-                    "neuron": layer.neuron.to_json(),
-                }
-            )
+            entry = {
+                "weight": name,
+                "shape": list(layer.weight.shape),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bias_times": list(layer.bias_times),
+                "neuron": layer.neuron.to_json(),
+            }
+            if layer.recurrent is not None:
+                rname = f"layers/{i}/recurrent.npy"
+                buf = io.BytesIO()
+                np.save(buf, np.ascontiguousarray(layer.recurrent, dtype="<f8"), allow_pickle=False)
+                rdata = buf.getvalue()
+                payload.append((rname, rdata))
+                entry["recurrent"] = {"weight": rname, "shape": list(layer.recurrent.shape),
+                                      "sha256": hashlib.sha256(rdata).hexdigest()}
+            manifest["layers"].append(entry)
         try:
             text = json.dumps(manifest, indent=2, allow_nan=False)
         except ValueError as exc:
@@ -636,15 +893,15 @@ class Network:
         if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
             raise netfile.FormatProblem(f"not an hwloop network file (format is not {FORMAT_NAME!r})")
         version = m.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version not in FORMAT_VERSIONS:
             raise netfile.FormatProblem(f"unsupported format_version {netfile.describe(version)}; "
-                                        f"this hwloop reads version {FORMAT_VERSION}")
+                                        f"this hwloop reads versions {', '.join(map(str, FORMAT_VERSIONS))}")
         netfile.obj(m, "", required=("format", "format_version", "time_unit", "t_max", "encoding", "decoding",
                                      "layers"), optional=("provenance",))
         time_unit = netfile.string(m["time_unit"], "time_unit", TIME_UNITS)
         t_max = netfile.number(m["t_max"], "t_max", gt=0)
         encoding = InputEncoding.from_json(m["encoding"])
-        decoding = OutputDecoding.from_json(m["decoding"])
+        decoding = OutputDecoding.from_json(m["decoding"], version=version)
         provenance = Provenance.from_json(m.get("provenance", {}))
         entries = netfile.array(m["layers"], "layers", min_len=1, max_len=limits.max_layers)
 
@@ -654,41 +911,41 @@ class Network:
         budget = limits.max_parameters
         for i, ld in enumerate(entries):
             where = f"layers[{i}]"
-            ld = netfile.obj(ld, where, required=("weight", "shape", "sha256", "neuron"), optional=("bias_times",))
-            name = _weight_member_name(ld["weight"], f"{where}.weight")
-            shape_list = netfile.array(ld["shape"], f"{where}.shape", min_len=2, max_len=2)
-            shape = tuple(netfile.integer(s, f"{where}.shape[{k}]", ge=1, le=limits.max_parameters)
-                          for k, s in enumerate(shape_list))
-            digest = netfile.string(ld["sha256"], f"{where}.sha256").lower()
-            if len(digest) != 64 or not set(digest) <= _SHA256_HEX:
-                raise FieldError(f"{where}.sha256", f"must be 64 hex digits, got {netfile.describe(ld['sha256'])}")
+            ld = netfile.obj(ld, where, required=("weight", "shape", "sha256", "neuron"),
+                             optional=("bias_times", "recurrent") if version >= 2 else ("bias_times",))
+            name, shape, digest = _member_spec(ld, where, limits)
             bias = netfile.array(ld.get("bias_times", []), f"{where}.bias_times")
             bias_times = tuple(netfile.number(t, f"{where}.bias_times[{k}]", ge=0) for k, t in enumerate(bias))
-            neuron = NeuronParams.from_json(ld["neuron"], f"{where}.neuron")
-            specs.append((name, shape, digest, bias_times, neuron))
-        total = sum(math.prod(s[1]) for s in specs)
+            neuron = NeuronParams.from_json(ld["neuron"], f"{where}.neuron", version=version)
+            rec = None
+            if ld.get("recurrent") is not None:
+                rwhere = f"{where}.recurrent"
+                rd = netfile.obj(ld["recurrent"], rwhere, required=("weight", "shape", "sha256"))
+                rec = _member_spec(rd, rwhere, limits)
+                if not neuron.discrete:
+                    raise FieldError(rwhere, f"recurrent weights need a discrete-time neuron model "
+                                             f"({', '.join(DISCRETE_MODELS)}), not {neuron.model!r}")
+                if rec[1] != (shape[1], shape[1]):
+                    raise FieldError(f"{rwhere}.shape", f"must be [{shape[1]}, {shape[1]}] (the layer has "
+                                                        f"{shape[1]} neurons), got {list(rec[1])}")
+                if rec[0] == name:
+                    raise FieldError(f"{rwhere}.weight", "must name a member of its own, not the layer's weight")
+            specs.append((name, shape, digest, bias_times, neuron, rec))
+        total = sum(math.prod(s[1]) + (math.prod(s[5][1]) if s[5] else 0) for s in specs)
         if total > budget:
             raise netfile.FormatProblem(f"the layers hold {total} parameters; the limit is {budget} "
                                         f"(LoadLimits.max_parameters)")
-        expected = {MANIFEST} | {s[0] for s in specs} | archive.folders()
+        expected = {MANIFEST} | {s[0] for s in specs} | {s[5][0] for s in specs if s[5]} | archive.folders()
         for member in archive.members:
             if member not in expected:
                 raise netfile.FormatProblem(f"unexpected member {member!r} (not named by the manifest)")
 
         layers = []
-        for i, (name, shape, digest, bias_times, neuron) in enumerate(specs):
-            what = f"layer {i}: weight member {name!r}"
-            if name not in archive.members:
-                raise netfile.FormatProblem(f"layer {i}: weight member {name!r} is missing")
-            data = archive.read(name, netfile.MAX_NPY_HEADER + 8 * math.prod(shape),
-                                f"a .npy of shape {list(shape)}")
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise netfile.FormatProblem(f"layer {i}: weight checksum mismatch (file corrupt)")
-            w = netfile.npy_array(data, shape, what)
-            if not np.all(np.isfinite(w)):
-                raise netfile.FormatProblem(f"layer {i}: weight contains non-finite values")
-            layers.append(Layer(weight=w, neuron=neuron, bias_times=bias_times))
-            del data, w
+        for i, (name, shape, digest, bias_times, neuron, rec) in enumerate(specs):
+            w = _read_matrix(archive, i, "weight", name, shape, digest)
+            r = None if rec is None else _read_matrix(archive, i, "recurrent weight", *rec)
+            layers.append(Layer(weight=w, neuron=neuron, bias_times=bias_times, recurrent=r))
+            del w, r
         return cls(layers=tuple(layers), encoding=encoding, decoding=decoding, t_max=t_max,
                    time_unit=time_unit, provenance=provenance)
 

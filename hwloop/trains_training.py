@@ -407,8 +407,74 @@ def train(cfg: TrainsConfig, progress: bool = False, on_epoch: Callable[[dict], 
     metrics = {"accuracy": {s: e["accuracy"] for s, e in ev.items()}, "best_epoch": best[2],
                "hidden_spikes_per_neuron": ev["test"]["hidden_spikes_per_neuron"],
                "val_accuracy_at_init": init_eval["accuracy"], "train_seconds": train_seconds,
-               "epochs": cfg.epochs, "data": data.description}
+               "epochs": cfg.epochs, "data": data.description, "n_steps": data.n_steps, "n_inputs": data.n_inputs,
+               "n_classes": data.n_classes}
     return TrainsResult(net, history, metrics, cfg)
+
+
+# ------------------------------------------------------- the artifact
+DECODING_OF_READOUT = {"max": "max-membrane", "count": "spike-count", "first": "first-spike"}
+
+
+def _plain(value):
+    """A JSON-plain copy (tuples -> lists, None kept) of a configuration value."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_network(result: TrainsResult):
+    """The trained spike-train network as a `hwloop.Network` (format version 2):
+    CUBA layers with their recurrent weights, the readout as the decoding
+    (max over time of the membrane in the response window, spike count, or
+    first spike), the training configuration and data description in
+    ``provenance.extra`` so that `config_from_network` can rebuild the data.
+
+    The network's `InputEncoding` maps a feature in [0, 1] linearly to a time
+    in [0, n_steps * dt] (a spike at time t falls in step floor(t / dt)); for
+    Randman that is ``n_steps * step_frac * dt``, the data set's own code.
+    Encodings with more than one spike per feature (Yin-Yang's population,
+    digits' rates) are given as rasters (`Network.run(raster=...)`;
+    `hwloop eval` and `simulate` build them from the recorded encoding)."""
+    from . import __version__
+    from .network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding, Provenance, now_iso
+
+    cfg, net, m = result.config, result.network, result.metrics
+    T = int(m["n_steps"])
+    layers = []
+    for w, r, p in zip(net.weights, net.recurrent, net.params):
+        layers.append(Layer(weight=w.detach().double().numpy(), neuron=NeuronParams.from_cuba_params(p),
+                            recurrent=None if r is None else r.detach().double().numpy()))
+    t_end = T * cfg.dt
+    if "randman" in m["data"]:
+        t_end = T * float(m["data"]["randman"]["step_frac"]) * cfg.dt
+    encoding = InputEncoding(n_features=int(m["n_inputs"]), t_at_min=0.0, t_at_max=t_end)
+    decoding = OutputDecoding(classes=tuple(str(c) for c in range(int(m["n_classes"]))),
+                              kind=DECODING_OF_READOUT[cfg.readout],
+                              window=None if net.window is None or cfg.readout == "first" else tuple(net.window))
+    extra = {"family": "spike-train", "trains_config": _plain(dataclasses.asdict(cfg)), "data": _plain(m["data"]),
+             "best_epoch": m["best_epoch"]}
+    prov = Provenance(model="cuba", dataset=cfg.dataset, seed=cfg.seed, accuracy=dict(m["accuracy"]),
+                      hwloop_version=__version__, created=now_iso(), extra=extra)
+    return Network(layers=tuple(layers), encoding=encoding, decoding=decoding, t_max=T * cfg.dt,
+                   time_unit=cfg.time_unit, provenance=prov)
+
+
+def config_from_network(net) -> TrainsConfig:
+    """The `TrainsConfig` a network written by `to_network` was trained with
+    (`HwloopError` if the file records none)."""
+    raw = dict(net.provenance.extra).get("trains_config")
+    if not isinstance(raw, dict):
+        raise HwloopError("the network file records no spike-train training configuration "
+                          "(provenance.extra.trains_config); it was not written by hwloop train --model cuba")
+    known = {f.name for f in dataclasses.fields(TrainsConfig)}
+    kw = {k: v for k, v in raw.items() if k in known}
+    for k in ("hidden", "reg_lower", "reg_upper"):
+        if k in kw and isinstance(kw[k], list):
+            kw[k] = tuple(kw[k])
+    return TrainsConfig(**kw)
 
 
 # ------------------------------------------------------------- defaults

@@ -44,6 +44,18 @@ def base_network() -> Network:
                                          extra={"cfg": {"lr": 0.01, "hidden": [6]}}))
 
 
+def base_network_v2() -> Network:
+    """A version-2 (spike-train) network: recurrent CUBA hidden layer, readout decoding with a window."""
+    rng = np.random.default_rng(4)
+    hid = NeuronParams.cuba(dt=1.0, current_decay=0.2, voltage_decay=0.1, reset="subtract", refractory=2)
+    out = NeuronParams.cuba(dt=1.0, current_decay=0.2, voltage_decay=0.05, spiking=False)
+    layers = (Layer(rng.normal(size=(4, 6)), hid, recurrent=rng.normal(size=(6, 6))),
+              Layer(rng.normal(size=(6, 3)), out))
+    return Network(layers=layers, encoding=InputEncoding(4, t_at_min=0.0, t_at_max=20.0),
+                   decoding=OutputDecoding(("a", "b", "c"), kind="max-membrane", window=(2, 30)), t_max=30.0,
+                   time_unit="ms", provenance=Provenance(model="cuba", dataset="unit", seed=1))
+
+
 class Workdir(tuple):
     """(folder, members of the base file); a short repr for hypothesis reports."""
 
@@ -55,6 +67,15 @@ class Workdir(tuple):
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz")
     base_network().save(d / "base.hwnet")
+    with zipfile.ZipFile(d / "base.hwnet") as zf:
+        members = [(i.filename, zf.read(i)) for i in zf.infolist()]
+    return Workdir((d, members))
+
+
+@pytest.fixture(scope="module")
+def workdir_v2(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzz2")
+    base_network_v2().save(d / "base.hwnet")
     with zipfile.ZipFile(d / "base.hwnet") as zf:
         members = [(i.filename, zf.read(i)) for i in zf.infolist()]
     return Workdir((d, members))
@@ -295,3 +316,18 @@ def test_unmutated_base_loads(workdir):
     d, members = workdir
     net = Network.load(d / "base.hwnet")
     assert net.sizes == (4, 6, 3) and len(members) == 3
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzz_hwnet_v2_fast(workdir_v2, data):
+    """The same mutations of a version-2 file (recurrent member, cuba neurons, window)."""
+    _fuzz(workdir_v2, data)
+
+
+def test_unmutated_v2_base_loads(workdir_v2):
+    d, members = workdir_v2
+    net = Network.load(d / "base.hwnet")
+    assert net.is_spike_train and net.layers[0].recurrent is not None and len(members) == 4

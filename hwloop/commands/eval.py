@@ -39,6 +39,8 @@ def run(args) -> dict:
     from ..network import Network
 
     net = Network.load(args.network)
+    if net.is_spike_train:
+        return _run_trains(args, net)
     dataset, source = dataset_from_network(net, args.dataset, "hwloop eval")
     res = evaluate_network(net, dataset, args.split, args.target, args.limit, args.data_root,
                            args.batch_size, progress=not args.quiet and not args.json)
@@ -56,4 +58,67 @@ def run(args) -> dict:
               f"{res['setup_seconds']:.2f} s to open, compile, deploy and close the target")
         if "mapping_text" in res:
             print(res["mapping_text"])
+    return res
+
+
+def _run_trains(args, net) -> dict:
+    """A spike-train network: its data set rebuilt as rasters from the configuration the file records."""
+    import sys
+    import time
+
+    import numpy as np
+
+    from hwloop.backends import open_target
+
+    from ..errors import DatasetError
+    from ..trains_training import config_from_network, load_trains_data
+
+    cfg = config_from_network(net)
+    if args.dataset and args.dataset != cfg.dataset:
+        raise DatasetError(f"this spike-train network was trained on {cfg.dataset!r}; its input encoding is that "
+                           f"data set's, so --dataset {args.dataset} cannot be evaluated")
+    cfg.dtype = "float64"
+    split = load_trains_data(cfg).splits[args.split]
+    raster, labels = split.raster.numpy(), split.labels.numpy()
+    if args.limit is not None:
+        raster, labels = raster[:, :args.limit], labels[:args.limit]
+    n = labels.shape[0]
+    t0 = time.perf_counter()
+    preds, argmax, counts, run_s = [], [], None, 0.0
+    with open_target(args.target) as backend:
+        backend.load(net)
+        setup = time.perf_counter() - t0
+        for b in range(0, n, args.batch_size):
+            t1 = time.perf_counter()
+            m = backend.run_raster(raster[:, b:b + args.batch_size])
+            run_s += time.perf_counter() - t1
+            preds.append(m.predictions())
+            argmax.append(np.argmax(m.scores if m.scores is not None else -m.output, axis=1))
+            c = [ev.counts().sum(0) for ev in m.events]
+            counts = c if counts is None else [a + x for a, x in zip(counts, c)]
+            if not args.quiet and not args.json:
+                print(f"eval {min(n, b + args.batch_size)}/{n}", file=sys.stderr, flush=True)
+    pred = np.concatenate(preds)
+    correct = int((pred == labels).sum())
+    # the trainer's rule (torch argmax): a tie goes to the lowest class index instead of being undecided
+    am = np.concatenate(argmax)
+    correct_argmax = int((am == labels).sum())
+    tie_correct = int(((pred < 0) & (am == labels)).sum())
+    per_neuron = [float(c.sum()) / (n * c.shape[0]) for c in counts]
+    res = {"network": args.network, "dataset": cfg.dataset, "dataset_from": "network file", "split": args.split,
+           "target": args.target, "n": n, "n_correct": correct, "n_undecided": int((pred < 0).sum()),
+           "accuracy": correct / n, "accuracy_ties_to_first_class": correct_argmax / n,
+           "n_undecided_correct_by_tie": tie_correct,
+           "spikes_per_neuron_per_sample": per_neuron,
+           "samples_per_second": n / run_s if run_s > 0 else None, "run_seconds": run_s,
+           "setup_seconds": setup, "recorded_accuracy": dict(net.provenance.accuracy).get(args.split)}
+    if not args.json:
+        print(net.summary())
+        print(f"{args.target} {cfg.dataset}/{args.split}: accuracy {res['accuracy']:.4f} ({correct}/{n}; "
+              f"undecided {res['n_undecided']})")
+        if res["n_undecided"]:
+            print(f"with ties going to the lowest class index, as the trainer counts them: "
+                  f"{res['accuracy_ties_to_first_class']:.4f}")
+        print("spikes per neuron per sample, per layer: " + ", ".join(f"{v:.3f}" for v in per_neuron))
+        print(f"{res['samples_per_second'] or 0:.0f} samples/s running ({run_s:.2f} s)")
     return res

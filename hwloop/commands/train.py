@@ -9,6 +9,10 @@ from ._args import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, SEED
 
 MODELS = ("lif", "qif", "nlif")
 DATASETS = ("yinyang", "digits", "mnist")
+#: the spike-train family (docs/models-cuba.md): --model cuba
+TRAINS_MODELS = ("cuba",)
+TRAINS_DATASETS = ("randman", "yinyang", "digits", "delayed-xor")
+RULES = ("bptt", "superspike")
 
 
 def defaults_by_model(field: str) -> str:
@@ -38,8 +42,24 @@ def register(sub):
                        description="Train a first-spike-time network in software (exact gradients). Defaults "
                                    "depend on the model and the data set (docs/training.md); the effective "
                                    "settings are printed before training starts.")
-    p.add_argument("--model", default="lif", choices=MODELS, help="neuron model")
-    p.add_argument("--dataset", default="yinyang", help="yinyang | digits | mnist (needs --data-root)")
+    p.add_argument("--model", default="lif", choices=MODELS + TRAINS_MODELS,
+                   help="neuron model (cuba: the discrete-time spike-train family, docs/models-cuba.md)")
+    p.add_argument("--dataset", default=None,
+                   help="yinyang | digits | mnist (needs --data-root); with --model cuba: randman | yinyang | "
+                        "digits | delayed-xor (default: yinyang; randman with --model cuba)")
+    g = p.add_argument_group("spike-train family (--model cuba, --rule superspike)")
+    g.add_argument("--rule", default="bptt", choices=RULES,
+                   help="bptt: backpropagation through time with a surrogate derivative; superspike: the online "
+                        "SuperSpike rule on the spike-pattern task (docs/superspike.md)")
+    g.add_argument("--feedback", default="symmetric", choices=("symmetric", "random", "uniform"),
+                   help="SuperSpike's hidden-layer feedback")
+    g.add_argument("--trials", type=POSITIVE, default=1000, help="SuperSpike: training trials")
+    g.add_argument("--recurrent", action="store_true", help="cuba: recurrent hidden layers")
+    g.add_argument("--surrogate", default=None, choices=("superspike", "sigmoid", "linear", "exponential"),
+                   help="cuba: surrogate derivative shape (default superspike)")
+    g.add_argument("--beta", type=POSITIVE_NUMBER, default=None, help="cuba: surrogate scale (default 20)")
+    g.add_argument("--readout", default=None, choices=("max", "count", "first"),
+                   help="cuba: readout (max-over-time membrane, spike count, first spike; default max)")
     p.add_argument("--data-root", default=None, help="folder with MNIST IDX files")
     a = p.add_argument("--hidden", default=None, help="hidden layer sizes, e.g. 120 or 100,100")
     a.default_help = lambda: defaults_by_model("hidden")
@@ -59,7 +79,8 @@ def register(sub):
                    help="floating-point type of training (default: float64)")
     p.add_argument("--threads", type=NON_NEGATIVE, default=1,
                    help="torch threads (1: results are bit-reproducible for a seed; 0: torch's own choice)")
-    p.add_argument("--out", "-o", required=True, help="output network file (.hwnet)")
+    p.add_argument("--out", "-o", required=True,
+                   help="output network file (.hwnet); with --rule superspike a .json of the distances")
     p.add_argument("--history", default=None, help="also write per-epoch history as JSON lines")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -76,6 +97,16 @@ def run(args) -> dict:
     check_output_path(args.out)
     if args.history:
         check_output_path(args.history)
+    if args.rule == "superspike":
+        return _run_superspike(args)
+    if args.model in TRAINS_MODELS:
+        return _run_trains(args)
+    for flag, given in (("--recurrent", args.recurrent), ("--surrogate", args.surrogate), ("--beta", args.beta),
+                        ("--readout", args.readout)):
+        if given:
+            raise HwloopError(f"{flag} is for the spike-train family (--model cuba), not --model {args.model}")
+    if args.dataset is None:
+        args.dataset = "yinyang"
     hidden = None
     if args.hidden:
         try:
@@ -108,3 +139,96 @@ def run(args) -> dict:
             print("hidden neurons silent on the whole training set at initialisation: "
                   f"{silent['hidden']:.1%} (per layer " + ", ".join(f"{f:.1%}" for f in silent["layers"]) + ")")
     return {"network": str(Path(out)), **result.metrics}
+
+
+def _hidden(args) -> tuple[int, ...] | None:
+    if not args.hidden:
+        return None
+    try:
+        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+    except ValueError:
+        raise HwloopError(f"--hidden expects comma-separated integers, got {args.hidden!r}") from None
+    if not hidden or min(hidden) < 1:
+        raise HwloopError(f"--hidden expects sizes >= 1, got {args.hidden!r}")
+    return hidden
+
+
+def _run_trains(args) -> dict:
+    """--model cuba: BPTT with a surrogate derivative (hwloop.trains_training)."""
+    import json
+    import sys
+
+    from ..fileio import atomic_write_bytes
+
+    dataset = args.dataset or "randman"
+    if dataset not in TRAINS_DATASETS:
+        raise HwloopError(f"--model cuba trains on {' | '.join(TRAINS_DATASETS)}, not {dataset!r}")
+    from ..trains_training import defaults_for, to_network, train
+
+    cfg = defaults_for(dataset, seed=args.seed, hidden=_hidden(args), epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, recurrent=args.recurrent or None, surrogate=args.surrogate, beta=args.beta,
+                       readout=args.readout, dtype=args.dtype, threads=args.threads)
+    if not args.quiet and not args.json:
+        print(f"training cuba on {cfg.dataset}: hidden {','.join(map(str, cfg.hidden))}"
+              f"{' recurrent' if cfg.recurrent else ''}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+              f"surrogate {cfg.surrogate} beta {cfg.beta:g}, readout {cfg.readout}, seed {cfg.seed}", file=sys.stderr)
+    result = train(cfg, progress=not args.quiet and not args.json)
+    net = to_network(result)
+    out = net.save(args.out)
+    if args.history:
+        atomic_write_bytes(args.history, "".join(json.dumps(row) + "\n" for row in result.history).encode())
+    acc = result.metrics["accuracy"]
+    if not args.json:
+        print(f"wrote {out}: {net.summary()}")
+        print(f"accuracy  train {acc['train']:.4f}  val {acc['val']:.4f}  test {acc['test']:.4f}"
+              f"  (best epoch {result.metrics['best_epoch']}, {result.metrics['train_seconds']:.1f} s)")
+    return {"network": str(Path(out)), **result.metrics}
+
+
+def _run_superspike(args) -> dict:
+    """--rule superspike: the online rule on the spike-pattern task; --out gets the distances as JSON."""
+    import json
+    import sys
+
+    import numpy as np
+
+    from ..data.tasks import PatternTask, pattern_task
+    from ..fileio import atomic_write_bytes
+    from ..losses import van_rossum_distance
+    from ..models.trains.superspike import SuperSpikeConfig, train_pattern
+
+    if args.dataset not in (None, "pattern"):
+        raise HwloopError(f"--rule superspike trains the spike-pattern task (--dataset pattern), not {args.dataset!r}")
+    task = PatternTask()
+    x, y = pattern_task(task, seed=0)
+    kw = {"feedback": args.feedback}
+    hidden = _hidden(args)
+    if hidden:
+        if len(hidden) != 1:
+            raise HwloopError("--rule superspike takes one hidden layer (--hidden N)")
+        kw["n_hidden"] = hidden[0]
+    cfg = SuperSpikeConfig(**kw)
+    silent = float(van_rossum_distance(np.zeros_like(y), y, task.dt))
+    every = max(1, args.trials // 20)
+
+    def tick(k, d):
+        if not args.quiet and not args.json and (k + 1) % every == 0:
+            print(f"trial {k + 1}/{args.trials}: van Rossum distance {d:.1f}", file=sys.stderr, flush=True)
+
+    res = train_pattern(x, y, cfg, trials=args.trials, seed=args.seed, on_trial=tick)
+    start, final = float(res["start_distance"]), float(res["final_distance"])
+    summary = {"rule": "superspike", "feedback": args.feedback, "seed": args.seed, "trials": args.trials,
+               "task": {"n_out": task.n_out, "dt": task.dt}, "silent_distance": silent,
+               "start_distance": start, "final_distance": final,
+               "fall": start / final if final > 0 else None,
+               "output_spikes": float(res["output"].sum()), "target_spikes": float(y.sum())}
+    record = {**summary, "distances": [float(d) for d in res["distances"]]}
+    atomic_write_bytes(args.out, json.dumps(record).encode())
+    if args.history:
+        atomic_write_bytes(args.history, "".join(json.dumps({"trial": k + 1, "distance": float(d)}) + "\n"
+                                                 for k, d in enumerate(res["distances"])).encode())
+    if not args.json:
+        fall = f"{start / final:.1f}x" if final > 0 else "to zero"
+        print(f"wrote {args.out}: SuperSpike, {args.feedback} feedback, {args.trials} trials")
+        print(f"van Rossum distance {start:.1f} -> {final:.1f} ({fall}; a silent output scores {silent:.1f})")
+    return {"out": str(args.out), **summary}
