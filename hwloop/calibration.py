@@ -179,7 +179,9 @@ def _fit(I, T, g0, D0, u00):
     def res(p):
         return (free_latency(I[ok], p[0], p[1], p[2]) - T[ok]) / T[ok]
 
-    r = least_squares(res, [g0, D0, u00], bounds=([0.2, 0.01, -3], [5, 5, 3]))
+    d_lo = max(0.01, -float(I[ok].min()) + 1e-4)  # every point found spikes, so D + I > 0 there
+    D0 = min(max(D0, d_lo + 0.05), 4.9)
+    r = least_squares(res, [g0, D0, u00], bounds=([0.2, d_lo, -3], [5, 5, 3]))
     return tuple(float(v) for v in r.x)
 
 
@@ -209,7 +211,7 @@ def calibrate(backend, n_neurons: int | None = None, repeats: int = 8, steps: in
     n = int(n_neurons or info.max_neurons)
     lsb = float(f"{info.tdc_lsb_us:.7g}")
     trial = int(round(TRIAL_TAUS * CAL_TAU_US / lsb))
-    rows = min(info.max_fanin, info.max_inputs)
+    rows = min(info.max_fanin, info.max_inputs, (info.rx_buffer - 1024) // n)  # one CONFIG must fit
     runs = samples = 0
     t_start = time.monotonic()
     seed = 0x0CA1

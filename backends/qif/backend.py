@@ -58,6 +58,8 @@ def _link_options(baud: int) -> tuple[Option, ...]:
         Option("seed", "int", 0, "base of the per-run temporal-noise seeds", min=0, max=0xFFFFFFFF),
         Option("dac", "choice", "mse", "weight-range policy: least squared error (mse) or no clipping (cover)",
                choices=DAC_POLICIES),
+        Option("calib", "choice", "off", "deploy with the chip's calibration from `hwloop calibrate` (on) or "
+               "as the network is (off); on refuses a chip with no valid calibration", choices=("off", "on")),
     )
 
 
@@ -119,7 +121,23 @@ class QifSerialBackend(Backend):
         return self.client.info
 
     def compile(self, net: Network) -> QifProgram:
-        return compile_network(net, self.client.info, scale=self.scale, dac=self.dac)
+        prog = compile_network(net, self.client.info, scale=self.scale, dac=self.dac)
+        if self.opts.get("calib") != "on":
+            return prog
+        import dataclasses
+
+        from hwloop.calibration import Calibration, CalibrationError, compensate, store_path
+
+        info = self.client.info
+        try:
+            cal = Calibration.load(store_path(info.chip_id, info.fw_version), info.chip_id, info.fw_version)
+            comp, dc, report = compensate(net, cal)
+        except CalibrationError as exc:
+            raise TargetError(f"{self.url.raw}: {exc}") from None
+        cprog = compile_network(comp, info, scale=self.scale, dac=self.dac)
+        if cprog.scale != prog.scale:  # compensated weights must not move the time mapping
+            cprog = compile_network(comp, info, scale=prog.scale, dac=self.dac)
+        return dataclasses.replace(cprog, effective=prog.effective, dc=dc, calibration_report=report)
 
     def _deploy(self, prog: QifProgram) -> None:
         try:
