@@ -24,13 +24,18 @@ def register(sub):
 
 def run(args) -> dict:
     from ..backends import open_target
-    from ..calibration import calibrate, spread, store_path
+    from ..calibration import CalibrationError, calibrate, spread, store_path
     from ..errors import TargetError
+    from ..firmware_models.wire.errors import WireError
 
     with open_target(args.target) as chip:
         if not hasattr(chip, "client"):
             raise TargetError(f"{args.target}: calibration is for QIF chips (qif://, qif-emu)")
-        cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats, quiet=args.quiet or args.json)
+        try:
+            cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats, quiet=args.quiet or args.json)
+        except WireError as exc:
+            raise CalibrationError(f"{args.target}: calibration interrupted ({exc}); nothing was written, "
+                                   f"run it again") from None
     path = cal.save(args.out or store_path(cal.chip_id, cal.fw_version))
     res = {"file": str(path), "chip_id": cal.chip_id, "fw_version": cal.fw_version, "neurons": int(cal.g.size),
            "chip_runs": cal.chip_runs, "samples": cal.samples, "seconds": round(cal.seconds, 2),
