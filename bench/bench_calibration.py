@@ -40,8 +40,9 @@ def main(argv=None):
     ds = net.provenance.dataset or "yinyang"
     sw = evaluate_network(net, ds, "test", "software", a.limit)["accuracy"]
     print(f"network {a.net} ({ds}); software accuracy {100 * sw:.1f} %")
-    print(f"{'chip':>5} {'runs':>5} {'samples':>7} | rms error of the fit / spread of the truth: "
-          f"{'tau gain':>9} {'D':>9} {'u0':>9} {'syn gain':>9} {'row gain':>9} | "
+    print("fit columns: rms error of the fit / spread (std) of the truth")
+    print(f"{'chip':>5} {'runs':>5} {'samples':>7} | "
+          f"{'tau gain':>12} {'D':>12} {'u0':>12} {'syn gain':>12} {'row gain':>12} | "
           f"{'as is':>6} {'calib':>6} {'software':>8}")
     for chip in (int(c, 0) for c in a.chips.split(",")):
         base = f"qif-emu?baud=0&chip_id={chip}"
@@ -59,7 +60,7 @@ def main(argv=None):
         e = cal.row0[:rows] - true_rows[:rows]
         errs.append(f"{np.sqrt(np.mean(e ** 2)):.4f}/{np.std(true_rows):.3f}")
         acc = [evaluate_network(net, ds, "test", f"{base}&calib={c}", a.limit)["accuracy"] for c in ("off", "on")]
-        print(f"{chip:>5} {cal.chip_runs:>5} {cal.samples:>7} | {'':>43}" + " ".join(f"{x:>9}" for x in errs)
+        print(f"{chip:>5} {cal.chip_runs:>5} {cal.samples:>7} | " + " ".join(f"{x:>12}" for x in errs)
               + f" | {100 * acc[0]:>5.1f}% {100 * acc[1]:>5.1f}% {100 * sw:>7.1f}%", flush=True)
     return 0
 
