@@ -9,7 +9,18 @@ its validation accuracy first reached each threshold. Every session is a normal
 session directory (`hwloop report DIR` works on each).
 
     python bench/bench_gradients.py [--target qif-emu] [--budget 20000] \
-        [--spsa-pairs 1 4] [--thresholds 0.75 0.85] [--out runs/bench-gradients]
+        [--spsa-pairs 1 4] [--thresholds 0.75 0.85] [--out runs/bench-gradients] [--no-node-pert]
+
+Node perturbation (Fiete & Seung, `--gradient node-perturbation`, 8 trials +
+1 baseline run per step) runs beside them unless ``--no-node-pert``.
+
+    python bench/bench_gradients.py --cosine [--hidden 30 60 120] [--trials 1 4 16 64]
+
+instead measures, on the noise-free ideal chip (``qif-emu?mismatch=0&noise=0``:
+the software model's dynamics, with current injection, which ``software``
+lacks), each model-free estimator's cosine similarity with the model's exact
+gradient as a function of its chip runs, for networks whose hidden layer is
+the first H neurons of the shipped one.
 
 The default start is the shipped QIF Yin-Yang network deployed as is on the
 emulated chip (default mismatch), the `make demo` situation.
@@ -68,21 +79,30 @@ def main() -> int:
                     help="validation accuracies to reach")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-gradients")
+    ap.add_argument("--no-node-pert", action="store_true", help="skip the node-perturbation session")
+    ap.add_argument("--cosine", action="store_true", help="cosine to the exact gradient vs runs, per hidden size")
+    ap.add_argument("--hidden", type=int, nargs="+", default=[30, 60, 120])
+    ap.add_argument("--trials", type=int, nargs="+", default=[1, 4, 16, 64])
     args = ap.parse_args()
+    if args.cosine:
+        return cosine_table(args)
 
     init = args.init or str(pretrained("yinyang-qif.hwnet"))
     out = Path(args.out)
     runs = [("model", 1)] + [("spsa", p) for p in args.spsa_pairs]
+    if not args.no_node_pert:
+        runs.append(("node-perturbation", 8))  # the estimator's default trials (make_estimator)
     results = []
     n_train = len(load_dataset(args.dataset, "train").y)
     for kind, pairs in runs:
-        per_step = args.batch_size * (1 if kind == "model" else 2 * pairs + 1)
+        per_step = args.batch_size * (1 if kind == "model" else pairs + 1 if kind == "node-perturbation"
+                                      else 2 * pairs + 1)
         steps = max(1, args.budget // per_step)
         # `steps` batches: as many passes over (the first `limit` samples of) the
         # training set as that takes
         per_epoch = max(1, min(n_train, steps * args.batch_size) // args.batch_size)
         epochs = -(-steps // per_epoch)
-        name = "model" if kind == "model" else f"spsa{pairs}"
+        name = {"model": "model", "spsa": f"spsa{pairs}"}.get(kind, f"nodepert{pairs}")
         d = out / name
         if d.exists():
             shutil.rmtree(d)
@@ -119,6 +139,56 @@ def main() -> int:
         print(f"{r['gradient']:<10}{r['start_val']:>8.3f}{r['final_val']:>8.3f}{r['best_val']:>8.3f}{cells}")
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     return 0 if not any(math.isnan(r["final_val"]) for r in results) else 1
+
+
+def cosine_table(args) -> int:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from hwloop.backends import open_target
+    from hwloop.inloop import spsa_gradient
+    from hwloop.network import Network
+    from hwloop.session.estimators import ModelGradient, NodePerturbationGradient, SpsaGradient
+    from hwloop.session.parts import SessionLoss
+
+    base = Network.load(args.init or str(pretrained("yinyang-qif.hwnet")))
+    d = load_dataset(args.dataset, "train")
+    xb = torch.as_tensor(base.encoding.encode(d.x[:200]), dtype=torch.float64)
+    yb = torch.as_tensor(d.y[:200])
+
+    def cos(a, b):
+        a = torch.cat([g.reshape(-1) for g in a]).double()
+        b = torch.cat([g.reshape(-1) for g in b]).double()
+        return float(a @ b / (a.norm() * b.norm()))
+
+    print("cosine similarity with the exact gradient (200 samples, qif-emu?mismatch=0&noise=0); "
+          "cost = chip runs per estimate")
+    print(f"{'hidden':>6} {'weights':>8} {'estimator':<22}" + "".join(f"{'runs ' + str(t + 1):>10}" for t in args.trials))
+    for h in args.hidden:
+        l0, l1 = base.layers
+        nb1 = len(l1.bias_times)
+        w1 = np.concatenate([l1.weight[:h], l1.weight[l1.n_in:]], axis=0)
+        net = dataclasses.replace(base, layers=(dataclasses.replace(l0, weight=l0.weight[:, :h]),
+                                                dataclasses.replace(l1, weight=w1)))
+        assert w1.shape[0] == h + nb1
+        loss = SessionLoss(LoopConfig(dataset=args.dataset), net)
+        ws = [torch.as_tensor(np.array(l.weight), dtype=torch.float64).requires_grad_(True) for l in net.layers]
+        n_w = sum(w.numel() for w in ws)
+        with open_target("qif-emu?baud=0&mismatch=0&noise=0") as chip:
+            exact = ModelGradient(net, loss).estimate(chip, ws, xb, yb, 0).grads
+            row_np, row_sp = [], []
+            for t in args.trials:
+                est = NodePerturbationGradient(net, loss, 0.2, t, args.seed).estimate(chip, ws, xb, yb, 0)
+                row_np.append(cos(est.grads, exact))
+                pairs = max(1, t // 2)  # the same number of chip runs: 2 per pair
+                sp = SpsaGradient(net, loss, args.spsa_sigma, pairs, args.seed).estimate(chip, ws, xb, yb, 0)
+                row_sp.append(cos(sp.grads, exact))
+        print(f"{h:>6} {n_w:>8} {'node perturbation':<22}" + "".join(f"{c:>10.3f}" for c in row_np))
+        print(f"{h:>6} {n_w:>8} {'SPSA (pairs = runs/2)':<22}" + "".join(f"{c:>10.3f}" for c in row_sp), flush=True)
+    _ = spsa_gradient
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from .errors import HwloopError
 from .fileio import is_user_oserror
 
 # subcommand modules under hwloop.commands, in help order; a missing one is skipped
-COMMANDS = ["demo", "train", "eval", "simulate", "devices", "validate", "loop", "report",
+COMMANDS = ["demo", "train", "eval", "simulate", "devices", "validate", "loop", "report", "calibrate",
             "export", "import_", "emulator"]
 
 

@@ -246,7 +246,7 @@ def test_standalone_emulator_command_can_be_used_like_a_board():
         line = p.stdout.readline().decode()
         assert line.startswith("PORT /dev/")
         with open_target(f"qif://{line.split()[1]}?baud=0") as board:
-            assert board.chip_info.fw_version == "1.0"
+            assert board.chip_info.fw_version == "1.1"
             net = random_net(0)
             prog = board.load(net)
             x = np.random.default_rng(0).uniform(0, 1, (20, 4))

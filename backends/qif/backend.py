@@ -32,7 +32,7 @@ from hwloop.firmware_models.wire.transport import SerialTransport
 from hwloop.errors import TargetError
 from hwloop.network import Network
 
-from .client import ChipClient
+from .client import ChipClient, InjectUnsupported
 from .compiler import DAC_POLICIES, QifProgram, compile_network
 
 EMU_DEFAULT_BAUD = 921600
@@ -58,6 +58,8 @@ def _link_options(baud: int) -> tuple[Option, ...]:
         Option("seed", "int", 0, "base of the per-run temporal-noise seeds", min=0, max=0xFFFFFFFF),
         Option("dac", "choice", "mse", "weight-range policy: least squared error (mse) or no clipping (cover)",
                choices=DAC_POLICIES),
+        Option("calib", "choice", "off", "deploy with the chip's calibration from `hwloop calibrate` (on) or "
+               "as the network is (off); on refuses a chip with no valid calibration", choices=("off", "on")),
     )
 
 
@@ -119,7 +121,23 @@ class QifSerialBackend(Backend):
         return self.client.info
 
     def compile(self, net: Network) -> QifProgram:
-        return compile_network(net, self.client.info, scale=self.scale, dac=self.dac)
+        prog = compile_network(net, self.client.info, scale=self.scale, dac=self.dac)
+        if self.opts.get("calib") != "on":
+            return prog
+        import dataclasses
+
+        from hwloop.calibration import Calibration, CalibrationError, compensate, store_path
+
+        info = self.client.info
+        try:
+            cal = Calibration.load(store_path(info.chip_id, info.fw_version), info.chip_id, info.fw_version)
+            comp, dc, report = compensate(net, cal)
+        except CalibrationError as exc:
+            raise TargetError(f"{self.url.raw}: {exc}") from None
+        cprog = compile_network(comp, info, scale=self.scale, dac=self.dac)
+        if cprog.scale != prog.scale:  # compensated weights must not move the time mapping
+            cprog = compile_network(comp, info, scale=prog.scale, dac=self.dac)
+        return dataclasses.replace(cprog, effective=prog.effective, dc=dc, calibration_report=report)
 
     def _deploy(self, prog: QifProgram) -> None:
         try:
@@ -129,14 +147,38 @@ class QifSerialBackend(Backend):
         except WireError as exc:
             raise TargetError(f"{self.url.raw}: configuring failed: {exc}") from None
 
+    #: (dc, per_sample) injected into the next run only, set by `run_injected`
+    _injection = None
+
+    def run_injected(self, t_features: np.ndarray, dc: np.ndarray | None = None,
+                     per_sample: np.ndarray | None = None):
+        """`run`, with a current injected into every neuron for the whole trial:
+        ``dc`` (n_neurons,) for all samples, ``per_sample`` (batch, n_neurons) for each
+        (protocol 1.2; added to the deployed program's calibration offsets). Units are
+        those of the drive I0; ``chip_info.inject_max`` bounds the total."""
+        self._injection = (dc, per_sample)
+        try:
+            return self.run(t_features)
+        finally:
+            self._injection = None
+
     def _run(self, t_features: np.ndarray):
         prog: QifProgram = self._deployed
         ticks = prog.input_ticks(t_features)
         seed = (self.seed * 1_000_003 + self.run_index) & 0xFFFFFFFF
         self.run_index += 1
+        dc, ps = self._injection or (None, None)
+        if prog.dc is not None:
+            dc = prog.dc if dc is None else prog.dc + np.asarray(dc, dtype=np.float64)
         try:
-            out, stats = self.client.run(ticks, sum(prog.sizes), seed)
-        except (LinkError, ProtocolError, RemoteError) as exc:
+            out, stats = self.client.run(ticks, sum(prog.sizes), seed, dc=dc, per_sample=ps)
+        except RemoteError as exc:
+            raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
+        except InjectUnsupported as exc:
+            raise TargetError(f"{self.url.raw}: {exc}") from None
+        except ValueError as exc:
+            raise TargetError(f"{self.url.raw}: bad injection: {exc}") from None
+        except (LinkError, ProtocolError) as exc:
             raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
         info = dict(stats, tick=prog.tick, scale_us_per_unit=prog.scale, link=dict(self.client.link.stats))
         return prog.decode(out), float(stats["chip_s"]), info

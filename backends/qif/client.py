@@ -52,6 +52,10 @@ class ReplyLost(LinkError):
     failure like any other, reported at once instead of by the reply timeout."""
 
 
+class InjectUnsupported(ProtocolError):
+    """Current injection asked of a chip whose firmware predates protocol 1.2."""
+
+
 class ChipClient:
     def __init__(self, transport, *, baud: int | None, ack_timeout: float = 0.25, retries: int = 16,
                  reply_timeout: float = 5.0, connect_timeout: float = 10.0, max_payload: int = 1024,
@@ -159,19 +163,40 @@ class ChipClient:
         self._config, self._config_crc = None, 0
 
     # ------------------------------------------------------------ running
-    def run(self, ticks: np.ndarray, n_neurons: int, seed: int) -> tuple[np.ndarray, dict]:
-        """All samples' TDC ticks (n, n_neurons), recovering from link failures."""
+    def run(self, ticks: np.ndarray, n_neurons: int, seed: int, dc: np.ndarray | None = None,
+            per_sample: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+        """All samples' TDC ticks (n, n_neurons), recovering from link failures.
+
+        ``dc`` (n_neurons,) and ``per_sample`` (n, n_neurons), both optional: current
+        injected into every neuron for the whole trial (protocol 1.2, RUN_INJECT); the
+        chip refuses a total beyond ``info.inject_max`` (ERROR INJECT_INVALID)."""
         if self._config is None:
             raise ProtocolError("run before configure")
         info = self.info
         n, k = ticks.shape
-        per_req = max(1, min(info.max_batch, (info.rx_buffer - 64) // max(1, 2 * k)))
+        inject = None
+        if dc is not None or per_sample is not None:
+            if info.protocol_minor < 2:
+                raise InjectUnsupported(
+                    f"{self.name}: the chip's firmware {info.fw_version} speaks protocol {info.protocol}; "
+                    f"current injection needs protocol 1.2 (update the firmware)")
+            dc = np.zeros(n_neurons) if dc is None else np.asarray(dc, dtype=np.float64).reshape(-1)
+            if dc.size != n_neurons:
+                raise ValueError(f"DC injection for {dc.size} neurons, the run has {n_neurons}")
+            if per_sample is not None:
+                per_sample = np.asarray(per_sample, dtype=np.float64)
+                if per_sample.shape != (n, n_neurons):
+                    raise ValueError(f"per-sample injection of shape {per_sample.shape}, expected {(n, n_neurons)}")
+            inject = (dc, per_sample)
+        per_sample_bytes = 2 * k + (4 * n_neurons if inject is not None and inject[1] is not None else 0)
+        fixed = 64 + (4 * n_neurons if inject is not None else 0)
+        per_req = max(1, min(info.max_batch, (info.rx_buffer - fixed) // max(1, per_sample_bytes)))
         out = np.full((n, n_neurons), M.NO_SPIKE, dtype=np.uint16)
         state = {"done": 0, "chip_s": 0.0, "compute_s": 0.0}
         history: list[str] = []
         while state["done"] < n:
             try:
-                self._run_part(ticks, state, min(n, state["done"] + per_req), seed, out)
+                self._run_part(ticks, state, min(n, state["done"] + per_req), seed, out, inject)
             except PortError:
                 raise
             except (LinkError, ProtocolError, RemoteError) as exc:
@@ -208,10 +233,15 @@ class ChipClient:
             self.events["reconfigured"] += 1
             self.configure(self._config)
 
-    def _run_part(self, ticks, state, end, seed, out) -> None:
+    def _run_part(self, ticks, state, end, seed, out, inject=None) -> None:
         start = state["done"]
         req = self._next_req()
-        self.link.send(M.RUN, req, M.pack_run(seed, start, ticks[start:end]))
+        if inject is None:
+            self.link.send(M.RUN, req, M.pack_run(seed, start, ticks[start:end]))
+        else:
+            dc, ps = inject
+            self.link.send(M.RUN_INJECT, req, M.pack_run_inject(
+                seed, start, ticks[start:end], dc, None if ps is None else ps[start:end]))
         while True:
             m = self._wait(req, (M.RESULT, M.RUN_DONE), self.reply_timeout)
             if m.type == M.RUN_DONE:

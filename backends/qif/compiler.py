@@ -53,6 +53,10 @@ class QifProgram:
     lsb_us: float
     sizes: tuple[int, ...]  # neurons per layer
     effective: Network
+    #: per-neuron DC current injected in every run (a calibration's offsets), None = none
+    dc: np.ndarray | None = None
+    #: what a calibration could not compensate (hwloop.calibration), None = uncalibrated
+    calibration_report: dict | None = None
 
     @property
     def tick(self) -> float:

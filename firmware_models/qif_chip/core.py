@@ -158,9 +158,13 @@ class AnalogCore:
             first += n_out
 
     # ------------------------------------------------------------------ run
-    def run(self, in_ticks: np.ndarray, seed: int, first_sample: int) -> np.ndarray:
+    def run(self, in_ticks: np.ndarray, seed: int, first_sample: int, inject: np.ndarray | None = None) -> np.ndarray:
         """(n, n_inputs) input ticks -> (n, n_neurons) TDC ticks of every neuron,
-        layer after layer; samples are numbered from ``first_sample`` for the noise."""
+        layer after layer; samples are numbered from ``first_sample`` for the noise.
+
+        ``inject`` (n, n_neurons), optional: a constant current added to each
+        neuron's drive for the whole trial of each sample (protocol 1.2,
+        ``RUN_INJECT``): ``tau_k dV/dt = V (V - c_k) + I0_k + inject[s, k] + ...``."""
         assert self.cfg is not None
         lsb = self.spec.tdc_lsb_us
         t_end = self.cfg.trial_ticks * lsb
@@ -170,7 +174,11 @@ class AnalogCore:
         for li, L in enumerate(self._layers):
             src = np.concatenate([t, np.broadcast_to(L["bias_t"], (t.shape[0], L["bias_t"].size))], axis=1)
             src = np.where(src < t_end, src, np.inf)
-            t = self.integrate_layer(src, L, t_end, seed, first_sample, li)
+            inj = None
+            if inject is not None:
+                a = sum(o.shape[1] for o in out)
+                inj = np.asarray(inject[:, a : a + L["w"].shape[1]], dtype=np.float64)
+            t = self.integrate_layer(src, L, t_end, seed, first_sample, li, inject=inj)
             out.append(t)
         times = np.concatenate(out, axis=1)
         ticks = np.floor(times / lsb)
@@ -187,14 +195,17 @@ class AnalogCore:
             z = np.concatenate([g.standard_normal((B, n_out), dtype=np.float32) for g in gens], axis=0)
             yield z[lo : lo + n]
 
-    def integrate_layer(self, src_t, L, t_end, seed=0, first_sample=0, layer=0, noise=None):
+    def integrate_layer(self, src_t, L, t_end, seed=0, first_sample=0, layer=0, noise=None, inject=None):
         """First spike times (chip us, inf = none before t_end) of one layer.
 
-        ``src_t`` (n, n_src): arrival time of every source line, inf = none."""
+        ``src_t`` (n, n_src): arrival time of every source line, inf = none.
+        ``inject`` (n, n_out) or None: injected current per sample and neuron."""
         noise = self.noise if noise is None else noise
         n, n_src = src_t.shape
         w, r = L["w"], L["r"]
         tau, i0, c = L["tau"], L["i0"], L["c"]
+        if inject is not None and np.any(inject != 0):
+            i0 = i0[None, :] + inject  # (n, n_out): every coefficient below becomes per sample
         n_out = w.shape[1]
         dt = L["tau_cfg"] / self.spec.steps_per_tau
         n_steps = int(math.ceil(t_end / dt))
@@ -206,15 +217,17 @@ class AnalogCore:
         C = r / tau
         P, Q, R = (A + C) / 2, (A - C) / 2, B / 2
         trig = bool(np.any(Q != 0) or np.any(R != 0))  # an ideal die has a constant drift
+        per_sample = np.ndim(P) == 2
         G = noise / (r * np.sqrt(tau)) / 2  # diffusion = G (1 + cos 2 psi)
 
         # the double-angle terms are small corrections (Q, R ~ mismatch x drift), so
         # single-precision trig (about 3x faster) costs ~1e-9 relative in spike time
-        def drift(p):
+        def drift(p, b=None):
+            Pb, Qb = (P[b], Q[b]) if (per_sample and b is not None) else (P, Q)
             if not trig:
-                return np.broadcast_to(P, p.shape)
+                return np.broadcast_to(Pb, p.shape)
             p2 = (2 * p).astype(np.float32)
-            return P + Q * np.cos(p2) + R * np.sin(p2)
+            return Pb + Qb * np.cos(p2) + R * np.sin(p2)
 
         def drift_diff(p):
             p2 = (2 * p).astype(np.float32)
@@ -259,7 +272,7 @@ class AnalogCore:
                 b = eb[sl]
                 sv = es[sl][:, None]
                 p0 = psi[b]
-                pe = p0 + drift(p0) * sv
+                pe = p0 + drift(p0, b) * sv
                 hit = pe >= HALF_PI
                 if hit.any():
                     hit &= ~spiked[b]
@@ -269,7 +282,7 @@ class AnalogCore:
                     t_spk[b] = tsb
                     spiked[b] |= hit
                 pj = np.arctan(np.tan(np.clip(pe, -lim, lim)) + w_r[esrc[sl]])
-                psi[b] = pj - drift(pj) * sv
+                psi[b] = pj - drift(pj, b) * sv
             # one Heun step of the (stochastic) psi dynamics
             if zs is not None:
                 dW = next(zs) * sq

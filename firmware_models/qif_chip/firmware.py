@@ -5,6 +5,7 @@ One request at a time, in the order they arrive::
     HELLO   -> HELLO_REPLY (protocol + firmware version, chip id, boot id, limits)
     CONFIG  -> CONFIG_OK (CRC of the stored configuration) | ERROR CONFIG_INVALID
     RUN     -> RESULT ... RESULT, RUN_DONE | ERROR
+    RUN_INJECT (1.2) -> as RUN, with a per-neuron injected current | ERROR INJECT_INVALID
     STATUS  -> STATUS_REPLY
     RESET   -> RESET_OK (configuration cleared)
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import os
 import time
+
+import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 
 from ..wire import messages as M
@@ -74,6 +77,7 @@ class Firmware:
             handler = {
                 M.HELLO: self.on_hello, M.CONFIG: self.on_config, M.RUN: self.on_run,
                 M.STATUS: self.on_status, M.RESET: self.on_reset,
+                M.RUN_INJECT: self.on_run_inject,
             }.get(msg.type)
             if handler is None:
                 return self.error(req, M.E_UNKNOWN_COMMAND, f"unknown command {M.type_name(msg.type)}")
@@ -98,6 +102,7 @@ class Firmware:
             max_inputs=s.max_inputs, dac_bits=s.dac_bits, n_ranges=s.n_ranges, w_fs_min=s.w_fs_min,
             tdc_lsb_us=s.tdc_lsb_us, tdc_bits=s.tdc_bits, tau_min_us=s.tau_min_us, tau_max_us=s.tau_max_us,
             i0_min=s.i0_min, i0_max=s.i0_max, baud=self.baud, max_batch=s.max_batch, rx_buffer=s.rx_buffer,
+            inject_max=s.inject_max,
         )
 
     def on_hello(self, req: int, payload: bytes) -> None:
@@ -133,10 +138,27 @@ class Firmware:
             samples=self.counters["samples"], frames_rx=st["frames_rx"], frame_errors=st["frame_errors"],
             retransmits=st["retransmits"], uptime_ms=int(1000 * (time.monotonic() - self.t_boot))))
 
-    def on_run(self, req: int, payload: bytes) -> None:
+    def on_run_inject(self, req: int, payload: bytes) -> None:
+        if self.core.cfg is None:
+            return self.error(req, M.E_NOT_CONFIGURED, "RUN_INJECT before CONFIG (chip was reset or restarted)")
+        seed, first, ticks, dc, ps = M.unpack_run_inject(payload)
+        m = self.core.cfg.n_neurons
+        if dc.size != m:
+            return self.error(req, M.E_INJECT_INVALID, f"DC injection for {dc.size} neurons, configuration has {m}")
+        total = dc[None, :] if ps is None else dc[None, :] + ps
+        lim = self.spec.inject_max
+        if not np.all(np.isfinite(total)):
+            return self.error(req, M.E_INJECT_INVALID, "injected current is not finite")
+        worst = float(np.abs(total).max(initial=0.0))
+        if worst > lim * (1 + 1e-6):
+            return self.error(req, M.E_INJECT_INVALID, f"injected current {worst:.4g} beyond +-{lim:g}")
+        inject = np.broadcast_to(total, (ticks.shape[0], m))
+        self.on_run(req, None, (seed, first, ticks), inject)
+
+    def on_run(self, req: int, payload: bytes | None, parsed=None, inject=None) -> None:
         if self.core.cfg is None:
             return self.error(req, M.E_NOT_CONFIGURED, "RUN before CONFIG (chip was reset or restarted)")
-        seed, first, ticks = M.unpack_run(payload)
+        seed, first, ticks = M.unpack_run(payload) if parsed is None else parsed
         cfg = self.core.cfg
         n = ticks.shape[0]
         if ticks.shape[1] != cfg.n_inputs:
@@ -158,7 +180,7 @@ class Firmware:
 
         def compute(a, b):
             c0 = time.perf_counter()
-            res = self.core.run(ticks[a:b], seed, first + a)
+            res = self.core.run(ticks[a:b], seed, first + a, None if inject is None else inject[a:b])
             return res, time.perf_counter() - c0
 
         fut = self._pool.submit(compute, *bounds[0]) if bounds else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FW_MAJOR, FW_MINOR = 1, 0
+FW_MAJOR, FW_MINOR = 1, 1  # 1.1: per-neuron current injection (protocol 1.2)
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class ChipSpec:
     max_batch: int = 1024  # samples per RUN command
     rx_buffer: int = 1 << 17  # bytes of one incoming message (CONFIG or RUN)
     steps_per_tau: int = 64  # integrator steps per membrane time constant
+    inject_max: float = 2.0  # largest |injected current| per neuron (units of I0), DC + per-sample together
 
     @property
     def max_code(self) -> int:

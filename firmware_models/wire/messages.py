@@ -22,8 +22,9 @@ from .errors import ChipLimitError, ProtocolError
 #: protocol major version: peers with different majors cannot talk (HELLO is refused)
 PROTOCOL_VERSION = 1
 #: protocol minor version: peers with the same major interoperate whatever their minors
-#: (1.1: selective repeat -- SACK bitmaps in ACKs, receiver state in NAKs -- and ERROR LINK_RESET)
-PROTOCOL_MINOR = 1
+#: (1.1: selective repeat -- SACK bitmaps in ACKs, receiver state in NAKs -- and ERROR LINK_RESET;
+#: 1.2: RUN_INJECT, per-neuron injected current, and ``inject_max`` in HELLO_REPLY)
+PROTOCOL_MINOR = 2
 NO_SPIKE = 0xFFFF  # tick value meaning "no spike in this trial"
 MAX_TICK = 0xFFFE
 
@@ -36,6 +37,7 @@ CONFIG = 0x11
 RUN = 0x12
 STATUS = 0x13
 RESET = 0x14
+RUN_INJECT = 0x15  # (1.2) RUN with a per-neuron injected current (DC + optional per-sample vector)
 # chip -> host replies
 HELLO_REPLY = 0x20
 CONFIG_OK = 0x21
@@ -47,7 +49,7 @@ ERROR = 0x2F
 
 NAMES = {
     ACK: "ACK", NAK: "NAK", HELLO: "HELLO", CONFIG: "CONFIG", RUN: "RUN", STATUS: "STATUS",
-    RESET: "RESET", HELLO_REPLY: "HELLO_REPLY", CONFIG_OK: "CONFIG_OK", RESULT: "RESULT",
+    RESET: "RESET", RUN_INJECT: "RUN_INJECT", HELLO_REPLY: "HELLO_REPLY", CONFIG_OK: "CONFIG_OK", RESULT: "RESULT",
     RUN_DONE: "RUN_DONE", STATUS_REPLY: "STATUS_REPLY", RESET_OK: "RESET_OK", ERROR: "ERROR",
 }
 
@@ -61,11 +63,12 @@ E_BUFFER_OVERFLOW = 6
 E_UNKNOWN_COMMAND = 7
 E_INTERNAL = 8
 E_LINK_RESET = 9  # (1.1) the chip's link gave up sending a reply; the host asks again
+E_INJECT_INVALID = 10  # (1.2) an injected current outside +-inject_max, not finite, or of the wrong shape
 ERROR_NAMES = {
     E_BAD_MESSAGE: "BAD_MESSAGE", E_VERSION: "UNSUPPORTED_VERSION", E_NOT_CONFIGURED: "NOT_CONFIGURED",
     E_CONFIG_INVALID: "CONFIG_INVALID", E_BATCH_TOO_LARGE: "BATCH_TOO_LARGE",
     E_BUFFER_OVERFLOW: "BUFFER_OVERFLOW", E_UNKNOWN_COMMAND: "UNKNOWN_COMMAND", E_INTERNAL: "INTERNAL",
-    E_LINK_RESET: "LINK_RESET",
+    E_LINK_RESET: "LINK_RESET", E_INJECT_INVALID: "INJECT_INVALID",
 }
 
 
@@ -122,6 +125,7 @@ CHIP_LIMITS = {
     "i0_max": (0.0, 1e6),
     "max_batch": (1, 0xFFFF),
     "rx_buffer": (256, 0xFFFFFFFF),
+    "inject_max": (0.0, 1e3),
 }
 
 
@@ -154,6 +158,9 @@ class ChipInfo:
     max_batch: int
     rx_buffer: int
     protocol_minor: int = 0  # (1.1) appended after the 1.0 fields; a 1.0 chip sends none
+    #: (1.2) largest |injected current| per neuron (units of the drive I0), float32 after the
+    #: minor byte; 0 = the chip cannot inject (protocol below 1.2)
+    inject_max: float = 0.0
 
     _ST = struct.Struct("<HBBQIIHHHBBHBBffBffffIHI")
 
@@ -164,13 +171,20 @@ class ChipInfo:
             self.max_bias, self.max_inputs, self.dac_bits, self.n_ranges, self.w_fs_min, self.tdc_lsb_us,
             self.tdc_bits, self.tau_min_us, self.tau_max_us, self.i0_min, self.i0_max, self.baud,
             self.max_batch, self.rx_buffer,
-        ) + (bytes([self.protocol_minor & 0xFF]) if self.protocol_minor else b"")
+        ) + (bytes([self.protocol_minor & 0xFF]) if self.protocol_minor else b"") + (
+            struct.pack("<f", self.inject_max) if self.protocol_minor >= 2 else b"")
 
     @classmethod
     def unpack(cls, p: bytes) -> "ChipInfo":
         head = _unpack(cls._ST, p, "HELLO_REPLY", exact=False)
-        minor = p[cls._ST.size] if len(p) > cls._ST.size else 0  # later versions may append more
-        return cls(*head, protocol_minor=minor)
+        n = cls._ST.size
+        minor = p[n] if len(p) > n else 0  # later versions may append more
+        inject_max = 0.0
+        if minor >= 2:
+            if len(p) < n + 5:
+                raise ProtocolError(f"HELLO_REPLY: protocol 1.{minor} reply of {len(p)} bytes lacks inject_max")
+            inject_max = struct.unpack_from("<f", p, n + 1)[0]
+        return cls(*head, protocol_minor=minor, inject_max=inject_max)
 
     def validate(self) -> "ChipInfo":
         """Refuse limits outside their documented range (`CHIP_LIMITS`), and ranges
@@ -273,6 +287,51 @@ def unpack_run(p: bytes) -> tuple[int, int, np.ndarray]:
     if len(p) != _RUN.size + 2 * n * k:
         raise ProtocolError(f"RUN: {n} samples x {k} inputs need {_RUN.size + 2 * n * k} bytes, got {len(p)}")
     return seed, first, np.frombuffer(p, dtype="<u2", offset=_RUN.size).reshape(n, k).copy()
+
+
+# ---------------------------------------------------------------- RUN_INJECT (1.2)
+_INJ = struct.Struct("<IIHHHBB")  # seed, first, n_samples, n_inputs, n_neurons, flags, reserved
+INJ_PER_SAMPLE = 0x01  # flag: an (n_samples, n_neurons) float32 perturbation follows the DC vector
+
+
+def pack_run_inject(seed: int, first: int, ticks: np.ndarray, dc: np.ndarray,
+                    per_sample: np.ndarray | None = None) -> bytes:
+    """A RUN whose neurons get ``dc[k] (+ per_sample[s, k])`` added to their drive."""
+    ticks = np.asarray(ticks, dtype="<u2")
+    dc = np.asarray(dc, dtype="<f4").reshape(-1)
+    n, k = ticks.shape
+    head = _INJ.pack(seed & 0xFFFFFFFF, first, n, k, dc.size, INJ_PER_SAMPLE if per_sample is not None else 0, 0)
+    out = head + ticks.tobytes() + dc.tobytes()
+    if per_sample is not None:
+        ps = np.asarray(per_sample, dtype="<f4")
+        if ps.shape != (n, dc.size):
+            raise ValueError(f"per-sample injection of shape {ps.shape}, expected {(n, dc.size)}")
+        out += ps.tobytes()
+    return out
+
+
+def unpack_run_inject(p: bytes) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(seed, first, ticks, dc, per_sample or None)."""
+    seed, first, n, k, m, flags, _ = _unpack(_INJ, p, "RUN_INJECT", exact=False)
+    if flags & ~INJ_PER_SAMPLE:
+        raise ProtocolError(f"RUN_INJECT: unknown flags {flags:#x}")
+    need = _INJ.size + 2 * n * k + 4 * m + (4 * n * m if flags & INJ_PER_SAMPLE else 0)
+    if len(p) != need:
+        raise ProtocolError(f"RUN_INJECT: {n} samples x {k} inputs, {m} neurons need {need} bytes, got {len(p)}")
+    off = _INJ.size
+    ticks = np.frombuffer(p, dtype="<u2", count=n * k, offset=off).reshape(n, k).copy()
+    off += 2 * n * k
+    dc = np.frombuffer(p, dtype="<f4", count=m, offset=off).astype(np.float64)
+    off += 4 * m
+    ps = None
+    if flags & INJ_PER_SAMPLE:
+        ps = np.frombuffer(p, dtype="<f4", count=n * m, offset=off).reshape(n, m).astype(np.float64)
+    return seed, first, ticks, dc, ps
+
+
+def run_inject_bytes(n: int, k: int, m: int, per_sample: bool) -> int:
+    """Size of a RUN_INJECT payload (for batching under the chip's receive buffer)."""
+    return _INJ.size + 2 * n * k + 4 * m + (4 * n * m if per_sample else 0)
 
 
 # ---------------------------------------------------------------- RESULT

@@ -20,8 +20,9 @@ def register(sub):
     p.add_argument("--lr-gamma", type=float, default=None,
                    help="learning rate factor after every epoch, in (0, 1] (default 1)")
     p.add_argument("--seed", type=int, default=None, help="sample order, perturbations, jitter (default 0)")
-    p.add_argument("--gradient", choices=["model", "spsa"], default=None,
-                   help="model gradient at the measured times, or model-free SPSA (default model)")
+    p.add_argument("--gradient", choices=["model", "spsa", "node-perturbation"], default=None,
+                   help="model gradient at the measured times, model-free SPSA, or model-free node perturbation "
+                        "(Fiete & Seung; needs a target that injects current, e.g. qif-emu) (default model)")
     p.add_argument("--spsa-pairs", type=int, default=None, help="SPSA directions per step (default 4)")
     p.add_argument("--grad-at", choices=["measured", "model"], default=None,
                    help="evaluate the model gradient at the measured output times or at the model's times for "

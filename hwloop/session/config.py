@@ -108,7 +108,7 @@ class LoopConfig:
         _check_float(self, "beta", 0.0, math.inf, low_open=True, optional=True)
         _check_bool(self, "end_logit", optional=True)
         _check_bool(self, "compare_software")
-        _check_choice(self, "gradient", ("model", "spsa"))
+        _check_choice(self, "gradient", ("model", "spsa", "node-perturbation"))
         # the target-dependent fields may be unset: "the target's default" (resolved())
         _check_choice(self, "grad_at", ("measured", "model", None))
         _check_choice(self, "loss_times", ("measured", "worst", None))

@@ -8,7 +8,8 @@ session applies the gradient; it never needs to know how it was obtained.
 
 Built: `ModelGradient` (the model's exact derivative at the measured spike
 times, "hardware forward, software backward") and `SpsaGradient` (model-free
-simultaneous perturbation). The surrogate-gradient, node-perturbation and
+simultaneous perturbation) and `NodePerturbationGradient` (Fiete & Seung's node
+perturbation through per-neuron current injection). The surrogate-gradient and
 adjoint estimators of the spike-train family plug in here.
 """
 
@@ -94,7 +95,73 @@ class SpsaGradient:
                         target_runs=runs + 1)
 
 
+class NodePerturbationGradient:
+    """Node perturbation (Fiete & Seung 2006, PRL 97, 048104), model-free.
+
+    Each of ``trials`` runs injects an independent Gaussian current
+    ``xi[s, j] ~ N(0, sigma^2)`` into every neuron j for the whole trial of sample s
+    (protocol 1.2 per-sample injection). The reward baseline is the unperturbed run's
+    loss of the same sample, so ``(L_p[s] - L_0[s]) xi_p[s, j] / sigma^2`` estimates
+    dL/dI_j; a synapse's eligibility is its perturbation times its presynaptic
+    activity, here 1 when source i spiked before neuron j did (a first-spike-time
+    network: later inputs cannot have mattered). The weight gradient is the mean
+    over samples and trials of ``eligibility x reward change``. Cost: ``trials + 1``
+    runs per step, whatever the number of weights (SPSA: ``2 pairs + 1``)."""
+
+    def __init__(self, template: Network, loss, sigma: float, trials: int, seed: int):
+        self.template, self.loss = template, loss
+        self.sigma, self.trials, self.seed = float(sigma), int(trials), seed
+
+    def _per_sample_loss(self, t_out: torch.Tensor, yb: torch.Tensor) -> np.ndarray:
+        return np.array([float(self.loss(t_out[s : s + 1], yb[s : s + 1])) for s in range(t_out.shape[0])])
+
+    def estimate(self, backend, weights, xb, yb, step):
+        from hwloop.errors import TargetError
+        from hwloop.inloop import measured_forward
+
+        if not hasattr(backend, "run_injected"):
+            raise TargetError(f"{backend.url.raw}: node perturbation needs a target that injects current "
+                              f"(qif-emu, or qif:// with firmware speaking protocol 1.2)")
+        # every perturbed run replays the baseline run's temporal noise (same noise seed), so
+        # the loss change is the perturbation's, not the noise's
+        state = backend.state() if hasattr(backend, "state") else None
+        with torch.no_grad():
+            times, m = measured_forward(backend, self.template, weights, xb)
+        after = backend.state() if state is not None else None
+        # the baseline is read exactly as the perturbed runs are (measured times, silent = inf)
+        base = self._per_sample_loss(torch.as_tensor(m.times[-1], dtype=weights[0].dtype), yb)
+        x = xb.detach().cpu().numpy()
+        n, sizes = x.shape[0], [t.shape[1] for t in m.times]
+        rng = np.random.default_rng([self.seed, step, 2])
+        g_node = np.zeros((n, sum(sizes)))
+        for _ in range(self.trials):
+            xi = rng.normal(0.0, self.sigma, (n, sum(sizes)))
+            if state is not None:
+                backend.restore_state(state)
+            mp = backend.run_injected(x, per_sample=xi)
+            tp = torch.as_tensor(np.where(np.isfinite(mp.times[-1]), mp.times[-1], np.inf), dtype=weights[0].dtype)
+            g_node += (self._per_sample_loss(tp, yb) - base)[:, None] * xi / self.sigma ** 2
+        g_node /= self.trials
+        if after is not None:
+            backend.restore_state(after)
+        grads, first, src = [], 0, x
+        for li, (layer, w) in enumerate(zip(self.template.layers, weights)):
+            nb = len(layer.bias_times)
+            t_src = np.concatenate([src, np.broadcast_to(np.asarray(layer.bias_times, float), (n, nb))], axis=1)
+            t_post = m.times[li]
+            active = (np.isfinite(t_src)[:, :, None] & (t_src[:, :, None] < t_post[:, None, :])).astype(float)
+            gl = np.einsum("sij,sj->ij", active, g_node[:, first : first + sizes[li]]) / n
+            grads.append(torch.as_tensor(gl, dtype=w.dtype))
+            first += sizes[li]
+            src = t_post
+        return Estimate(grads=grads, loss=float(self.loss(times[-1], yb)), measurement=m,
+                        target_runs=self.trials + 1)
+
+
 def make_estimator(cfg: LoopConfig, template: Network, loss) -> GradientEstimator:
+    if cfg.gradient == "node-perturbation":
+        return NodePerturbationGradient(template, loss, getattr(cfg, "np_sigma", 0.2),
+                                        getattr(cfg, "np_trials", 8), cfg.seed)
     if cfg.gradient == "spsa":
         return SpsaGradient(template, loss, cfg.spsa_sigma, cfg.spsa_pairs, cfg.seed)
     return ModelGradient(template, loss, cfg.grad_at, cfg.loss_times)
