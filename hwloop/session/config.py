@@ -62,6 +62,9 @@ class LoopConfig:
     max_missing: tuple[float, ...] | None = None
     bump: float = 0.005
     compare_software: bool = True  # also evaluate the current weights on the float model
+    # at the end, measure the start and the selected network on the target on
+    # the held-out test split (never used for selection), into summary.json
+    final_test: bool = True
     # exponential moving average of the weights (Polyak averaging), 0 = off;
     # when on, evaluation, best.hwnet and the final network use the average,
     # which smooths the step-to-step jitter that measurement noise adds
@@ -108,6 +111,7 @@ class LoopConfig:
         _check_float(self, "beta", 0.0, math.inf, low_open=True, optional=True)
         _check_bool(self, "end_logit", optional=True)
         _check_bool(self, "compare_software")
+        _check_bool(self, "final_test")
         _check_choice(self, "gradient", ("model", "spsa", "node-perturbation"))
         # the target-dependent fields may be unset: "the target's default" (resolved())
         _check_choice(self, "grad_at", ("measured", "model", None))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hwloop.errors import HwloopError
 from hwloop.network import Network, now_iso
@@ -115,7 +116,8 @@ class Session:
         self.notices.extend(notices)
 
     # ---- persistence
-    STATE_KEYS = {"format", "step", "best_acc", "config", "backend", "files", "weights", "averaged", "lr", "adam"}
+    STATE_KEYS = {"format", "step", "best_acc", "config", "backend", "files", "weights", "averaged", "lr", "adam",
+                  "selection"}
     FILE_KEYS = {"init.hwnet", "network.hwnet", "network.hwnet.before"}
 
     def _check_state(self, st) -> tuple[dict, MasterWeights]:
@@ -123,11 +125,16 @@ class Session:
         on anything that does not fit), with master weights built from it."""
         if not isinstance(st, dict) or set(st) != self.STATE_KEYS or st["format"] != STATE_FORMAT:
             raise CheckpointDamaged("not a session checkpoint (unexpected contents)")
-        step, best = st["step"], st["best_acc"]
+        step, best, sel = st["step"], st["best_acc"], st["selection"]
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise CheckpointDamaged(f"step {step!r} is not a step count")
         if not isinstance(best, float) or not -1.0 <= best <= 1.0:
             raise CheckpointDamaged(f"best_acc {best!r} is not an accuracy")
+        if (not isinstance(sel, dict) or set(sel) != {"start_acc", "best_step"}
+                or not isinstance(sel["start_acc"], float) or not -1.0 <= sel["start_acc"] <= 1.0
+                or not isinstance(sel["best_step"], int) or isinstance(sel["best_step"], bool)
+                or not 0 <= sel["best_step"] <= step):
+            raise CheckpointDamaged("selection: not the start accuracy and the selected step")
         files = st["files"]
         if (not isinstance(files, dict) or set(files) != self.FILE_KEYS or not isinstance(files["init.hwnet"], str)
                 or not all(v is None or (isinstance(v, str) and len(v) == 64) for v in files.values())):
@@ -186,6 +193,8 @@ class Session:
                                f"steps in {self.cfg.epochs} epochs); a damaged or foreign checkpoint")
         self.master = master
         self.step, self.selection.best_acc = st["step"], st["best_acc"]
+        self.selection.start_acc = st["selection"]["start_acc"]
+        self.selection.best_step = st["selection"]["best_step"]
         self.backend_state = st["backend"]
         self.started, self.saved_step, self.network_sha = True, st["step"], files["network.hwnet"]
         self.notify(sd.truncate_log(self.step))
@@ -199,6 +208,7 @@ class Session:
         sd.save_network(self.deployed_network(), pending)
         digest = file_sha256(pending)
         state = {"format": STATE_FORMAT, "step": self.step, "best_acc": float(self.selection.best_acc),
+                 "selection": self.selection.state(),
                  "config": self.cfg.to_json(), "backend": backend_state(backend),
                  "files": {"init.hwnet": self.init_sha, "network.hwnet": digest,
                            "network.hwnet.before": self.network_sha},
@@ -221,9 +231,24 @@ class Session:
     def evaluate(self, backend, epoch: int) -> dict:
         ev = self.evaluator(backend, self.master.deployed())
         self.sd.append_log({"step": self.step, "epoch": epoch, "kind": "eval", **ev})
-        if self.selection.offer(ev):
+        if self.selection.offer(ev, self.step):
             self.sd.save_network(self.deployed_network(), self.sd.best)
         return ev
+
+    def final_test(self, backend) -> dict:
+        """The start and the selected network measured on the target on the
+        held-out test split (the figure to report; selection never saw it)."""
+        from hwloop.network import Network
+
+        start = self.evaluator.test(backend, [torch.tensor(np.array(w), dtype=torch.float64)
+                                              for w in self.template.weights()])
+        best_path = self.sd.best
+        if self.selection.best_step == 0 or not best_path.exists():
+            selected = dict(start)
+        else:
+            selected = self.evaluator.test(backend, [torch.tensor(np.array(w), dtype=torch.float64)
+                                                     for w in Network.load(best_path).weights()])
+        return {"test_start": start, "test_selected": selected}
 
     def train_step(self, backend) -> dict:
         from hwloop.data.decoding import classification_report
@@ -326,8 +351,12 @@ class Session:
             return {"ok": True, "interrupted": True, "step": self.step, "session": str(sd.path)}
         if bar is not None:
             bar.close()
-        summary = {"steps": self.step, "best_val_accuracy": self.selection.best_acc,
-                   "seconds": time.perf_counter() - t_session, "finished": now_iso()}
+        sel = self.selection
+        summary = {"steps": self.step, "best_val_accuracy": sel.best_acc, "start_val_accuracy": sel.start_acc,
+                   "selected_step": sel.best_step, "selected": "start" if sel.best_step == 0 else "trained"}
+        if cfg.final_test:
+            summary.update(self.final_test(backend))
+        summary.update({"seconds": time.perf_counter() - t_session, "finished": now_iso()})
         sd.write_summary(summary)
         res = {"ok": True, "interrupted": False, "session": str(sd.path), **summary}
         if self.notices:
