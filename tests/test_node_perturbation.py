@@ -22,7 +22,7 @@ def _setup(n=200):
     d = load_dataset("yinyang", "train")
     xb = torch.as_tensor(net.encoding.encode(d.x[:n]), dtype=torch.float64)
     yb = torch.as_tensor(d.y[:n])
-    weights = [torch.as_tensor(l.weight, dtype=torch.float64).requires_grad_(True) for l in net.layers]
+    weights = [torch.as_tensor(np.array(l.weight), dtype=torch.float64).requires_grad_(True) for l in net.layers]
     return net, xb, yb, weights
 
 
