@@ -163,6 +163,10 @@ def _read_array(i: int, spec, blob: memoryview, expected_offset: int) -> torch.T
     if (not isinstance(shape, list) or len(shape) > 8
             or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n for n in shape)):
         raise CheckpointDamaged(f"array {i}: bad shape")
+    # numpy refuses a shape whose dimensions multiply past its address space even when one
+    # of them is 0 (no data), so the product of the non-zero dimensions is bounded too
+    if math.prod(max(n, 1) for n in shape) > 2 ** 48:
+        raise CheckpointDamaged(f"array {i}: bad shape")
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in (offset, nbytes)):
         raise CheckpointDamaged(f"array {i}: bad offset or size")
     count = math.prod(shape)
