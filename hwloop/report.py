@@ -167,11 +167,26 @@ def _pick_network(sd, which: str):
     raise HwloopError(f"{sd.path}: no network file ({', '.join(NETWORK_FILES[which])})")
 
 
+def _selected_step(evals: Sequence[dict]) -> int:
+    """The step of the network the session selected, replayed from the log
+    (`hwloop.session.parts.Selection`: the start, unless beaten beyond its interval)."""
+    from .session.parts import Selection, accuracy_figure
+
+    sel = Selection()
+    for r in evals:
+        ev = dict(r)
+        if "val_ci" not in ev:  # a log from before intervals were logged
+            ev["val_ci"] = accuracy_figure(r["val_accuracy"], int(r.get("val_n", 1000)))["ci"]
+        sel.offer(ev, r["step"])
+    return sel.best_step
+
+
 def _describe_network(name: str, evals: Sequence[dict]) -> str:
     if name == "best.hwnet" and evals:
-        best = max(evals, key=lambda r: r["val_accuracy"])  # the first of equals, as the session keeps it
-        return (f"`best.hwnet`, the weights with the best validation accuracy on the target "
-                f"({best['val_accuracy']:.4f} at step {best['step']})")
+        step = _selected_step(evals)
+        best = next(r for r in evals if r["step"] == step)
+        return (f"`best.hwnet`, the selected network ({'the start' if step == 0 else 'trained'}: validation "
+                f"accuracy on the target {best['val_accuracy']:.4f} at step {best['step']})")
     if name == "network.hwnet":
         return "`network.hwnet`, the weights the session ended with (or its latest checkpoint)"
     if name == "init.hwnet":
@@ -375,10 +390,26 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
              f"Target `{cfg.target}`, data set `{cfg.dataset}`, gradient `{cfg.gradient}`, "
              f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}.", ""]
     if evals:
-        lines += ["| | validation accuracy on target | same weights in software |", "|---|---|---|",
-                  f"| start | {first['val_accuracy']:.4f} | {first.get('software_val_accuracy', float('nan')):.4f} |",
-                  f"| end | {last['val_accuracy']:.4f} | {last.get('software_val_accuracy', float('nan')):.4f} |",
-                  f"| best | {max(r['val_accuracy'] for r in evals):.4f} | |", ""]
+        sel_step = summary.get("selected_step", _selected_step(evals))
+        lines += ["Every validation figure with its sample count and Wilson 95 % interval; **selected** marks "
+                  "the network the session returns (`best.hwnet`): the start unless a later one is better "
+                  "beyond the interval.", "",
+                  "| step | epoch | validation accuracy on target | n | 95 % interval | same weights in software | |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in evals:
+            lo, hi = r.get("val_ci", (float("nan"), float("nan")))
+            n = r.get("val_n", "?")
+            mark = "**selected**" if r["step"] == sel_step else ""
+            lines.append(f"| {r['step']} | {r.get('epoch', '')} | {r['val_accuracy']:.4f} | {n} | "
+                         f"[{lo:.4f}, {hi:.4f}] | {r.get('software_val_accuracy', float('nan')):.4f} | {mark} |")
+        lines.append("")
+        if "test_start" in summary:
+            ts, tb = summary["test_start"], summary["test_selected"]
+            lines += ["Held-out test split on the target (never used for selection):", "",
+                      "| network | test accuracy | n | 95 % interval |", "|---|---|---|---|",
+                      f"| start | {ts['accuracy']:.4f} | {ts['n']} | [{ts['ci'][0]:.4f}, {ts['ci'][1]:.4f}] |",
+                      f"| selected ({summary.get('selected', '?')}) | {tb['accuracy']:.4f} | {tb['n']} | "
+                      f"[{tb['ci'][0]:.4f}, {tb['ci'][1]:.4f}] |", ""]
     if train:
         tgt = sum(r["target_seconds"] for r in train)
         host = sum(r["host_seconds"] for r in train)

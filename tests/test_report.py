@@ -155,7 +155,7 @@ def test_report_uses_the_best_network_and_says_so(session, tmp_path):
     assert res["network"] == data["network"] == "best.hwnet"
     assert data["raster"]["panels"][1]["spikes"] == first_hidden_spikes(best)
     md = (tmp_path / "best" / "report.md").read_text()
-    assert "`best.hwnet`, the weights with the best validation accuracy on the target" in md
+    assert "`best.hwnet`, the selected network" in md and "**selected**" in md and "95 % interval" in md
     res = write_report(str(s), str(tmp_path / "final"), samples=50, network="final")
     data = json.loads((tmp_path / "final" / "data.json").read_text())
     assert res["network"] == "network.hwnet"
