@@ -88,10 +88,9 @@ def register(sub):
 
 
 def run(args) -> dict:
-    import json
     import sys
 
-    from ..fileio import atomic_write_bytes, check_output_path
+    from ..fileio import check_output_path
 
     # refuse unwritable outputs now, not after the training has run
     check_output_path(args.out)
@@ -107,14 +106,7 @@ def run(args) -> dict:
             raise HwloopError(f"{flag} is for the spike-train family (--model cuba), not --model {args.model}")
     if args.dataset is None:
         args.dataset = "yinyang"
-    hidden = None
-    if args.hidden:
-        try:
-            hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
-        except ValueError:
-            raise HwloopError(f"--hidden expects comma-separated integers, got {args.hidden!r}") from None
-        if not hidden or min(hidden) < 1:
-            raise HwloopError(f"--hidden expects sizes >= 1, got {args.hidden!r}")
+    hidden = _hidden(args)
     from ..training import default_config, train  # torch: imported once the command line is known good
 
     cfg = default_config(args.model, args.dataset, data_root=args.data_root, hidden=hidden,
@@ -126,14 +118,8 @@ def run(args) -> dict:
               f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, seed {cfg.seed}, "
               f"{'no bias' if cfg.bias_time < 0 else f'bias spike at {cfg.bias_time:g} tau'}", file=sys.stderr)
     result = train(cfg, progress=not args.quiet)
-    out = result.network.save(args.out)
-    if args.history:
-        atomic_write_bytes(args.history, "".join(json.dumps(row) + "\n" for row in result.history).encode())
-    acc = result.metrics["accuracy"]
+    out = _save_and_show(args, result.network, result)
     if not args.json:
-        print(f"wrote {out}: {result.network.summary()}")
-        print(f"accuracy  train {acc['train']:.4f}  val {acc['val']:.4f}  test {acc['test']:.4f}"
-              f"  (best epoch {result.metrics['best_epoch']}, {result.metrics['train_seconds']:.1f} s)")
         silent = result.metrics["silent_at_init"]
         if silent["layers"]:
             print("hidden neurons silent on the whole training set at initialisation: "
@@ -155,10 +141,7 @@ def _hidden(args) -> tuple[int, ...] | None:
 
 def _run_trains(args) -> dict:
     """--model cuba: BPTT with a surrogate derivative (hwloop.trains_training)."""
-    import json
     import sys
-
-    from ..fileio import atomic_write_bytes
 
     dataset = args.dataset or "randman"
     if dataset not in TRAINS_DATASETS:
@@ -173,15 +156,7 @@ def _run_trains(args) -> dict:
               f"{' recurrent' if cfg.recurrent else ''}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
               f"surrogate {cfg.surrogate} beta {cfg.beta:g}, readout {cfg.readout}, seed {cfg.seed}", file=sys.stderr)
     result = train(cfg, progress=not args.quiet and not args.json)
-    net = to_network(result)
-    out = net.save(args.out)
-    if args.history:
-        atomic_write_bytes(args.history, "".join(json.dumps(row) + "\n" for row in result.history).encode())
-    acc = result.metrics["accuracy"]
-    if not args.json:
-        print(f"wrote {out}: {net.summary()}")
-        print(f"accuracy  train {acc['train']:.4f}  val {acc['val']:.4f}  test {acc['test']:.4f}"
-              f"  (best epoch {result.metrics['best_epoch']}, {result.metrics['train_seconds']:.1f} s)")
+    out = _save_and_show(args, to_network(result), result)
     return {"network": str(Path(out)), **result.metrics}
 
 
@@ -232,3 +207,20 @@ def _run_superspike(args) -> dict:
         print(f"wrote {args.out}: SuperSpike, {args.feedback} feedback, {args.trials} trials")
         print(f"van Rossum distance {start:.1f} -> {final:.1f} ({fall}; a silent output scores {silent:.1f})")
     return {"out": str(args.out), **summary}
+
+
+def _save_and_show(args, net, result):
+    """Save the trained network (and --history), print the summary lines; the path written."""
+    import json
+
+    from ..fileio import atomic_write_bytes
+
+    out = net.save(args.out)
+    if args.history:
+        atomic_write_bytes(args.history, "".join(json.dumps(row) + "\n" for row in result.history).encode())
+    acc = result.metrics["accuracy"]
+    if not args.json:
+        print(f"wrote {out}: {net.summary()}")
+        print(f"accuracy  train {acc['train']:.4f}  val {acc['val']:.4f}  test {acc['test']:.4f}"
+              f"  (best epoch {result.metrics['best_epoch']}, {result.metrics['train_seconds']:.1f} s)")
+    return out
