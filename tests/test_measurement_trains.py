@@ -72,7 +72,7 @@ def test_events_round_trip_and_bad_inputs():
 
 def test_other_targets_refuse_a_spike_train_network():
     net = cuba_net()
-    with pytest.raises(TargetError, match="first-spike-time networks only.*issue #15"):
+    with pytest.raises(TargetError, match="first-spike-time networks only.*run it on 'software'"):
         net.run("bitexact", np.zeros((1, 5)))
 
 

@@ -36,7 +36,7 @@ def run(args) -> dict:
     net = Network.load(args.network)
     if net.is_spike_train:
         raise HwloopError(f"{args.network}: a spike-train network ({net.model}, format version 2) cannot be exported "
-                          "yet (issue #15); export writes first-spike-time networks")
+                          "yet: export writes first-spike-time networks only")
     if args.format == "nir":
         if args.steps is not None:
             raise HwloopError("--steps applies to --format netx only (use --dt for a NIR consumer's grid)")
