@@ -40,13 +40,17 @@ def lava_offset(layer_index: int) -> int:
     return layer_index + 2
 
 
-def run_trains_in_process(layers, raster: np.ndarray, probe: bool = False, record: str = "all") -> dict:
+def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str = "all") -> dict:
     """Build, run and tear down one batch on Lava (call it in the worker).
 
     ``layers``: `TrainLayer` records; ``raster`` (T, S, n_in) 0/1. Returns
     ``{"spikes": per layer (T, S, n) uint8 (None for a layer not recorded),
     "v", "u": per layer (T, S, n) int32 after each step, or None without
-    probe, "lava_s": seconds inside run(), "build_s": seconds building}``."""
+    probe, "lava_s": seconds inside run(), "build_s": seconds building}``.
+    ``probe``: True (monitor every layer), False, or the indices of the layers
+    to monitor (the others' entries are None)."""
+    from hwloop.firmware_models.loihi.trains import _probe_set
+
     from hwloop.backends.loihi.lava_compat import import_lava
 
     import_lava()
@@ -67,6 +71,7 @@ def run_trains_in_process(layers, raster: np.ndarray, probe: bool = False, recor
     x = (np.asarray(raster) != 0)
     T, S, n_in = x.shape
     L = len(layers)
+    wanted = _probe_set(probe, L)
     n_run = T + L + 1
     data = np.zeros((S * n_in, n_run), np.int32)
     data[:, :T] = x.transpose(1, 2, 0).reshape(S * n_in, T)  # (sample, input) x time, time last
@@ -100,12 +105,14 @@ def run_trains_in_process(layers, raster: np.ndarray, probe: bool = False, recor
         else:
             sink = None
         sinks.append(sink)
-        if probe:
+        if li in wanted:
             mv, mu = Monitor(), Monitor()
             mv.probe(lif.v, n_run)
             mu.probe(lif.u, n_run)
             keep += [mv, mu]
             monitors.append((mv, mu))
+        else:
+            monitors.append(None)
         lifs.append(lif)
         prev = lif.s_out
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
@@ -128,7 +135,10 @@ def run_trains_in_process(layers, raster: np.ndarray, probe: bool = False, recor
                 spikes.append(None)
             else:
                 spikes.append(window(np.asarray(sink.data.get()).T, li, n).astype(np.uint8))
-            if probe:
+            if monitors[li] is None:
+                volts.append(None)
+                amps.append(None)
+            else:
                 mv, mu = monitors[li]
                 v = mv.get_data()[lifs[li].name]["v"]
                 u = mu.get_data()[lifs[li].name]["u"]
@@ -136,7 +146,7 @@ def run_trains_in_process(layers, raster: np.ndarray, probe: bool = False, recor
                 amps.append(np.rint(window(u, li, n)).astype(np.int32))
     finally:
         head.stop()
-    return {"spikes": spikes, "v": volts if probe else None, "u": amps if probe else None,
+    return {"spikes": spikes, "v": volts if wanted else None, "u": amps if wanted else None,
             "lava_s": t2 - t1, "build_s": t1 - t0}
 
 
@@ -148,14 +158,15 @@ class TrainsRunner:
 
         self._worker = worker or LavaWorker()
 
-    def run(self, layers, raster, probe: bool = False, record: str = "all", timeout_s: float | None = None) -> dict:
+    def run(self, layers, raster, probe=False, record: str = "all", timeout_s: float | None = None) -> dict:
         """One Lava run of the batch; raises RuntimeError(message, remote traceback) or TimeoutError."""
         raster = np.ascontiguousarray(np.asarray(raster) != 0, dtype=np.uint8)
         if timeout_s is None:
             T, S, _ = raster.shape
             timeout_s = 120 + 2e-4 * S * sum(l.n_out for l in layers) * (T + len(layers))
         return self._worker.call("hwloop.backends.loihi.lava_trains:run_trains_in_process",
-                                 (list(layers), raster, bool(probe), record), timeout_s)
+                                 (list(layers), raster, probe if isinstance(probe, bool) else sorted(probe), record),
+                                 timeout_s)
 
     def close(self) -> None:
         self._worker.close()

@@ -72,20 +72,24 @@ class TrainLayer:
         return int(self.weight.shape[1])
 
 
-def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe: bool = False, currents: bool = False):
+def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe=False, currents: bool = False):
     """Run a batch: ``raster`` (T, B, n_in) 0/1. Returns ``(spikes, volts)``:
     per layer (T, B, n) uint8 spikes and, with ``probe``, (T, B, n) int32
     membranes after the step (post-reset, as Lava's ``v`` reads); else None.
-    With ``currents`` (and ``probe``) a third item: the (T, B, n) int32
-    currents ``u`` after the step, as Lava's ``u`` reads."""
+    ``probe`` is True (every layer), False, or the indices of the layers to
+    record (the others' entries are None). With ``currents`` (and ``probe``)
+    a third item: the (T, B, n) int32 currents ``u`` after the step, as
+    Lava's ``u`` reads."""
     x = np.asarray(raster)
+    wanted = _probe_set(probe, len(layers))
     check_chain(layers)
     if x.ndim != 3 or x.shape[2] != layers[0].weight.shape[0]:
         raise ValueError(f"raster must be (T, B, {layers[0].weight.shape[0]}), got {x.shape}")
     T, B, _ = x.shape
     cur = (x != 0).astype(np.int64)
     spikes, volts, amps = [], [], []
-    for layer in layers:
+    for li, layer in enumerate(layers):
+        rec_v = li in wanted
         n = layer.n_out
         w = layer.weight.astype(np.int64)
         r = None if layer.recurrent is None else layer.recurrent.astype(np.int64)
@@ -94,8 +98,8 @@ def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe: bool = 
         v = np.zeros((B, n), np.int64)
         s = np.zeros((B, n), np.int64)
         out = np.zeros((T, B, n), np.uint8)
-        vt = np.zeros((T, B, n), np.int32) if probe else None
-        ut = np.zeros((T, B, n), np.int32) if probe and currents else None
+        vt = np.zeros((T, B, n), np.int32) if rec_v else None
+        ut = np.zeros((T, B, n), np.int32) if rec_v and currents else None
         ff = _shift(cur.reshape(T * B, -1) @ w, layer.weight_exp).reshape(T, B, n)
         for k in range(T):
             a = ff[k]
@@ -109,7 +113,7 @@ def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe: bool = 
             v = np.where(fire, 0, v)
             s = fire.astype(np.int64)
             out[k] = fire
-            if probe:
+            if rec_v:
                 vt[k] = v
                 if ut is not None:
                     ut[k] = u
@@ -118,8 +122,17 @@ def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe: bool = 
         amps.append(ut)
         cur = out.astype(np.int64)
     if currents:
-        return spikes, (volts if probe else None), (amps if probe else None)
-    return spikes, (volts if probe else None)
+        return spikes, (volts if wanted else None), (amps if wanted else None)
+    return spikes, (volts if wanted else None)
+
+
+def _probe_set(probe, n_layers: int) -> frozenset:
+    if probe is True:
+        return frozenset(range(n_layers))
+    if probe is False or probe is None:
+        return frozenset()
+    idx = frozenset(int(i) % n_layers for i in probe)
+    return idx
 
 
 def pre_reset(layer: TrainLayer, v_post: np.ndarray, u: np.ndarray) -> np.ndarray:
