@@ -28,6 +28,7 @@ from test_session_resume import TIMING, cli_args
 
 V1 = Path(__file__).parent / "data" / "session-v1"
 NEW_LOG_KEYS = {"val_n", "val_ci"}  # what format-1 eval rows lacked
+NEW_CONFIG_KEYS = ("final_test", "lr_schedule", "patience")  # and its config.json
 
 
 def rows(d):
@@ -52,14 +53,15 @@ def v1_config() -> LoopConfig:
 def test_the_fixture_is_the_old_format():
     state = decode_checkpoint((V1 / "checkpoint.ckpt").read_bytes())
     assert state["format"] == LEGACY_FORMAT != STATE_FORMAT
-    assert "selection" not in state and "final_test" not in state["config"]
-    assert "final_test" not in json.loads((V1 / "config.json").read_text())
+    assert "selection" not in state and not set(NEW_CONFIG_KEYS) & set(state["config"])
+    assert not set(NEW_CONFIG_KEYS) & set(json.loads((V1 / "config.json").read_text()))
     assert state["step"] == 6 and state["best_acc"] == 0.82
 
 
 def test_config_without_new_fields_reads_with_their_defaults():
     saved = json.loads((V1 / "config.json").read_text())
-    assert LoopConfig.from_json(saved).final_test is True
+    old = LoopConfig.from_json(saved)
+    assert old.final_test is True and old.lr_schedule == "epoch" and old.patience == 0  # as that session ran
     with pytest.raises(SessionError, match="unknown keys"):
         LoopConfig.from_json({**saved, "no_such_field": 1})
 
@@ -117,13 +119,15 @@ def downgrade(d: Path) -> None:
     evals = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
     for name in ("checkpoint.ckpt", "checkpoint.prev.ckpt"):
         st = decode_checkpoint((d / name).read_bytes())
-        del st["selection"]
+        del st["selection"], st["trend"]
         st["format"] = LEGACY_FORMAT
         st["best_acc"] = max(float(r["val_accuracy"]) for r in evals if r["kind"] == "eval" and r["step"] <= st["step"])
-        del st["config"]["final_test"]
+        for key in NEW_CONFIG_KEYS:
+            del st["config"][key]
         (d / name).write_bytes(encode_checkpoint(st))
     cfg = json.loads((d / "config.json").read_text())
-    del cfg["final_test"]
+    for key in NEW_CONFIG_KEYS:
+        del cfg[key]
     (d / "config.json").write_text(json.dumps(cfg, indent=2))
     (d / "log.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k not in NEW_LOG_KEYS}) + "\n"
                                          for r in evals))
@@ -143,3 +147,17 @@ def test_a_downgraded_crashed_session_ends_as_the_uninterrupted_one(tmp_path):
     assert rows(tmp_path / "ref") == rows(tmp_path / "crash")
     for key in ("selected_step", "start_val_accuracy", "best_val_accuracy", "test_start", "test_selected"):
         assert res[key] == ref[key], key
+
+
+def test_report_on_an_old_session_shows_intervals_from_its_sample_count(tmp_path):
+    from hwloop.report import write_report
+    from hwloop.session.parts import wilson_interval
+
+    d = tmp_path / "old"
+    shutil.copytree(V1, d)
+    write_report(str(d), run_target=False)
+    text = (d / "report" / "report.md").read_text()
+    lo, hi = wilson_interval(79, 100)  # the start row: 0.79 on the session's 100 validation samples
+    assert f"{lo:.4f}" in text and f"{hi:.4f}" in text
+    start_row = next(line for line in text.splitlines() if line.startswith("| 0 |"))
+    assert "**selected**" in start_row and "| 100 |" in start_row

@@ -31,7 +31,7 @@ from .config import LoopConfig
 from .errors import SessionError, SessionWriteError
 from .estimators import make_estimator
 from .files import SessionDir
-from .parts import Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData
+from .parts import Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData, Trend
 
 
 class _StopRequested(Exception):
@@ -102,6 +102,7 @@ class Session:
         self.estimator = make_estimator(cfg, self.template, self.loss)
         self.revival = Revival(cfg, self.template)
         self.selection = Selection()
+        self.trend = Trend()
         self.store = CheckpointStore(sd)
         self.step = 0
         self.started = False  # the start network has been evaluated (a checkpoint exists)
@@ -126,18 +127,20 @@ class Session:
 
     # ---- persistence
     STATE_KEYS = {"format", "step", "best_acc", "config", "backend", "files", "weights", "averaged", "lr", "adam",
-                  "selection"}
+                  "selection", "trend"}
     FILE_KEYS = {"init.hwnet", "network.hwnet", "network.hwnet.before"}
 
     def _check_state(self, st) -> tuple[dict, MasterWeights]:
         """A checkpoint's state checked against this session (`CheckpointDamaged`
         on anything that does not fit), with master weights built from it."""
         if (isinstance(st, dict) and st.get("format") == LEGACY_FORMAT and "selection" not in st
-                and set(st) == self.STATE_KEYS - {"selection"}):
-            st = {**st, "selection": None}  # format 1: rebuilt from the log once the data are loaded
+                and set(st) == self.STATE_KEYS - {"selection", "trend"}):
+            st = {**st, "selection": None, "trend": None}  # format 1: rebuilt from the log once the data are loaded
         elif not isinstance(st, dict) or set(st) != self.STATE_KEYS or st["format"] != STATE_FORMAT:
             raise CheckpointDamaged("not a session checkpoint (unexpected contents)")
         step, best, sel = st["step"], st["best_acc"], st["selection"]
+        if st["format"] == STATE_FORMAT and (sel is None or st["trend"] is None):
+            raise CheckpointDamaged("selection or trend missing")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise CheckpointDamaged(f"step {step!r} is not a step count")
         if not isinstance(best, float) or not -1.0 <= best <= 1.0:
@@ -147,6 +150,12 @@ class Session:
                 or not isinstance(sel["best_step"], int) or isinstance(sel["best_step"], bool)
                 or not 0 <= sel["best_step"] <= step):
             raise CheckpointDamaged("selection: not the start accuracy and the selected step")
+        trend = st["trend"]
+        if trend is not None and (not isinstance(trend, dict) or set(trend) != {"best_val", "stale"}
+                                  or not isinstance(trend["best_val"], float) or not -1.0 <= trend["best_val"] <= 1.0
+                                  or not isinstance(trend["stale"], int) or isinstance(trend["stale"], bool)
+                                  or not 0 <= trend["stale"] <= step + 1):
+            raise CheckpointDamaged("trend: not the best validation accuracy and the evaluations since")
         files = st["files"]
         if (not isinstance(files, dict) or set(files) != self.FILE_KEYS or not isinstance(files["init.hwnet"], str)
                 or not all(v is None or (isinstance(v, str) and len(v) == 64) for v in files.values())):
@@ -213,6 +222,7 @@ class Session:
         else:
             self.selection.start_acc = st["selection"]["start_acc"]
             self.selection.best_step = st["selection"]["best_step"]
+            self.trend = Trend(**st["trend"])
 
     def _upgrade_selection(self, old_best: float) -> None:
         """A format-1 checkpoint (written before the start network was a
@@ -234,7 +244,9 @@ class Session:
     def _replay_selection(self, old_best: float, evals: list[dict], n_val: int) -> None:
         from .parts import accuracy_figure
 
+        self.trend = Trend()
         for row in evals:
+            self.trend.update(row)
             n = row.get("val_n") if isinstance(row.get("val_n"), int) and row.get("val_n", 0) > 0 else n_val
             fig = accuracy_figure(float(row["val_accuracy"]), n)
             self.selection.offer({"val_accuracy": fig["accuracy"], "val_n": n, "val_ci": fig["ci"]}, row["step"])
@@ -280,7 +292,7 @@ class Session:
         sd.save_network(self.deployed_network(), pending)
         digest = file_sha256(pending)
         state = {"format": STATE_FORMAT, "step": self.step, "best_acc": float(self.selection.best_acc),
-                 "selection": self.selection.state(),
+                 "selection": self.selection.state(), "trend": self.trend.state(),
                  "config": self.cfg.to_json(), "backend": backend_state(backend),
                  "files": {"init.hwnet": self.init_sha, "network.hwnet": digest,
                            "network.hwnet.before": self.network_sha},
@@ -305,7 +317,13 @@ class Session:
         self.sd.append_log({"step": self.step, "epoch": epoch, "kind": "eval", **ev})
         if self.selection.offer(ev, self.step):
             self.sd.save_network(self.deployed_network(), self.sd.best)
+        if not self.trend.update(ev) and self.cfg.lr_schedule == "plateau":
+            self.master.decay()  # a stall on the validation split: a smaller step from the next one on
         return ev
+
+    def stop_now(self) -> bool:
+        """Early stopping: ``patience`` evaluations in a row without a new best validation accuracy."""
+        return bool(self.cfg.patience) and self.trend.stale >= self.cfg.patience
 
     def final_test(self, backend) -> dict:
         """The start and the selected network measured on the target on the
@@ -397,7 +415,7 @@ class Session:
             else:
                 self.evaluate(backend, epoch=0)
                 self.checkpoint(backend)
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not self.stop_now():
                 row = self.train_step(backend)
                 if crash_after_step is not None and self.step == crash_after_step:
                     os._exit(3)  # test hook: die before this step's checkpoint
@@ -427,7 +445,8 @@ class Session:
             bar.close()
         sel = self.selection
         summary = {"steps": self.step, "best_val_accuracy": sel.best_acc, "start_val_accuracy": sel.start_acc,
-                   "selected_step": sel.best_step, "selected": "start" if sel.best_step == 0 else "trained"}
+                   "selected_step": sel.best_step, "selected": "start" if sel.best_step == 0 else "trained",
+                   "stopped_early": self.step < self.total_steps}
         if cfg.final_test:
             summary.update(self.final_test(backend))
         summary.update({"seconds": time.perf_counter() - t_session, "finished": now_iso()})
