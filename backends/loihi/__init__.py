@@ -166,7 +166,7 @@ class BitExactBackend(_LoihiBackend):
         from hwloop.firmware_models.loihi.trains import simulate_trains
 
         t0 = time.perf_counter()
-        spikes, volts, amps = simulate_trains(layers, raster, probe=probe_layers, currents=True)
+        spikes, volts, amps = simulate_trains(layers, raster, probe=probe_layers, currents=True, engine=self.engine)
         target_s = time.perf_counter() - t0
         states = {li: (volts[li], amps[li]) for li in probe_layers}
         return spikes, states, target_s, {}
