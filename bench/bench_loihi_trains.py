@@ -69,6 +69,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=5, help="bitexact timing: best of N")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--software", action="store_true", help="compare with the software target instead of Lava")
+    ap.add_argument("--vth-sweep", default="", help="with --software: also the hidden-spike agreement with the "
+                    "dequantised twin at these preferred thresholds, e.g. 512,2048,8192")
     args = ap.parse_args(argv)
     if args.software:
         return compare_software(args)
@@ -181,6 +183,23 @@ def compare_software(args) -> dict:
           f"vs the dequantised twin)")
     print(f"accuracy (Randman test, {res['samples']}): bitexact {res['accuracy_bitexact']:.4f}, "
           f"software {res['accuracy_software']:.4f}")
+    if args.vth_sweep:
+        from hwloop.firmware_models.loihi.trains import simulate_trains
+
+        res["vth_sweep"] = {}
+        for vth in (int(v) for v in args.vth_sweep.split(",")):
+            layers_v, rep_v = compile_trains(net, vth_preferred=vth)
+            twin = dataclasses.replace(net, layers=tuple(
+                dataclasses.replace(layer, weight=w, recurrent=r, neuron=dataclasses.replace(
+                    layer.neuron, current_decay=row["current_decay_q"], voltage_decay=row["voltage_decay_q"]))
+                for layer, (w, r), row in zip(net.layers, rep_v.effective_weights, rep_v.layers)))
+            p = simulate_trains(layers_v, x)[0][0].astype(bool)
+            q = twin.run("software", raster=x).raster(0).astype(bool)
+            a = float((p & q).sum() / max(1, (p | q).sum()))
+            res["vth_sweep"][vth] = {"hidden_vth": rep_v.layers[0]["vth"], "v_range": rep_v.layers[0]["v_range"],
+                                     "spike_agreement_dequantised": a}
+            print(f"vth_preferred {vth:6d}: hidden vth {rep_v.layers[0]['vth']}, range +-{rep_v.layers[0]['v_range']:.1f}"
+                  f" thresholds, hidden spike agreement with the dequantised twin {a:.4f}")
     if args.json:
         print(json.dumps(res))
     res["agree_outputs"] = True
