@@ -160,7 +160,7 @@ def compare_software(args) -> dict:
         n = dataclasses.replace(layer.neuron, current_decay=row["current_decay_q"], voltage_decay=row["voltage_decay_q"])
         layers.append(dataclasses.replace(layer, weight=w, recurrent=r, neuron=n))
     deq = dataclasses.replace(net, layers=tuple(layers))
-    bx, sw, sq = net.run("bitexact", raster=x), net.run("software", raster=x), deq.run("software", raster=x)
+    bx, sw, sq = net.run("bitexact", raster=x), net.run("software", raster=x, probe=True), deq.run("software", raster=x)
 
     def jac(a, b, li):
         p, q = a.raster(li).astype(bool), b.raster(li).astype(bool)
@@ -174,11 +174,16 @@ def compare_software(args) -> dict:
            "decision_agreement": float((bx.predictions() == sw.predictions()).mean()),
            "decision_agreement_dequantised": float((bx.predictions() == sq.predictions()).mean()),
            "accuracy_bitexact": float((bx.predictions() == y).mean()),
-           "accuracy_software": float((sw.predictions() == y).mean())}
+           "accuracy_software": float((sw.predictions() == y).mean()),
+           "software_membrane_range": [[float(v.min()), float(v.max())] for v in sw.probes],
+           "v_range": [row["v_range"] for row in rep.layers]}
     print(rep.format())
     print(f"spikes per layer      : bitexact {res['spikes']}, software {res['software_spikes']}")
     print(f"spike agreement       : {', '.join(f'{a:.4f}' for a in res['spike_agreement'])} (vs the network), "
           f"{', '.join(f'{a:.4f}' for a in res['spike_agreement_dequantised'])} (vs its dequantised twin)")
+    print("membranes in software: " + ", ".join(f"layer {li} {lo:.3g}..{hi:.3g}" for li, (lo, hi) in
+                                                 enumerate(res["software_membrane_range"]))
+          + " (model units; the mapping's range: " + ", ".join(f"+-{v:.4g}" for v in res["v_range"]) + ")")
     print(f"decision agreement    : {res['decision_agreement']:.4f} ({res['decision_agreement_dequantised']:.4f} "
           f"vs the dequantised twin)")
     print(f"accuracy (Randman test, {res['samples']}): bitexact {res['accuracy_bitexact']:.4f}, "
