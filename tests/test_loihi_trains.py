@@ -215,3 +215,30 @@ def test_cli_eval_and_simulate_on_bitexact(tmp_path, capsys):
                  "--out", str(tmp_path / "o.npz"), "--probe", "--json"]) == 0
     z = np.load(tmp_path / "o.npz")
     assert z["layer_0_membrane"].shape[1:] == (4, 12)
+
+
+# ------------------------------------------------------------------ engines
+@pytest.mark.skipif(not __import__("hwloop.firmware_models.loihi", fromlist=["numba_available"]).numba_available(),
+                    reason="numba not installed")
+def test_numba_engine_equals_numpy_reference_on_random_networks():
+    """The fast kernel against the step-by-step numpy model (itself held to Lava
+    in test_loihi_trains_lava.py): spikes, v and u, random integer networks."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from test_loihi_trains_lava import random_trains
+
+    @settings(max_examples=60, deadline=None)
+    @given(case=random_trains(max_layers=3, steps=(20, 200), batch=(1, 6)))
+    def check(case):
+        layers, raster = case
+        a = simulate_trains(layers, raster, probe=True, currents=True, engine="numpy")
+        b = simulate_trains(layers, raster, probe=True, currents=True, engine="numba")
+        for part_a, part_b in zip(a, b):
+            for li, (p, q) in enumerate(zip(part_a, part_b)):
+                np.testing.assert_array_equal(p, q, err_msg=f"layer {li}")
+        only = simulate_trains(layers, raster, probe=[len(layers) - 1], engine="numba")
+        for li in range(len(layers)):
+            np.testing.assert_array_equal(only[0][li], a[0][li])
+        assert only[1][-1] is not None and all(v is None for v in only[1][:-1])
+
+    check()

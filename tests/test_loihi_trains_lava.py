@@ -154,12 +154,23 @@ def test_bitexact_and_lava_sim_measure_the_same_cuba_network():
     np.testing.assert_array_equal(lv2.raster(0), bx.raster(0))
 
 
-def test_lava_sim_refuses_float_precision_for_spike_trains():
-    from hwloop.errors import TargetError
-    from test_loihi_trains import cuba
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_lava_float_models_equal_the_software_model(recurrent):
+    """``lava-sim?precision=float``: Lava's own floating-point LIF + Dense on the
+    unquantised network is the software target's CUBA model (reset to zero, the
+    same step alignment): identical spikes, membranes to float rounding. An
+    independent check of the software model's semantics against Lava's."""
+    from test_loihi_trains import cuba, raster_for
 
-    with pytest.raises(TargetError, match="fixed-point models only"):
-        cuba().run("lava-sim?precision=float", raster=np.zeros((80, 1, 6)))
+    net = cuba(recurrent=recurrent, seed=13)
+    x = raster_for(net, batch=6, seed=5)
+    sw = net.run("software", raster=x, probe=True)
+    lf = net.run("lava-sim?precision=float", raster=x, probe=True)
+    assert lf.info["precision"] == "float" and len(sw.events[0]) > 100
+    for li in range(2):
+        np.testing.assert_array_equal(lf.raster(li), sw.raster(li))
+        np.testing.assert_allclose(lf.probes[li], sw.probes[li], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lf.scores, sw.scores, rtol=0, atol=1e-9)
 
 
 def test_cli_simulate_on_lava_sim_with_probes(tmp_path, capsys):

@@ -15,7 +15,8 @@ Spike-train (CUBA) networks run on ``bitexact`` and ``lava-sim`` (fixed
 point): `trains_mapping.compile_trains` gives the integer layers of Lava's
 standard LIF + Dense (+ recurrent Dense), ``bitexact`` runs them in
 `firmware_models.loihi.trains`, ``lava-sim`` on Lava (`lava_trains`). Both
-return what the software target returns: events on the network's own steps
+return what the software target returns (``lava-sim?precision=float``: Lava's
+float models on the unquantised network): events on the network's own steps
 (Lava's per-layer delay undone), membrane probes (before reset, in model
 units) only when asked, and the decoding's scores.
 """
@@ -40,11 +41,14 @@ LAVA_TRAINS_DENSE_BYTES = 64 << 20
 
 
 class TrainsCompiled:
-    """A spike-train network on a Loihi core: integer layers and the mapping's report."""
+    """A spike-train network on a Loihi core: integer layers and the mapping's report;
+    for Lava's floating-point models (``lava-sim?precision=float``) also the float
+    layers that run instead (``float_layers``; scale 1, no quantisation)."""
 
-    def __init__(self, layers, report: TrainsReport):
+    def __init__(self, layers, report: TrainsReport, float_layers=None):
         self.layers = list(layers)
         self.report = report
+        self.float_layers = float_layers
 
     @property
     def dt(self) -> float:
@@ -110,8 +114,16 @@ class _LoihiBackend(Backend):
         L = len(c.layers)
         kind, window = net.decoding.kind, net.decoding.window or (0, net.n_steps)
         need = list(range(L)) if probe else ([L - 1] if kind == "max-membrane" else [])
-        spikes, states, target_s, info = self._trains_run(c.layers, r.astype(np.uint8), need)
-        membranes = {li: pre_reset(c.layers[li], *states[li]) / c.report.scales[li] for li in need}
+        if c.float_layers is None:
+            spikes, states, target_s, info = self._trains_run(c.layers, r.astype(np.uint8), need)
+            membranes = {li: pre_reset(c.layers[li], *states[li]) / c.report.scales[li] for li in need}
+        else:  # Lava's float models: v after reset and u, in model units already
+            spikes, states, target_s, info = self._trains_run(c.float_layers, r.astype(np.uint8), need)
+            membranes = {}
+            for li in need:
+                v, u = states[li]
+                prev = np.concatenate([np.zeros_like(v[:1]), v[:-1]], axis=0)
+                membranes[li] = prev * (1 - c.float_layers[li].dv) + u
         events, times = [], []
         for s in spikes:
             ev = SpikeEvents.from_raster(s)
@@ -166,7 +178,7 @@ class BitExactBackend(_LoihiBackend):
         from hwloop.firmware_models.loihi.trains import simulate_trains
 
         t0 = time.perf_counter()
-        spikes, volts, amps = simulate_trains(layers, raster, probe=probe_layers, currents=True)
+        spikes, volts, amps = simulate_trains(layers, raster, probe=probe_layers, currents=True, engine=self.engine)
         target_s = time.perf_counter() - t0
         states = {li: (volts[li], amps[li]) for li in probe_layers}
         return spikes, states, target_s, {}
@@ -230,10 +242,12 @@ class LavaSimBackend(_LoihiBackend):
         return self.precision
 
     def compile(self, net: Network):
-        if net.is_spike_train and self.precision != "fixed":
-            raise TargetError(f"{self.url.raw}: spike-train networks run on Lava's fixed-point models only "
-                              f"(precision=fixed, the default)")
-        return super().compile(net)
+        compiled = super().compile(net)
+        if net.is_spike_train and self.precision == "float":
+            from .trains_mapping import float_trains_layers
+
+            compiled.float_layers = float_trains_layers(net)
+        return compiled
 
     def _trains_run(self, layers, raster, probe_layers):
         from .lava_trains import TrainsRunner
@@ -265,7 +279,8 @@ class LavaSimBackend(_LoihiBackend):
             build_s += res["build_s"]
         spikes = [np.concatenate(s, axis=1) for s in spikes]
         states = {li: (np.concatenate(v, axis=1), np.concatenate(u, axis=1)) for li, (v, u) in parts.items()}
-        return spikes, states, lava_s, {"precision": "fixed", "build_s": build_s, "lava_runs": -(-B // per_run)}
+        return spikes, states, lava_s, {"precision": self.precision, "build_s": build_s,
+                                        "lava_runs": -(-B // per_run)}
 
     def close(self) -> None:
         worker = getattr(self, "_worker", None)

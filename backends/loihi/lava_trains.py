@@ -31,8 +31,28 @@ software target.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass
+class FloatTrainLayer:
+    """A layer for Lava's floating-point models (``select_tag="floating_pt"``):
+    float weights (n_src, n_out), optional recurrent (n_out, n_out), the
+    per-step decays as fractions, the threshold (``inf``: never fires). Lava's
+    float LIF computes ``u = u (1 - du) + a``, ``v = v (1 - dv) + u``, spike if
+    ``v > vth``, then ``v = 0``: the CUBA model with reset to zero."""
+
+    weight: np.ndarray
+    du: float
+    dv: float
+    vth: float
+    recurrent: np.ndarray | None = None
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[1])
 
 
 def lava_offset(layer_index: int) -> int:
@@ -43,7 +63,8 @@ def lava_offset(layer_index: int) -> int:
 def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str = "all") -> dict:
     """Build, run and tear down one batch on Lava (call it in the worker).
 
-    ``layers``: `TrainLayer` records; ``raster`` (T, S, n_in) 0/1. Returns
+    ``layers``: `TrainLayer` records (fixed point), or `FloatTrainLayer`
+    records (Lava's floating-point models); ``raster`` (T, S, n_in) 0/1. Returns
     ``{"spikes": per layer (T, S, n) uint8 (None for a layer not recorded),
     "v", "u": per layer (T, S, n) int32 after each step, or None without
     probe, "lava_s": seconds inside run(), "build_s": seconds building}``.
@@ -65,6 +86,7 @@ def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str =
     from lava.proc.monitor.process import Monitor
     from lava.utils.weightutils import SignMode
 
+    fixed = not isinstance(layers[0], FloatTrainLayer)
     if record not in ("all", "output"):
         raise ValueError(f"record must be 'all' or 'output', got {record!r}")
     t0 = time.perf_counter()
@@ -73,28 +95,36 @@ def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str =
     L = len(layers)
     wanted = _probe_set(probe, L)
     n_run = T + L + 1
-    data = np.zeros((S * n_in, n_run), np.int32)
+    data = np.zeros((S * n_in, n_run), np.int32 if fixed else np.float64)
     data[:, :T] = x.transpose(1, 2, 0).reshape(S * n_in, T)  # (sample, input) x time, time last
     src = Source(data=data)
     keep = [src]  # every process must stay referenced until the run ends
-    eye = identity(S, dtype=np.int32, format="csr")
+    dtype = np.int32 if fixed else np.float64
+    eye = identity(S, dtype=dtype, format="csr")
 
     def block(w):
-        return np.asarray(kron(eye, np.asarray(w, dtype=np.int32).T).todense(), dtype=np.int32)
+        return np.asarray(kron(eye, np.asarray(w, dtype=dtype).T).todense(), dtype=dtype)
+
+    def dense(w, e):
+        if fixed:
+            return Dense(weights=block(w), weight_exp=int(e), num_weight_bits=8, sign_mode=SignMode.MIXED)
+        return Dense(weights=block(w))
 
     prev = src.s_out
     lifs, sinks, monitors = [], [], []
     for li, layer in enumerate(layers):
         n = layer.n_out
-        lif = LIF(shape=(S * n,), du=int(layer.du), dv=int(layer.dv), vth=int(layer.vth), bias_mant=0, bias_exp=0)
-        ff = Dense(weights=block(layer.weight), weight_exp=int(layer.weight_exp), num_weight_bits=8,
-                   sign_mode=SignMode.MIXED)
+        if fixed:
+            lif = LIF(shape=(S * n,), du=int(layer.du), dv=int(layer.dv), vth=int(layer.vth), bias_mant=0, bias_exp=0)
+        else:
+            lif = LIF(shape=(S * n,), du=float(layer.du), dv=float(layer.dv), vth=float(layer.vth), bias_mant=0.0,
+                      bias_exp=0.0)
+        ff = dense(layer.weight, getattr(layer, "weight_exp", 0))
         prev.connect(ff.s_in)
         ff.a_out.connect(lif.a_in)
         keep += [lif, ff]
         if layer.recurrent is not None:
-            rec = Dense(weights=block(layer.recurrent), weight_exp=int(layer.rec_exp), num_weight_bits=8,
-                        sign_mode=SignMode.MIXED)
+            rec = dense(layer.recurrent, getattr(layer, "rec_exp", 0))
             lif.s_out.connect(rec.s_in)
             rec.a_out.connect(lif.a_in)
             keep.append(rec)
@@ -115,7 +145,7 @@ def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str =
             monitors.append(None)
         lifs.append(lif)
         prev = lif.s_out
-    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    cfg = Loihi2SimCfg(select_tag="fixed_pt" if fixed else "floating_pt")
     t1 = time.perf_counter()
     head = lifs[-1]
     spikes, volts, amps = [], [], []
@@ -142,8 +172,12 @@ def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str =
                 mv, mu = monitors[li]
                 v = mv.get_data()[lifs[li].name]["v"]
                 u = mu.get_data()[lifs[li].name]["u"]
-                volts.append(np.rint(window(v, li, n)).astype(np.int32))
-                amps.append(np.rint(window(u, li, n)).astype(np.int32))
+                if fixed:
+                    volts.append(np.rint(window(v, li, n)).astype(np.int32))
+                    amps.append(np.rint(window(u, li, n)).astype(np.int32))
+                else:
+                    volts.append(np.array(window(v, li, n), dtype=np.float64))
+                    amps.append(np.array(window(u, li, n), dtype=np.float64))
     finally:
         head.stop()
     return {"spikes": spikes, "v": volts if wanted else None, "u": amps if wanted else None,

@@ -149,6 +149,43 @@ def _single_step_jump(W: np.ndarray, e: int, R: np.ndarray | None, e_rec: int) -
     return 64.0 * worst
 
 
+def _check_lava_lif(li: int, p) -> None:
+    """What Lava's standard LIF cannot do in either precision."""
+    if p.model != "cuba":
+        raise DesignRuleError("neuron-model", li, "cuba", f"layer has {p.model!r}")
+    if p.reset != "zero":
+        raise DesignRuleError(
+            "reset-rule", li, "zero",
+            f"reset={p.reset!r}: Lava's standard fixed-point LIF resets v to 0 after a spike; train the "
+            f"network with reset='zero' to run it on Loihi")
+    if p.refractory:
+        raise DesignRuleError(
+            "refractory", li, 0,
+            f"refractory={p.refractory} steps: Lava's standard fixed-point LIF has no refractory period; "
+            f"train the network with refractory=0 to run it on Loihi")
+
+
+def float_trains_layers(net: Network) -> list:
+    """The network for Lava's floating-point LIF + Dense (``lava-sim?precision=float``):
+    its own weights, decays and thresholds, unquantised (a non-spiking layer gets
+    an infinite threshold). The same refusals as `compile_trains` for what the
+    standard LIF cannot do; no register limits."""
+    from .lava_trains import FloatTrainLayer
+
+    if not net.is_spike_train:
+        raise DesignRuleError("network-family", None, "a spike-train (cuba) network",
+                              f"this is a first-spike-time {net.model} network")
+    out = []
+    for li, layer in enumerate(net.layers):
+        p = layer.neuron
+        _check_lava_lif(li, p)
+        out.append(FloatTrainLayer(weight=np.asarray(layer.weight, dtype=np.float64), du=float(p.current_decay),
+                                   dv=float(p.voltage_decay), vth=float(p.threshold) if p.spiking else math.inf,
+                                   recurrent=None if layer.recurrent is None else np.asarray(layer.recurrent,
+                                                                                             dtype=np.float64)))
+    return out
+
+
 def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[TrainLayer], TrainsReport]:
     """A spike-train network -> integer `TrainLayer` records for Lava's LIF + Dense,
     and the `TrainsReport`. Raises `DesignRuleError` (rule, layer, limit) for
@@ -163,18 +200,7 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[
     effective = []
     for li, layer in enumerate(net.layers):
         p = layer.neuron
-        if p.model != "cuba":
-            raise DesignRuleError("neuron-model", li, "cuba", f"layer has {p.model!r}")
-        if p.reset != "zero":
-            raise DesignRuleError(
-                "reset-rule", li, "zero",
-                f"reset={p.reset!r}: Lava's standard fixed-point LIF resets v to 0 after a spike; train the "
-                f"network with reset='zero' to run it on Loihi")
-        if p.refractory:
-            raise DesignRuleError(
-                "refractory", li, 0,
-                f"refractory={p.refractory} steps: Lava's standard fixed-point LIF has no refractory period; "
-                f"train the network with refractory=0 to run it on Loihi")
+        _check_lava_lif(li, p)
         n_out = layer.n_out
         if n_out > MAX_NEURONS_PER_LAYER:
             raise DesignRuleError("neurons-per-core", li, MAX_NEURONS_PER_LAYER, f"layer has {n_out} neurons")
@@ -262,4 +288,4 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[
     return out, report
 
 
-__all__ = ["TrainsReport", "compile_trains"]
+__all__ = ["TrainsReport", "compile_trains", "float_trains_layers"]

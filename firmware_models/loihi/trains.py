@@ -72,19 +72,30 @@ class TrainLayer:
         return int(self.weight.shape[1])
 
 
-def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe=False, currents: bool = False):
+def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe=False, currents: bool = False,
+                    engine: str = "auto"):
     """Run a batch: ``raster`` (T, B, n_in) 0/1. Returns ``(spikes, volts)``:
     per layer (T, B, n) uint8 spikes and, with ``probe``, (T, B, n) int32
     membranes after the step (post-reset, as Lava's ``v`` reads); else None.
     ``probe`` is True (every layer), False, or the indices of the layers to
     record (the others' entries are None). With ``currents`` (and ``probe``)
     a third item: the (T, B, n) int32 currents ``u`` after the step, as
-    Lava's ``u`` reads."""
+    Lava's ``u`` reads. ``engine``: "numpy" (the step-by-step reference
+    below), "numba" (`_numba_trains`, per sample in parallel, the same
+    arithmetic), or "auto" (numba when installed)."""
     x = np.asarray(raster)
     wanted = _probe_set(probe, len(layers))
     check_chain(layers)
     if x.ndim != 3 or x.shape[2] != layers[0].weight.shape[0]:
         raise ValueError(f"raster must be (T, B, {layers[0].weight.shape[0]}), got {x.shape}")
+    if engine == "auto":
+        from .core import numba_available
+
+        engine = "numba" if numba_available() else "numpy"
+    if engine == "numba":
+        return _simulate_numba(layers, x, wanted, currents)
+    if engine != "numpy":
+        raise ValueError(f"unknown engine {engine!r}")
     T, B, _ = x.shape
     cur = (x != 0).astype(np.int64)
     spikes, volts, amps = [], [], []
@@ -121,6 +132,32 @@ def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe=False, c
         volts.append(vt)
         amps.append(ut)
         cur = out.astype(np.int64)
+    if currents:
+        return spikes, (volts if wanted else None), (amps if wanted else None)
+    return spikes, (volts if wanted else None)
+
+
+def _simulate_numba(layers, x, wanted, currents):
+    from ._numba_trains import trains_layer
+
+    T, B, _ = x.shape
+    cur = np.ascontiguousarray(x != 0, dtype=np.uint8)
+    spikes, volts, amps = [], [], []
+    none = np.zeros((0, 0, 0), np.int32)
+    for li, layer in enumerate(layers):
+        n = layer.n_out
+        rec = li in wanted
+        out = np.zeros((T, B, n), np.uint8)
+        vt = np.zeros((T, B, n), np.int32) if rec else none
+        ut = np.zeros((T, B, n), np.int32) if rec else none
+        r = layer.recurrent if layer.recurrent is not None else np.zeros((1, 1), np.int32)
+        trains_layer(cur, layer.weight.astype(np.int64), int(layer.weight_exp), r.astype(np.int64),
+                     int(layer.rec_exp), layer.recurrent is not None, DECAY_UNITY - (layer.du + 1),
+                     DECAY_UNITY - layer.dv, int(layer.vth) << VTH_SHIFT, out, vt, ut, rec)
+        spikes.append(out)
+        volts.append(vt if rec else None)
+        amps.append(ut if rec and currents else None)
+        cur = out
     if currents:
         return spikes, (volts if wanted else None), (amps if wanted else None)
     return spikes, (volts if wanted else None)
