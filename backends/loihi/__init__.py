@@ -10,6 +10,14 @@
 All three compile the same way (`mapping.compile_network`), so a network
 gets the same integer registers on each, and ``bitexact`` agrees with the
 fixed-point ``lava-sim`` spike for spike.
+
+Spike-train (CUBA) networks run on ``bitexact`` and ``lava-sim`` (fixed
+point): `trains_mapping.compile_trains` gives the integer layers of Lava's
+standard LIF + Dense (+ recurrent Dense), ``bitexact`` runs them in
+`firmware_models.loihi.trains`, ``lava-sim`` on Lava (`lava_trains`). Both
+return what the software target returns: events on the network's own steps
+(Lava's per-layer delay undone), membrane probes (before reset, in model
+units) only when asked, and the decoding's scores.
 """
 
 from __future__ import annotations
@@ -21,10 +29,33 @@ import numpy as np
 from hwloop.errors import TargetError
 from hwloop.network import Network
 
-from ..base import Backend, TargetURL
+from ..base import Backend, Measurement, SpikeEvents, TargetURL
 from ..options import Option
 from . import lava_compat
 from .mapping import DEFAULT_STEPS, MAX_STEPS, LoihiCompiled, compile_network, core_as_lava_layers
+from .trains_mapping import TrainsReport, compile_trains
+
+#: the largest block-diagonal Dense matrix (bytes) one Lava run of a spike-train batch may build
+LAVA_TRAINS_DENSE_BYTES = 64 << 20
+
+
+class TrainsCompiled:
+    """A spike-train network on a Loihi core: integer layers and the mapping's report."""
+
+    def __init__(self, layers, report: TrainsReport):
+        self.layers = list(layers)
+        self.report = report
+
+    @property
+    def dt(self) -> float:
+        return self.report.dt
+
+    @property
+    def steps(self) -> int:
+        return self.report.n_steps
+
+    def format_report(self) -> str:
+        return self.report.format()
 
 
 STEPS = Option("steps", "int", DEFAULT_STEPS, "time steps per trial (dt = t_max / steps)", min=1, max=MAX_STEPS)
@@ -38,16 +69,76 @@ LAVA_OPTIONS = (
 
 class _LoihiBackend(Backend):
     OPTIONS = (STEPS,)
+    SPIKE_TRAINS = True
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
         self.steps = self.opts["steps"]
 
-    def compile(self, net: Network) -> LoihiCompiled:
+    def compile(self, net: Network) -> "LoihiCompiled | TrainsCompiled":
+        if net.is_spike_train:
+            if "steps" in self.url.options:
+                raise TargetError(f"{self.url.raw}: steps= sets the grid of first-spike-time networks; a spike-train "
+                                  f"network runs on its own {net.n_steps} steps of dt={net.dt:g} {net.time_unit}")
+            return TrainsCompiled(*compile_trains(net))
         return compile_network(net, self.steps)
 
-    def _deploy(self, compiled: LoihiCompiled) -> None:
+    def _deploy(self, compiled) -> None:
         self._compiled = compiled
+
+    # ---- spike-train networks
+    def _trains_run(self, layers, raster: np.ndarray, probe_layers: list[int]):
+        """Run integer layers on the input raster: (spikes per layer (T, B, n) uint8,
+        {layer: (v post-reset, u)} int arrays for ``probe_layers``, target seconds, info)."""
+        raise NotImplementedError
+
+    def run_raster(self, raster: np.ndarray, probe: bool = False) -> Measurement:
+        """Run the deployed spike-train network on an input raster (n_steps, batch, n_features), 1 = spike."""
+        from hwloop.firmware_models.loihi.trains import pre_reset
+
+        net = self.network
+        if not net.is_spike_train:
+            raise TargetError(f"{self.url.raw}: run_raster needs a spike-train network; this one is {net.model}")
+        r = np.asarray(raster)
+        shape = (net.n_steps, "batch", net.encoding.n_features)
+        if r.ndim != 3 or r.shape[0] != net.n_steps or r.shape[2] != net.encoding.n_features or r.shape[1] == 0:
+            raise TargetError(f"{self.url.raw}: expected an input raster of shape {shape}, got {r.shape}")
+        if r.dtype.kind not in "biuf" or not np.isin(r, (0, 1)).all():
+            raise TargetError(f"{self.url.raw}: an input raster holds 0 (no spike) and 1 (spike) only")
+        c: TrainsCompiled = self._compiled
+        t0 = time.perf_counter()
+        L = len(c.layers)
+        kind, window = net.decoding.kind, net.decoding.window or (0, net.n_steps)
+        need = list(range(L)) if probe else ([L - 1] if kind == "max-membrane" else [])
+        spikes, states, target_s, info = self._trains_run(c.layers, r.astype(np.uint8), need)
+        membranes = {li: pre_reset(c.layers[li], *states[li]) / c.report.scales[li] for li in need}
+        events, times = [], []
+        for s in spikes:
+            ev = SpikeEvents.from_raster(s)
+            first = ev.first_steps()
+            times.append(np.where(first >= 0, first * net.dt, np.inf))
+            events.append(ev)
+        silent = [li for li, layer in enumerate(net.layers) if not layer.neuron.spiking and len(events[li])]
+        if silent:
+            # a non-spiking readout can only fire when its membrane hits the top of the 24-bit range
+            info["saturated_readout_spikes"] = {li: len(events[li]) for li in silent}
+            import warnings
+
+            warnings.warn(f"{self.url.raw}: the non-spiking layer(s) {silent} reached the top of the 24-bit membrane "
+                          f"range (see the mapping's v_range) and fired; their membranes are clipped", RuntimeWarning,
+                          stacklevel=2)
+        if kind == "max-membrane":
+            scores = membranes[L - 1][window[0]:window[1]].max(axis=0)
+        elif kind == "spike-count":
+            scores = spikes[-1][window[0]:window[1]].sum(axis=0).astype(np.float64)
+        else:
+            scores = None
+        probes = [membranes[li] for li in range(L)] if probe else None
+        total = time.perf_counter() - t0
+        return Measurement(times=times, target=self.url.raw, target_time_s=float(target_s),
+                           host_time_s=max(0.0, total - float(target_s)),
+                           info={"dt": net.dt, "steps": net.n_steps, **info}, events=events, probes=probes,
+                           scores=scores, dt=net.dt)
 
     def _finish(self, local_steps, target_s: float, extra: dict):
         c = self._compiled
@@ -70,6 +161,15 @@ class BitExactBackend(_LoihiBackend):
 
             if not numba_available():
                 raise TargetError(f"target {url.raw!r}: numba is not installed (pip install 'numba>=0.59,<0.61')")
+
+    def _trains_run(self, layers, raster, probe_layers):
+        from hwloop.firmware_models.loihi.trains import simulate_trains
+
+        t0 = time.perf_counter()
+        spikes, volts, amps = simulate_trains(layers, raster, probe=probe_layers, currents=True)
+        target_s = time.perf_counter() - t0
+        states = {li: (volts[li], amps[li]) for li in probe_layers}
+        return spikes, states, target_s, {}
 
     def _run(self, t_features: np.ndarray):
         from hwloop.firmware_models.loihi import simulate
@@ -129,6 +229,44 @@ class LavaSimBackend(_LoihiBackend):
     def _precision_tag(self) -> str:
         return self.precision
 
+    def compile(self, net: Network):
+        if net.is_spike_train and self.precision != "fixed":
+            raise TargetError(f"{self.url.raw}: spike-train networks run on Lava's fixed-point models only "
+                              f"(precision=fixed, the default)")
+        return super().compile(net)
+
+    def _trains_run(self, layers, raster, probe_layers):
+        from .lava_trains import TrainsRunner
+
+        T, B, _ = raster.shape
+        biggest = max(l.weight.size + (0 if l.recurrent is None else l.recurrent.size) for l in layers)
+        per_run = max(1, min(self.batch, int((LAVA_TRAINS_DENSE_BYTES / (4 * biggest)) ** 0.5)))
+        runner = TrainsRunner(self._worker)
+        spikes = [[] for _ in layers]
+        parts = {li: ([], []) for li in probe_layers}
+        lava_s = build_s = 0.0
+        for start in range(0, B, per_run):
+            chunk = raster[:, start:start + per_run]
+            S = chunk.shape[1]
+            limit = self.timeout or (120 + 2e-4 * S * sum(l.n_out for l in layers) * (T + len(layers)))
+            try:
+                res = runner.run(layers, chunk, probe=probe_layers, timeout_s=limit)
+            except TimeoutError as exc:
+                raise TargetError(f"{self.url.raw}: {exc} (batch of {S}; raise ?timeout=)") from None
+            except RuntimeError as exc:
+                msg, tb = exc.args if len(exc.args) == 2 else (str(exc), "")
+                raise TargetError(f"{self.url.raw}: Lava failed: {msg}" + (f"\n{tb}" if tb else "")) from None
+            for li in range(len(layers)):
+                spikes[li].append(res["spikes"][li])
+            for li in probe_layers:
+                parts[li][0].append(res["v"][li])
+                parts[li][1].append(res["u"][li])
+            lava_s += res["lava_s"]
+            build_s += res["build_s"]
+        spikes = [np.concatenate(s, axis=1) for s in spikes]
+        states = {li: (np.concatenate(v, axis=1), np.concatenate(u, axis=1)) for li, (v, u) in parts.items()}
+        return spikes, states, lava_s, {"precision": "fixed", "build_s": build_s, "lava_runs": -(-B // per_run)}
+
     def close(self) -> None:
         worker = getattr(self, "_worker", None)
         if worker is not None:
@@ -158,6 +296,7 @@ class LavaHwBackend(LavaSimBackend):
     scheme = "lava-hw"
     description = "a Loihi 2 chip through Lava (Loihi2HwCfg; needs Intel's lava-loihi)"
     OPTIONS = LAVA_OPTIONS
+    SPIKE_TRAINS = False  # the spike-train runner builds Loihi2SimCfg only
 
     def __init__(self, url: TargetURL):
         self.check_url(url)  # bad options first, before probing for Lava
@@ -180,4 +319,5 @@ class LavaHwBackend(LavaSimBackend):
                  "description": cls.description if ok else "lava-loihi (Intel, non-public) not installed"}]
 
 
-__all__ = ["BitExactBackend", "LavaSimBackend", "LavaHwBackend", "LoihiCompiled", "compile_network"]
+__all__ = ["BitExactBackend", "LavaSimBackend", "LavaHwBackend", "LoihiCompiled", "TrainsCompiled", "compile_network",
+           "compile_trains"]

@@ -146,6 +146,12 @@ def _worker_main(fd: int) -> None:
         if job is None:
             return
         try:
+            if job[0] == "call":  # ("call", "module:function", args): any job of the Loihi backends
+                import importlib
+
+                module, _, name = job[1].partition(":")
+                conn.send(("ok", getattr(importlib.import_module(module), name)(*job[2])))
+                continue
             conn.send(("ok", run_in_process(*job)))
         except BaseException as exc:  # report everything; the host decides
             conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
@@ -175,11 +181,18 @@ class LavaWorker:
 
     def run(self, layers, steps, in_steps, precision, timeout_s: float) -> dict:
         """Run a job; raises RuntimeError(message, remote traceback) or TimeoutError."""
+        return self._submit((layers, int(steps), np.asarray(in_steps, dtype=np.int64), precision), timeout_s)
+
+    def call(self, function: str, args: tuple, timeout_s: float):
+        """Run ``function`` ("module:name", importable in the worker) on ``args`` in the worker."""
+        return self._submit(("call", function, tuple(args)), timeout_s)
+
+    def _submit(self, job, timeout_s: float):
         if self._proc is None or self._proc.poll() is not None:
             self.kill()
             self._start()
         try:
-            self._conn.send((layers, int(steps), np.asarray(in_steps, dtype=np.int64), precision))
+            self._conn.send(job)
             ready = self._conn.poll(timeout_s)
             reply = self._conn.recv() if ready else None
         except (EOFError, OSError):

@@ -62,25 +62,34 @@ class TrainLayer:
             if not WEIGHT_EXP_RANGE[0] <= e <= WEIGHT_EXP_RANGE[1]:
                 bad(f"{name}={e} outside {WEIGHT_EXP_RANGE}")
         for name, w in (("weight", self.weight), ("recurrent", self.recurrent)):
-            if w is not None and w.size and (w.min() < WEIGHT_RANGE_MIXED[0] or w.max() > WEIGHT_RANGE_MIXED[1]):
-                bad(f"{name} outside {WEIGHT_RANGE_MIXED}")
+            if w is not None and w.size and (w.min() < WEIGHT_RANGE_MIXED[0] or w.max() > WEIGHT_RANGE_MIXED[1] - 1
+                                             or (w % 2).any()):
+                bad(f"{name} must hold stored mixed-sign weights: even, {WEIGHT_RANGE_MIXED[0]}.."
+                    f"{WEIGHT_RANGE_MIXED[1] - 1} (Lava drops the lowest bit of an 8-bit mixed-sign weight)")
 
     @property
     def n_out(self) -> int:
         return int(self.weight.shape[1])
 
 
-def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe: bool = False):
+def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe=False, currents: bool = False):
     """Run a batch: ``raster`` (T, B, n_in) 0/1. Returns ``(spikes, volts)``:
     per layer (T, B, n) uint8 spikes and, with ``probe``, (T, B, n) int32
-    membranes after the step (post-reset, as Lava's ``v`` reads); else None."""
+    membranes after the step (post-reset, as Lava's ``v`` reads); else None.
+    ``probe`` is True (every layer), False, or the indices of the layers to
+    record (the others' entries are None). With ``currents`` (and ``probe``)
+    a third item: the (T, B, n) int32 currents ``u`` after the step, as
+    Lava's ``u`` reads."""
     x = np.asarray(raster)
+    wanted = _probe_set(probe, len(layers))
+    check_chain(layers)
     if x.ndim != 3 or x.shape[2] != layers[0].weight.shape[0]:
         raise ValueError(f"raster must be (T, B, {layers[0].weight.shape[0]}), got {x.shape}")
     T, B, _ = x.shape
     cur = (x != 0).astype(np.int64)
-    spikes, volts = [], []
-    for layer in layers:
+    spikes, volts, amps = [], [], []
+    for li, layer in enumerate(layers):
+        rec_v = li in wanted
         n = layer.n_out
         w = layer.weight.astype(np.int64)
         r = None if layer.recurrent is None else layer.recurrent.astype(np.int64)
@@ -89,7 +98,8 @@ def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe: bool = 
         v = np.zeros((B, n), np.int64)
         s = np.zeros((B, n), np.int64)
         out = np.zeros((T, B, n), np.uint8)
-        vt = np.zeros((T, B, n), np.int32) if probe else None
+        vt = np.zeros((T, B, n), np.int32) if rec_v else None
+        ut = np.zeros((T, B, n), np.int32) if rec_v and currents else None
         ff = _shift(cur.reshape(T * B, -1) @ w, layer.weight_exp).reshape(T, B, n)
         for k in range(T):
             a = ff[k]
@@ -103,9 +113,43 @@ def simulate_trains(layers: list[TrainLayer], raster: np.ndarray, probe: bool = 
             v = np.where(fire, 0, v)
             s = fire.astype(np.int64)
             out[k] = fire
-            if probe:
+            if rec_v:
                 vt[k] = v
+                if ut is not None:
+                    ut[k] = u
         spikes.append(out)
         volts.append(vt)
+        amps.append(ut)
         cur = out.astype(np.int64)
-    return spikes, (volts if probe else None)
+    if currents:
+        return spikes, (volts if wanted else None), (amps if wanted else None)
+    return spikes, (volts if wanted else None)
+
+
+def _probe_set(probe, n_layers: int) -> frozenset:
+    if probe is True:
+        return frozenset(range(n_layers))
+    if probe is False or probe is None:
+        return frozenset()
+    idx = frozenset(int(i) % n_layers for i in probe)
+    return idx
+
+
+def pre_reset(layer: TrainLayer, v_post: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The membrane *before* reset, (T, B, n) int64, from what Lava's monitors
+    read after each step (``v`` post-reset, ``u``): ``clip(decay(v[k-1]) +
+    u[k])``, the value the threshold was compared with (equal to ``v[k]``
+    wherever the neuron did not fire)."""
+    v_post = np.asarray(v_post, dtype=np.int64)
+    prev = np.concatenate([np.zeros_like(v_post[:1]), v_post[:-1]], axis=0)
+    return np.clip(_trunc_decay(prev, DECAY_UNITY - layer.dv) + np.asarray(u, dtype=np.int64), -V_LIMIT, V_LIMIT)
+
+
+def check_chain(layers) -> None:
+    """``ValueError`` unless the layers form a chain (each layer's sources are the previous layer's neurons)."""
+    if not layers:
+        raise ValueError("no layers")
+    for i in range(1, len(layers)):
+        if layers[i].weight.shape[0] != layers[i - 1].n_out:
+            raise ValueError(f"layer {i} has {layers[i].weight.shape[0]} sources, "
+                             f"layer {i - 1} has {layers[i - 1].n_out} neurons")
