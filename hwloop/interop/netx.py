@@ -117,8 +117,11 @@ def export_netx(net: Network, path: str | os.PathLike, steps: int | None = None)
     Returns the path and a summary (steps, dt, per-layer quantisation report,
     the exponent each layer was compiled with and the threshold netx gets).
     Raises `DesignRuleError` when the network does not fit Loihi (e.g. a QIF
-    network), before anything is written.
+    network), before anything is written. A spike-train (CUBA) network goes
+    to `export_netx_cuba`.
     """
+    if net.is_spike_train:
+        return export_netx_cuba(net, path, steps=steps)
     h5py = _h5py()
     compiled, core, n_channels = netx_core(net, steps)
     bias0 = [int(s) for s in compiled.core.layers[0].bias_steps]
@@ -460,6 +463,34 @@ def export_netx_trains(layers, path: str | os.PathLike, *, steps: int, dt: float
     return path, info
 
 
+def export_netx_cuba(net: Network, path: str | os.PathLike, *, steps: int | None = None,
+                     strict: bool = False) -> tuple[Path, dict]:
+    """Compile a spike-train (CUBA) `Network` for Loihi's standard LIF + Dense
+    (`hwloop.backends.loihi.trains_mapping.compile_trains`, the integers the ``bitexact`` and
+    ``lava-sim`` targets run) and write them with `export_netx_trains`, the network's
+    encoding, decoding and classes in the ``hwloop`` group.
+
+    netx runs every layer at weight exponent 0; a layer the mapping gave another exponent is written
+    as `netx_train_layers` rewrites it (``info["exact"]`` says whether every layer is the compiled one
+    unchanged; ``strict=True`` refuses the rewrite). ``steps``, if given, must be the network's own
+    ``n_steps`` (a spike-train network carries its time grid). Raises `DesignRuleError` for what
+    Loihi or netx cannot represent, before anything is written.
+    """
+    from hwloop.backends.loihi.trains_mapping import compile_trains  # noqa: PLC0415
+
+    if steps is not None and steps != net.n_steps:
+        raise HwloopError(f"a spike-train network runs its own {net.n_steps} steps of dt = {net.dt:g} "
+                          f"{net.time_unit}; --steps {steps} does not apply (leave it out)")
+    layers, report = compile_trains(net)
+    meta = {"encoding": asdict(net.encoding), "decoding": net.decoding.to_json(),
+            "classes": list(net.decoding.classes), "t_max": float(net.t_max)}
+    path, info = export_netx_trains(layers, path, steps=int(net.n_steps), dt=float(net.dt),
+                                    time_unit=net.time_unit, meta=meta, strict=strict)
+    info["spiking"] = [bool(layer.neuron.spiking) for layer in net.layers]
+    info["report"] = report.layers
+    return path, info
+
+
 def _open_netx(path):
     h5py = _h5py()
     path = Path(path)
@@ -566,11 +597,14 @@ def read_netx_trains(path: str | os.PathLike):
     return layers, info
 
 
-def run_netx_trains(path: str | os.PathLike, raster: np.ndarray, *, tail: int = 0) -> list[np.ndarray]:
+def run_netx_trains(path: str | os.PathLike, raster: np.ndarray, *, tail: int = 0, probe: bool = False,
+                    separate: bool = False):
     """Load ``path`` with lava-dl's ``netx.hdf5.Network`` and run a batch of spike rasters on Lava's CPU
-    simulator (``Loihi2SimCfg``, fixed point): every layer's spikes, ``(T + tail, B, n)`` uint8 per
-    layer, in each layer's local steps: what `simulate_trains` gives for each sample on its own, on the
-    raster padded with ``tail`` silent steps.
+    simulator (``Loihi2SimCfg``, fixed point). Returns ``(spikes, volts)`` as `simulate_trains` does:
+    per layer ``(T + tail, B, n)`` uint8 spikes in each layer's local steps, and with ``probe`` the
+    ``(T + tail, B, n)`` int32 membranes ``v`` after each step (a Lava ``Monitor`` on each block's
+    LIF), else None: what `simulate_trains` gives for each sample on its own, on the raster padded
+    with ``tail`` silent steps.
 
     ``raster`` is ``(T, B, n_in)`` 0/1. One Lava run: input spikes from a ``RingBuffer`` into
     ``Network.inp``, a ``RingBuffer`` sink on every layer's output. Lava's dense synapses delay by one
@@ -579,7 +613,8 @@ def run_netx_trains(path: str | os.PathLike, raster: np.ndarray, *, tail: int = 
     windows of ``T + tail + 1`` steps with netx's ``reset_interval``: netx staggers the resets by one
     step per layer, so every layer's ``u`` and ``v`` are zeroed at the window's extra last local step,
     which is not returned. A recurrent layer that spikes in its last returned step would carry that
-    spike across the reset into the next window: that raises `HwloopError` (lengthen ``tail``).
+    spike across the reset into the next window: that raises `HwloopError` (lengthen ``tail``, or
+    pass ``separate=True``: one Lava run per sample, slower).
     """
     from .lava_dl_compat import import_netx  # noqa: PLC0415
 
@@ -589,6 +624,11 @@ def run_netx_trains(path: str | os.PathLike, raster: np.ndarray, *, tail: int = 
         raise HwloopError(f"run_netx_trains: raster must be (T, B, {info['n_inputs']}), got {x.shape}")
     if isinstance(tail, bool) or not isinstance(tail, (int, np.integer)) or tail < 0:
         raise HwloopError(f"run_netx_trains: tail must be an int >= 0, got {tail!r}")
+    if separate and x.shape[1] > 1:
+        runs = [run_netx_trains(path, x[:, b:b + 1], tail=tail, probe=probe) for b in range(x.shape[1])]
+        spikes = [np.concatenate([r[0][j] for r in runs], axis=1) for j in range(len(layers))]
+        volts = [np.concatenate([r[1][j] for r in runs], axis=1) for j in range(len(layers))] if probe else None
+        return spikes, volts
     netx = import_netx()
     from lava.magma.core.run_conditions import RunSteps  # noqa: PLC0415
     from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: PLC0415
@@ -605,24 +645,33 @@ def run_netx_trains(path: str | os.PathLike, raster: np.ndarray, *, tail: int = 
     net = netx.hdf5.Network(net_config=str(path), **kw)
     src = io.source.RingBuffer(data=data)
     src.s_out.connect(net.inp)
-    sinks = []
+    sinks, monitors = [], []
     for block in net.layers:
         sink = io.sink.RingBuffer(shape=block.out.shape, buffer=n_steps)
         block.out.connect(sink.a_in)
         sinks.append(sink)
+        if probe:
+            from lava.proc.monitor.process import Monitor  # noqa: PLC0415
+
+            mon = Monitor()
+            mon.probe(block.neuron.v, n_steps)
+            monitors.append((mon, block.neuron))
     try:
         net.run(condition=RunSteps(num_steps=n_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         recs = [np.asarray(s.data.get()) for s in sinks]
+        vrecs = [np.asarray(mon.get_data()[lif.name]["v"]) for mon, lif in monitors]  # (n_steps, n)
     finally:
         net.stop()
-    out = []
+    out, volts = [], []
     for j, rec in enumerate(recs):
         idx = (np.arange(B)[None, :] * W + np.arange(K)[:, None]) + j + 1  # (K, B): Lava step of local k
         out.append((rec[:, idx] != 0).transpose(1, 2, 0).astype(np.uint8))
+        if probe:
+            volts.append(vrecs[j].reshape(n_steps, -1)[idx].astype(np.int32))
     if B > 1:
         for j, (layer, s) in enumerate(zip(layers, out)):
             if layer.recurrent is not None and s[-1, :-1].any():
                 raise HwloopError(f"run_netx_trains: recurrent layer {j} spikes in the last step of a sample, "
                                   "a spike that would reach the next sample across netx's reset; run with a "
                                   "longer tail (or one sample at a time)")
-    return out
+    return out, (volts if probe else None)
