@@ -240,3 +240,52 @@ def test_weight_mirror_agrees_with_real_netx_and_lava(data):
         assert ours is not None
     elif int(np.hstack(parts).max()) <= 255 and int(np.hstack(parts).min()) >= -256:
         assert (ours is None) == real, (parts, ours)
+
+
+# ------------------------------------------------------------------------------- hwloop export (CLI)
+
+def cuba_net(recurrent=True, spiking_out=False):
+    from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
+
+    rng = np.random.default_rng(8)
+    hid = NeuronParams.cuba(dt=1.0, current_decay=0.2, voltage_decay=0.1, threshold=1.0)
+    out = NeuronParams.cuba(dt=1.0, current_decay=0.2, voltage_decay=0.05, threshold=1.0, spiking=spiking_out)
+    layers = (Layer(rng.normal(0.3, 0.4, (6, 9)), hid, recurrent=rng.normal(0, 0.2, (9, 9)) if recurrent else None),
+              Layer(rng.normal(0.2, 0.4, (9, 3)), out))
+    kind = "spike-count" if spiking_out else "max-membrane"
+    return Network(layers=layers, encoding=InputEncoding(6, t_at_min=0.0, t_at_max=20.0),
+                   decoding=OutputDecoding(("a", "b", "c"), kind=kind), t_max=40.0)
+
+
+def test_cli_exports_a_cuba_network_as_the_compiled_integers_in_netx_form(tmp_path, capsys):
+    import json as _json
+
+    from hwloop.backends.loihi.trains_mapping import compile_trains
+    from hwloop.cli import main as cli_main
+
+    net = cuba_net()
+    src = net.save(tmp_path / "c.hwnet")
+    assert cli_main(["export", str(src), str(tmp_path / "c.net"), "--format", "netx", "--json"]) == 0
+    res = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["format"] == "netx" and res["recurrent"] == [True, False] and res["spiking"] == [True, False]
+    assert any("readout layer does not spike" in w for w in res["warnings"])
+    layers, info = read_netx_trains(tmp_path / "c.net")
+    expected, _ = netx_train_layers(compile_trains(net)[0])
+    same_layers(layers, expected)
+    assert (info["steps"], info["dt"], info["classes"]) == (40, 1.0, ["a", "b", "c"])
+    assert info["decoding"]["kind"] == "max-membrane" and info["encoding"]["n_features"] == 6
+    assert info["netx_exact"] == [n["exact"] for n in res["notes"]]
+    assert info["compiled_weight_exp"] == res["weight_exp"]
+
+
+def test_cli_export_of_a_cuba_network_refuses_nir_and_steps(tmp_path, capsys):
+    from hwloop.cli import main as cli_main
+
+    src = cuba_net(recurrent=False, spiking_out=True).save(tmp_path / "c.hwnet")
+    assert cli_main(["export", str(src), str(tmp_path / "c.nir"), "--format", "nir"]) == 2
+    assert "--format netx" in capsys.readouterr().err
+    assert cli_main(["export", str(src), str(tmp_path / "c.net"), "--format", "netx", "--steps", "100"]) == 2
+    assert "own 40 steps" in capsys.readouterr().err
+    assert not (tmp_path / "c.nir").exists() and not (tmp_path / "c.net").exists()
+    assert cli_main(["export", str(src), str(tmp_path / "c.net"), "--format", "netx"]) == 0
+    assert "spike trains" in capsys.readouterr().out

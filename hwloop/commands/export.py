@@ -37,8 +37,9 @@ def run(args) -> dict:
     net = Network.load(args.network)
     if net.is_spike_train:
         if args.format != "netx":
-            raise HwloopError(f"{args.network}: a spike-train network ({net.model}, format version 2) exports to "
-                              "netx only (--format netx); NIR export writes first-spike-time networks")
+            raise HwloopError(f"{args.network}: a spike-train network ({net.model}, format version 2) cannot be "
+                              "exported yet as NIR (NIR export writes first-spike-time networks only); "
+                              "--format netx writes it for lava-dl")
         return _export_cuba_netx(net, args)
     if args.format == "nir":
         if args.steps is not None:
