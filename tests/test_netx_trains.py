@@ -289,3 +289,22 @@ def test_cli_export_of_a_cuba_network_refuses_nir_and_steps(tmp_path, capsys):
     assert not (tmp_path / "c.nir").exists() and not (tmp_path / "c.net").exists()
     assert cli_main(["export", str(src), str(tmp_path / "c.net"), "--format", "netx"]) == 0
     assert "spike trains" in capsys.readouterr().out
+
+
+def test_unequal_exponents_share_netx_one_exponent():
+    """netx gives a recurrent layer's two matrices one exponent: the finer matrix's mantissas are
+    rounded (to even, as Lava keeps them) when the coarser one cannot be shifted into range."""
+    rng = np.random.default_rng(9)
+    w = even(rng, -250, 254, (5, 4))
+    w[0, 0] = 254  # top-filled, as the Loihi mapping makes them
+    r = even(rng, -250, 254, (4, 4))
+    layer = TrainLayer(w, 5, du=10, dv=10, vth=9000, recurrent=r, rec_exp=3)
+    (new,), (note,) = netx_train_layers([layer])
+    assert not note["exact"] and new.vth == round(9000 / 32) and "2^-2" in note["how"]
+    np.testing.assert_array_equal(new.weight, w)
+    np.testing.assert_array_equal(new.recurrent, np.clip(2 * np.rint(r / 4 / 2), -256, 254))
+    assert not (new.recurrent % 2).any()
+    small = TrainLayer(w // 4 * 2, 2, du=10, dv=10, vth=9000, recurrent=r, rec_exp=0)  # |w| <= 127: fits at 1
+    (new,), (note,) = netx_train_layers([small])
+    assert new.vth == 9000 // 2 and "exponent 1" in note["how"]
+    np.testing.assert_array_equal(new.weight, small.weight * 2)

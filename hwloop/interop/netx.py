@@ -331,9 +331,11 @@ def netx_train_layers(layers, *, strict: bool = False):
     A layer with exponents 0 is kept as it is. A layer with exponents ``e >= 0``
     whose mantissas shifted left by ``e`` still fit is rewritten exactly.
     Otherwise the layer is rewritten approximately, as `netx_core` does for
-    first-spike networks: exponent ``m = max(weight_exp, rec_exp)``, mantissas
-    ``round(w * 2^(exp - m))``, threshold ``round(vth * 2^-m)`` (``v`` then holds
-    ``2^-m`` times the layer's value; rounding and truncation differ);
+    first-spike networks: one exponent ``m`` (the smallest of ``weight_exp``..
+    ``rec_exp`` at which the matrix of larger exponent still fits, shifted
+    left), the other matrix's mantissas rounded to even ``w * 2^(exp - m)``,
+    threshold ``round(vth * 2^-m)`` (``v`` then holds ``2^-m`` times the
+    layer's value; rounding and the decays' truncation differ);
     ``strict=True`` refuses that instead. ``notes`` has one dict per layer:
     ``exact`` and, for approximate ones, what was done.
 
@@ -364,8 +366,15 @@ def netx_train_layers(layers, *, strict: bool = False):
                     raise DesignRuleError("netx-weight-exponent", k, "weight exponent 0",
                                           f"netx runs every layer at weight exponent 0; this layer has {exps}, "
                                           "which cannot be rewritten exactly")
-                m = max(exps)
-                scaled = [np.rint(np.asarray(w, np.float64) * 2.0 ** (e - m)).astype(np.int64)
+                # the finest common exponent m at which the matrices of larger exponent, shifted left, still
+                # fit the 8-bit mantissa (m = max(exps) always does: nothing is shifted left there); those of
+                # smaller exponent are rounded to even mantissas, as Lava keeps mixed-sign weights
+                def fits(m_):
+                    return all(int(np.abs(np.asarray(w, np.int64) << (e - m_)).max(initial=0)) <= 254
+                               for w, e in zip(mats, exps) if e > m_)
+
+                m = next(m_ for m_ in range(min(exps), max(exps) + 1) if fits(m_))
+                scaled = [np.clip(2 * np.rint(np.asarray(w, np.float64) * 2.0 ** (e - m) / 2), -256, 254).astype(np.int64)
                           for w, e in zip(mats, exps)]
                 vth = int(round(layer.vth * 2.0 ** -m))
                 if not 1 <= vth <= VTH_MAX:
@@ -374,9 +383,10 @@ def netx_train_layers(layers, *, strict: bool = False):
                 change = {"weight": scaled[0], "weight_exp": 0, "vth": vth}
                 if rec is not None:
                     change.update(recurrent=scaled[1], rec_exp=0)
+                rounded = [e for e in exps if e < m]
                 note.update(exact=False, how=f"exponent {m} moved into the threshold: vth {layer.vth} -> {vth}"
-                            + (f", mantissas of exponent {min(exps)} rounded by 2^{min(exps) - m}"
-                               if min(exps) != m else ""))
+                            + (f", mantissas of exponent {min(rounded)} rounded by 2^{min(rounded) - m}"
+                               if rounded else ""))
         new = dataclasses.replace(layer, **change) if change else layer
         problem = netx_weight_problem([new.weight.T] + ([new.recurrent.T] if rec is not None else []))
         if problem:
