@@ -308,3 +308,28 @@ def test_unequal_exponents_share_netx_one_exponent():
     (new,), (note,) = netx_train_layers([small])
     assert new.vth == 9000 // 2 and "exponent 1" in note["how"]
     np.testing.assert_array_equal(new.weight, small.weight * 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), e=st.integers(-3, 7), er=st.integers(-3, 7), top=st.sampled_from([60, 126, 254]),
+       rec=st.booleans())
+def test_rewrite_is_netx_runnable_and_exact_when_it_says_so(seed, e, er, top, rec):
+    rng = np.random.default_rng(seed)
+    layer = TrainLayer(even(rng, -top, top, (5, 4)), e, du=int(rng.integers(0, 4096)), dv=int(rng.integers(0, 4096)),
+                       vth=int(rng.integers(16, 4000)), recurrent=even(rng, -top, top, (4, 4)) if rec else None,
+                       rec_exp=er if rec else 0)
+    try:
+        (new,), (note,) = netx_train_layers([layer])
+    except DesignRuleError as exc:
+        assert exc.rule == "netx-weight-exponent" and "threshold" in str(exc)  # vth * 2^-m out of range only
+        return
+    assert new.weight_exp == 0 and new.rec_exp == 0
+    assert netx_weight_problem([new.weight.T] + ([new.recurrent.T] if rec else [])) is None
+    exps = [e] + ([er] if rec else [])
+    if note["exact"]:
+        assert min(exps) >= 0
+        x = (rng.random((60, 2, 5)) < 0.3).astype(np.uint8)
+        for a, b in zip(simulate_trains([layer], x, probe=True), simulate_trains([new], x, probe=True)):
+            np.testing.assert_array_equal(a[0], b[0])
+    else:
+        assert not all(v == 0 for v in exps)
