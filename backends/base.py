@@ -254,7 +254,7 @@ class Backend(abc.ABC):
         if net.is_spike_train and not self.SPIKE_TRAINS:
             raise TargetError(f"{self.url.raw}: {self.scheme} runs first-spike-time networks only; this is a "
                               f"spike-train network ({net.model}, dt={net.dt:g} {net.time_unit}); run it on "
-                              f"'software' (the other targets do not run spike trains yet)")
+                              f"'software', 'bitexact' or 'lava-sim'")
 
     def run_raster(self, raster: np.ndarray, probe: bool = False) -> Measurement:
         """Run a spike-train network on an input raster (n_steps, batch, n_features), 1 = spike."""

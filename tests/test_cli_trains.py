@@ -66,7 +66,7 @@ def test_simulate_cuba_events_and_probe(capsys, tmp_path, cuba_file):
 
 
 def test_cuba_refused_by_other_targets_and_bad_flags(capsys, tmp_path, cuba_file):
-    assert main(["eval", str(cuba_file), "--target", "bitexact"]) == 2
+    assert main(["eval", str(cuba_file), "--target", "qif-emu"]) == 2
     assert "first-spike-time networks only" in capsys.readouterr().err
     assert main(["train", "--model", "cuba", "--dataset", "mnist", "--out", str(tmp_path / "a.hwnet")]) == 2
     assert "randman | yinyang | digits" in capsys.readouterr().err

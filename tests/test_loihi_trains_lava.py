@@ -128,3 +128,79 @@ def test_train_layer_rejects_weights_lava_would_change():
         TrainLayer(weight=np.array([[3]]), weight_exp=0, du=0, dv=0, vth=1)
     with pytest.raises(ValueError, match="even"):
         TrainLayer(weight=np.array([[2]]), weight_exp=0, du=0, dv=0, vth=1, recurrent=np.array([[255]]))
+
+
+# ------------------------------------------------------------------ the targets
+def test_bitexact_and_lava_sim_measure_the_same_cuba_network():
+    """A float CUBA network (recurrent hidden layer, non-spiking readout) on both
+    targets: identical events, probes (model units, before reset) and scores;
+    the batch is split over several Lava runs (?batch=5) and put back in order."""
+    from test_loihi_trains import cuba, raster_for
+
+    net = cuba(recurrent=True, seed=11)
+    x = raster_for(net, batch=12, seed=4)
+    bx = net.run("bitexact", raster=x, probe=True)
+    lv = net.run("lava-sim?batch=5", raster=x, probe=True)
+    assert lv.info["lava_runs"] == 3 and len(bx.events[0]) > 100
+    for li in range(2):
+        np.testing.assert_array_equal(bx.raster(li), lv.raster(li))
+        np.testing.assert_array_equal(bx.probes[li], lv.probes[li])
+        np.testing.assert_array_equal(bx.times[li], lv.times[li])
+    np.testing.assert_array_equal(bx.scores, lv.scores)
+    # without probes Lava monitors only the readout (its membrane is the max-membrane score)
+    lv2 = net.run("lava-sim", raster=x)
+    assert lv2.probes is None
+    np.testing.assert_array_equal(lv2.scores, bx.scores)
+    np.testing.assert_array_equal(lv2.raster(0), bx.raster(0))
+
+
+def test_lava_sim_refuses_float_precision_for_spike_trains():
+    from hwloop.errors import TargetError
+    from test_loihi_trains import cuba
+
+    with pytest.raises(TargetError, match="fixed-point models only"):
+        cuba().run("lava-sim?precision=float", raster=np.zeros((80, 1, 6)))
+
+
+def test_cli_simulate_on_lava_sim_with_probes(tmp_path, capsys):
+    import json
+
+    from hwloop.cli import main
+    from test_loihi_trains import cuba
+
+    net = cuba(seed=12)
+    path = net.save(tmp_path / "c.hwnet")
+    x = np.random.default_rng(0).uniform(size=(3, 6))
+    np.save(tmp_path / "x.npy", x)
+    args = ["simulate", str(path), "--inputs", str(tmp_path / "x.npy"), "--probe", "--json"]
+    assert main(args + ["--target", "lava-sim", "--out", str(tmp_path / "l.npz")]) == 0
+    assert main(args + ["--target", "bitexact", "--out", str(tmp_path / "b.npz")]) == 0
+    capsys.readouterr()
+    zl, zb = np.load(tmp_path / "l.npz"), np.load(tmp_path / "b.npz")
+    assert "layer_0_membrane" in zl.files and sorted(zl.files) == sorted(zb.files)
+    for k in zl.files:
+        np.testing.assert_array_equal(zl[k], zb[k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_randman_network_accuracy_on_bitexact_and_lava_sim(tmp_path, capsys):
+    """`hwloop train --model cuba --dataset randman` (a few epochs), then eval on
+    software and bitexact (the whole test split) and lava-sim (100 samples, which
+    must decide exactly as bitexact)."""
+    import json
+
+    from hwloop.cli import main
+
+    path = tmp_path / "r.hwnet"
+    assert main(["train", "--model", "cuba", "--dataset", "randman", "--epochs", "4", "--out", str(path),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+
+    def ev(target, *extra):
+        assert main(["eval", str(path), "--target", target, "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    sw, bx = ev("software"), ev("bitexact")
+    assert sw["accuracy"] > 0.5  # learned something: chance is 0.1
+    assert abs(bx["accuracy"] - sw["accuracy"]) <= 0.03, (sw["accuracy"], bx["accuracy"])
+    assert ev("lava-sim", "--limit", "100")["n_correct"] == ev("bitexact", "--limit", "100")["n_correct"]

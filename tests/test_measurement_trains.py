@@ -73,7 +73,7 @@ def test_events_round_trip_and_bad_inputs():
 def test_other_targets_refuse_a_spike_train_network():
     net = cuba_net()
     with pytest.raises(TargetError, match="first-spike-time networks only.*run it on 'software'"):
-        net.run("bitexact", np.zeros((1, 5)))
+        net.run("qif-emu", np.zeros((1, 5)))
 
 
 def test_probe_on_a_first_spike_time_network_is_refused():

@@ -20,7 +20,7 @@ agree when ``u = c i`` and ``v = c v~`` for one *scale* ``c`` per layer
   ``W 2^e = VTH w / threshold``. ``VTH`` (17 bits) and the feed-forward
   exponent ``e`` are chosen as for first-spike-time networks (mapping.py):
   the largest weight of the layer fills the top of the mantissa, ``VTH``
-  near 2^13, a negative exponent (which floors every synaptic sum) only
+  near 2^11 (`VTH_TRAINS`: range for membranes that integrate the whole trial), a negative exponent (which floors every synaptic sum) only
   when the weights are too small for a larger ``VTH``; the recurrent matrix
   gets its own exponent on the same ``VTH``;
 * non-spiking readout (``spiking=False``): a LIF that cannot fire in its
@@ -52,9 +52,16 @@ from hwloop.firmware_models.loihi import core as fw
 from hwloop.firmware_models.loihi.trains import TrainLayer
 from hwloop.network import Network
 
-from .mapping import MAX_FAN_IN, MAX_NEURONS_PER_LAYER, MIN_DECAY_UNITS, VTH_MIN, VTH_PREFERRED
+from .mapping import MAX_FAN_IN, MAX_NEURONS_PER_LAYER, MIN_DECAY_UNITS, VTH_MIN
 
 W_TOP = 254  # the largest stored mixed-sign mantissa
+#: a spiking layer's preferred threshold register. Smaller than a first-spike-time
+#: layer's 2^13: a neuron of a spike-train network integrates for the whole trial,
+#: inhibited membranes and currents run far below zero, and u and v hold only
+#: +-2^23 = 64 vth * (2^17 / vth) thresholds; at vth ~ 2^11..2^12 that is 32..64
+#: thresholds of range, while the state's resolution (1/(64 vth) of a threshold per
+#: step of truncation) stays far below the weights' (1/127 of the largest)
+VTH_TRAINS = 1 << 11
 #: the readout's threshold: the largest, so that it fires only at the top of v's 24-bit range
 READOUT_VTH = fw.VTH_MAX
 
@@ -142,10 +149,12 @@ def _single_step_jump(W: np.ndarray, e: int, R: np.ndarray | None, e_rec: int) -
     return 64.0 * worst
 
 
-def compile_trains(net: Network) -> tuple[list[TrainLayer], TrainsReport]:
+def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[TrainLayer], TrainsReport]:
     """A spike-train network -> integer `TrainLayer` records for Lava's LIF + Dense,
     and the `TrainsReport`. Raises `DesignRuleError` (rule, layer, limit) for
-    anything the standard fixed-point LIF cannot represent; writes nothing."""
+    anything the standard fixed-point LIF cannot represent; writes nothing.
+    ``vth_preferred``: the threshold register a spiking layer's scale starts from
+    (range against resolution, see `VTH_TRAINS`)."""
     if not net.is_spike_train:
         raise DesignRuleError("network-family", None, "a spike-train (cuba) network",
                               f"this is a first-spike-time {net.model} network: compile it with compile_network")
@@ -184,12 +193,12 @@ def compile_trains(net: Network) -> tuple[list[TrainLayer], TrainsReport]:
             pu = max(pu_w, pu_r)
             # as compile_network: exponent >= 0 first (a negative one floors every synaptic sum),
             # the threshold raised to fill the mantissa, a negative exponent only for tiny weights
-            e_top = max(_exponent_filling(pu, VTH_PREFERRED), 0)
+            e_top = max(_exponent_filling(pu, vth_preferred), 0)
             if pu > 0 and W_TOP * 2.0 ** e_top / pu > fw.VTH_MAX:
                 e_top = max(int(math.floor(math.log2(fw.VTH_MAX * pu / W_TOP))), fw.WEIGHT_EXP_RANGE[0])
 
             def fill(e_: int) -> int:
-                return VTH_PREFERRED if pu == 0 else int(min(fw.VTH_MAX, math.floor(W_TOP * 2.0 ** e_ / pu)))
+                return vth_preferred if pu == 0 else int(min(fw.VTH_MAX, math.floor(W_TOP * 2.0 ** e_ / pu)))
 
             def registers(e_: int):
                 vth_ = fill(e_)

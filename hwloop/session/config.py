@@ -134,10 +134,29 @@ class LoopConfig:
         unknown = set(d) - known
         if unknown:
             raise SessionError(f"config.json has unknown keys: {sorted(unknown)[:10]}")
-        d = dict(d)
+        d = fill_missing(d)
         if isinstance(d.get("max_missing"), list):
             d["max_missing"] = tuple(d["max_missing"])
         return cls(**d)
+
+
+#: The value a field that an older hwloop did not write takes when its
+#: ``config.json`` (or checkpoint) is read: the behaviour that session had.
+#: A field missing here takes the dataclass default. ``final_test`` only adds
+#: figures to summary.json at the end, so old sessions get it too.
+LEGACY_VALUES: dict = {"final_test": True}
+
+
+def fill_missing(d: dict) -> dict:
+    """``d`` (a stored configuration) with every field an older hwloop did
+    not write filled in (`LEGACY_VALUES`, else the field's default), so
+    that a session started before the field existed resumes as it ran."""
+    out = dict(d)
+    for f in dataclasses.fields(LoopConfig):
+        if f.name not in out:
+            default = LEGACY_VALUES.get(f.name, f.default)
+            out[f.name] = list(default) if isinstance(default, tuple) else default
+    return out
 
 
 #: Settings a session on a Loihi time grid gets unless they are given
