@@ -38,6 +38,17 @@ class BoardWorker:
 
     def __init__(self, board: dict):
         self.board = Board(**{k: board[k] for k in ("name", "url", "host", "kind", "chip_id")})
+        self.stop_requested = False
+        # installed for the actor's life: a stop that arrives between sessions (during a health
+        # check) must not hit SIGUSR1's default action, which ends the process
+        signal.signal(STOP_SIGNAL, self._on_stop)
+        self._idle_sigint = signal.getsignal(signal.SIGINT)
+
+    def _on_stop(self, signum, frame):
+        self.stop_requested = True
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not self._idle_sigint:  # a session's own clean stop (runner.py)
+            handler(signal.SIGINT, frame)
 
     def where(self) -> dict:
         import ray
@@ -67,13 +78,16 @@ class BoardWorker:
         from .rebind import rebind_session
 
         t0 = time.perf_counter()
+        self.stop_requested = False
         health = self.health(spec.get("seen_chip_id"))
         out = {"board": self.board.name, "url": self.board.url, "chip_id": health.get("chip_id"), "health": health,
                "pid": os.getpid()}
         if not health["healthy"]:
             return {**out, "status": "unhealthy", "error": health["reason"]}
+        if self.stop_requested:  # stopped during the check: the trial waits for the next run of the sweep
+            return {**out, "status": "interrupted", "result": {"interrupted": True, "not_started": True},
+                    "seconds": time.perf_counter() - t0}
         directory = Path(spec["dir"])
-        previous = signal.signal(STOP_SIGNAL, _forward_to_sigint)
         try:
             if (directory / "summary.json").exists():
                 from hwloop.session.files import SessionDir
@@ -91,16 +105,8 @@ class BoardWorker:
         except HwloopError as exc:
             return {**out, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                     "seconds": time.perf_counter() - t0}
-        finally:
-            signal.signal(STOP_SIGNAL, previous)
         status = "interrupted" if res.get("interrupted") else "done"
         return {**out, "status": status, "result": res, "seconds": time.perf_counter() - t0}
-
-
-def _forward_to_sigint(signum, frame):
-    handler = signal.getsignal(signal.SIGINT)
-    if callable(handler):
-        handler(signal.SIGINT, frame)
 
 
 def _read_json(path) -> dict:
@@ -256,6 +262,21 @@ class BoardPool:
             st.where = _ray().get(st.actor.where.remote(), timeout=120)
         except Exception as exc:  # the actor could not be restarted
             self.evict(name, f"the board's worker cannot be restarted ({type(exc).__name__})")
+
+
+def show_pool(path, address: str | None = None, quiet: bool = False) -> dict:
+    """`hwloop devices --pool`: every board health-checked by its actor, as a table and JSON."""
+    config = PoolConfig.load(path)
+    with BoardPool(config, address=address) as pool:
+        rows = pool.check_all()
+    if not quiet:
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            chip = "-" if r["chip_id_seen"] is None else f"{r['chip_id_seen']:#x}"
+            acc = "" if r["pattern_accuracy"] is None else f"  pattern {r['pattern_accuracy']:.2f}"
+            print(f"{r['name']:<{w}}  {r['state']:<8}  {r['kind']:<10}  chip {chip:<6}  {r['host']:<10}  "
+                  f"{r['url']}{acc}{'  ' + r['reason'] if r['reason'] else ''}")
+    return {"ok": all(r["state"] != "evicted" for r in rows), "pool": rows}
 
 
 def _ray():

@@ -108,7 +108,7 @@ class PoolConfig:
 
 
 def _parse(tree, source: str) -> PoolConfig:
-    from hwloop.backends import backend_class, parse_target
+    from hwloop.backends import check_target, parse_target
 
     if not isinstance(tree, dict) or set(tree) - {"board"}:
         extra = sorted(set(tree) - {"board"}) if isinstance(tree, dict) else type(tree).__name__
@@ -137,7 +137,7 @@ def _parse(tree, source: str) -> PoolConfig:
             raise PoolConfigError(f"{where}: url must be a target URL (e.g. qif-emu?chip_id=3), got {url!r:.70}")
         try:
             scheme = parse_target(url).scheme
-            backend_class(scheme)
+            check_target(url)  # scheme known, options valid; opens nothing
         except HwloopError as exc:
             raise PoolConfigError(f"{where}: {exc}") from None
         if url in seen_urls and scheme != "qif-emu":  # every qif-emu open spawns its own emulator

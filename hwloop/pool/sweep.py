@@ -400,7 +400,8 @@ def plot_summary(rows: list[dict], path: Path) -> None:
                   [f"{b}\n{chips[b]:#x}" if chips.get(b) is not None else b for b in boards], fontsize=8)
     ax.set_ylabel("test accuracy on the board")
     ax.set_title(f"{len(done)} trials: one dot per seed, bar = mean")
-    ax.legend(fontsize=8, loc="lower right")
+    if done:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
