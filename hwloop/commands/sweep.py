@@ -24,7 +24,10 @@ def register(sub):
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: start a local Ray on 127.0.0.1 for this sweep)")
     p.add_argument("--max-attempts", type=int, default=3,
-                   help="attempts per trial (a worker death or failed session resumes it on another board)")
+                   help="failures a trial may have (each worker death or failed session resumes it from its "
+                        "last checkpoint on another board of its kind) before it is given up")
+    p.add_argument("--max-running", type=int, default=None,
+                   help="trials running at once (default: one per board)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--crash", action="append", default=[], metavar="TRIAL:STEP", help=_suppress())
     p.set_defaults(func=run)
@@ -140,7 +143,7 @@ def run(args) -> dict:
         for b in bad:
             print(f"sweep: board {b['name']} ({b['url']}) left out: {b['reason']}", file=sys.stderr)
         sweep = Sweep(pool, base, args.out, seeds, boards=boards, settings=grid, max_attempts=args.max_attempts,
-                      progress=not args.quiet, faults=faults)
+                      progress=not args.quiet, faults=faults, max_running=args.max_running)
         res = sweep.run()
     if not args.json:
         _print_table(res)

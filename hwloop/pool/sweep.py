@@ -11,8 +11,8 @@ Scheduling: a trial with a home board (the grid's ``board`` axis) waits for
 that board; a trial without one takes any free board. A trial whose worker
 died or whose session failed is resumed from its last checkpoint on a
 healthy board of the same kind (another one when there is one), rebinding
-the session to it (`rebind.rebind_session`), up to ``max_attempts``
-attempts. A board that fails its health check is evicted and reported; its
+the session to it (`rebind.rebind_session`), until it has failed
+``max_attempts`` times. A board that fails its health check is evicted and reported; its
 trials move to the other boards of its kind. Ctrl-C stops every running
 session after its step in flight, checkpointed; running the same command
 again continues the sweep (finished trials are kept, stopped ones resumed).
@@ -54,6 +54,7 @@ class Trial:
     dir: Path
     status: str = "pending"  # pending | running | done | interrupted | failed
     attempts: int = 0
+    failures: int = 0  # attempts whose worker died or whose session failed
     boards: list = field(default_factory=list)  # boards it ran on, in order
     chip_ids: list = field(default_factory=list)
     avoid: set = field(default_factory=set)  # boards that failed it
@@ -97,11 +98,14 @@ class Sweep:
 
     def __init__(self, pool: BoardPool, base: "LoopConfig", directory, seeds: list[int],
                  boards: list[str] | None = None, settings: dict | None = None, max_attempts: int = 3,
-                 progress: bool = True, faults: dict | None = None, log=None):
+                 progress: bool = True, faults: dict | None = None, log=None, max_running: int | None = None):
         from hwloop.session.runner import checked_config
 
         self.pool, self.dir = pool, Path(directory)
         self.progress, self.max_attempts = progress, max_attempts
+        if max_running is not None and (not isinstance(max_running, int) or max_running < 1):
+            raise SweepError(f"max_running must be an integer >= 1, got {max_running!r}")
+        self.max_running = max_running
         self.log = log or (lambda text: print(text, file=sys.stderr))
         settings = dict(settings or {})
         if boards is not None:
@@ -148,11 +152,15 @@ class Sweep:
                 raise SweepError(f"{self.dir}: holds a sweep of another grid (differs in {', '.join(diff)}); "
                                  "use a new --out directory")
         path.write_text(json.dumps(self.grid_record, indent=2))
-        for t in self.trials:  # a re-run continues: finished trials stay finished
+        for t in self.trials:  # a re-run continues: what ran before is the trial's history
+            ran = [a for a in self._attempt_lines(t) if a.get("status") != "unhealthy"]
+            t.attempts = len(ran)
+            t.failures = sum(a.get("status") in ("failed", "worker died") for a in ran)
+            t.boards = [a["board"] for a in ran]
+            t.chip_ids = [a["chip_id"] for a in ran if a.get("chip_id") is not None]
             if (t.dir / "summary.json").exists():
                 t.status = "done"
                 t.result = _read_json(t.dir / "summary.json")
-                t.boards = [b["board"] for b in self._attempt_lines(t) if b.get("status") == "done"][-1:] or []
 
     def _attempt_lines(self, t: Trial) -> list[dict]:
         path = self.dir / "trials.jsonl"
@@ -171,6 +179,7 @@ class Sweep:
     def _record_attempt(self, t: Trial, rec: dict) -> None:
         row = {"trial": t.id, "attempt": t.attempts, "board": rec.get("board"), "chip_id": rec.get("chip_id"),
                "status": rec.get("status"), "error": rec.get("error", ""), "seconds": rec.get("seconds"),
+               "health_seconds": (rec.get("health") or {}).get("seconds"),
                "rebound": rec.get("rebound"), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         self.events.append(row)
         with open(self.dir / "trials.jsonl", "a", encoding="utf-8") as fh:
@@ -249,11 +258,15 @@ class Sweep:
         if self.stop_requests == 1:
             print("\nsweep: stopping every running trial after its step in flight (checkpointed); Ctrl-C again "
                   "to abort them", file=sys.stderr)
+        elif self.stop_requests >= 3:  # the driver itself gives up waiting (the pool's actors are killed)
+            raise KeyboardInterrupt
 
     def _dispatch(self, running: dict) -> None:
         busy = {name for _, name in running.values()}
         for st in self.pool.usable():
             name = st.board.name
+            if self.max_running is not None and len(running) >= self.max_running:
+                return
             if name in busy or st.actor is None:
                 continue
             t = next((t for t in self.trials if self._wants(t, name)), None)
@@ -306,9 +319,10 @@ class Sweep:
         if self.stop_requests:  # a trial that a second Ctrl-C aborted keeps its last checkpoint
             t.status = "interrupted"
             return
-        if t.attempts >= self.max_attempts:
+        t.failures += 1
+        if t.failures >= self.max_attempts:
             t.status = "failed"
-            self.log(f"sweep: trial {t.id} failed {t.attempts} times, last on {name}: {t.error}")
+            self.log(f"sweep: trial {t.id} failed {t.failures} times, last on {name}: {t.error}")
             return
         t.status, t.displaced = "pending", True
         t.avoid.add(name)
