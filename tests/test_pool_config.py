@@ -110,3 +110,44 @@ def test_rebind_rewrites_config_and_checkpoints_and_refuses_another_scheme(tmp_p
     res = run_session(d, resume=True, epochs=2, progress=False)  # runs on chip 4 now
     assert res["ok"] and res["steps"] == 4
     assert [r["to"] for r in bindings(d)] == [b]
+
+
+def test_sweep_command_parses_seeds_and_settings():
+    from hwloop.commands.sweep import parse_seeds, parse_settings
+
+    assert parse_seeds("0-2,7") == [0, 1, 2, 7]
+    for bad in ("a", "3-1", "1,1", "-1"):
+        with pytest.raises(SweepError, match="--seeds"):
+            parse_seeds(bad)
+    single, grid = parse_settings(["epochs=2", "lr=0.001,0.002", "ema=0.9", "max_missing=0.3+0", "final_test=no"])
+    assert single == {"epochs": 2, "ema": 0.9, "max_missing": (0.3, 0.0), "final_test": False}
+    assert grid == {"lr": [0.001, 0.002]}
+    for bad, words in ((["colour=red"], "KEY=VALUE"), (["epochs=two"], "not a int"), (["lr=1", "lr=2"], "twice")):
+        with pytest.raises(SweepError, match=words):
+            parse_settings(bad)
+
+
+def test_a_sweep_checks_every_trial_and_refuses_a_directory_of_another_grid(tmp_path):
+    """No Ray needed: a pool that is not started knows its boards."""
+    from hwloop.pool import BoardPool, Sweep
+    from hwloop.pretrained import path as pretrained
+    from hwloop.session import LoopConfig
+
+    pool = BoardPool(PoolConfig.from_boards([{"name": "a", "url": "qif-emu?chip_id=1"},
+                                             {"name": "b", "url": "qif-emu?chip_id=2"}]))
+    base = LoopConfig(init=str(pretrained("yinyang-qif.hwnet")), epochs=1)
+    with pytest.raises(SweepError, match="lr must be"):
+        Sweep(pool, base, tmp_path / "s", seeds=[0], settings={"lr": [0.1, -1.0]})
+    with pytest.raises(PoolConfigError, match="no board named"):
+        Sweep(pool, base, tmp_path / "s", seeds=[0], boards=["c"])
+    mixed = BoardPool(PoolConfig.from_boards([{"name": "a", "url": "qif-emu"},
+                                              {"name": "b", "url": "bitexact"}]))
+    with pytest.raises(SweepError, match="several kinds"):
+        Sweep(mixed, base, tmp_path / "s", seeds=[0], boards=None)
+    first = Sweep(pool, base, tmp_path / "s", seeds=[0, 1], boards=["a", "b"])
+    assert [(t.id, t.seed, t.board) for t in first.trials] == [("t000", 0, "a"), ("t001", 1, "a"),
+                                                               ("t002", 0, "b"), ("t003", 1, "b")]
+    first._prepare_dir()
+    Sweep(pool, base, tmp_path / "s", seeds=[0, 1], boards=["a", "b"])._prepare_dir()  # the same grid: continues
+    with pytest.raises(SweepError, match="another grid .*seeds"):
+        Sweep(pool, base, tmp_path / "s", seeds=[0, 1, 2], boards=["a", "b"])._prepare_dir()
