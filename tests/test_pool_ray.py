@@ -81,6 +81,7 @@ def test_sweep_of_3_seeds_x_4_chips_equals_each_session_run_alone(local_ray, tmp
     assert sorted((t["board"], t["seed"]) for t in trials) == sorted((b, s) for b in config.names for s in (0, 1, 2))
     for t in trials:  # tagged with the board and the chip id that answered on it
         assert t["chip_id"] == int(t["board"].removeprefix("chip")) and t["boards_run_on"] == t["board"]
+        assert not t["moved"]
         assert t["attempts"] == 1 and t["test_n"] == 30
     for t in trials:
         alone = tmp_path / "alone" / t["trial"]
@@ -110,7 +111,7 @@ def test_a_worker_killed_mid_session_resumes_on_another_board_with_identical_wei
         deaths = {b["name"]: b["worker_deaths"] for b in res["pool"]}
     assert res["ok"], res["trials"]
     t = res["trials"][0]
-    assert t["attempts"] == 2 and t["boards_run_on"] == "ideal11+ideal12" and t["chip_id"] == 12
+    assert t["attempts"] == 2 and t["boards_run_on"] == "ideal11+ideal12" and t["chip_id"] == 12 and t["moved"]
     assert deaths == {"ideal11": 1, "ideal12": 0}
     assert [e["status"] for e in res["events"]] == ["worker died", "done"]
     rebind = res["events"][1]["rebound"]

@@ -157,8 +157,9 @@ def _print_table(res: dict) -> None:
     print(f"{'trial':<6} {'seed':>4} {'board':<10} {'chip':>6} {'status':<11} {'test start':>10} {'test after':>10}")
     for r in res["trials"]:
         chip = "-" if r["chip_id"] is None else f"{r['chip_id']:#x}"
+        moved = f"  ran on {r['boards_run_on']}" if r["moved"] else ""
         print(f"{r['trial']:<6} {r['seed']:>4} {r['board']:<10} {chip:>6} {r['status']:<11} "
-              f"{f(r['test_start_accuracy']):>10} {f(r['test_selected_accuracy']):>10}")
+              f"{f(r['test_start_accuracy']):>10} {f(r['test_selected_accuracy']):>10}{moved}")
     for name, g in res["by_board"].items():
         s, a = g.get("test_start_accuracy", {}), g.get("test_selected_accuracy", {})
         if s and a:

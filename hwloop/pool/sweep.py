@@ -353,6 +353,8 @@ class Sweep:
         r = t.result or {}
         row = {"trial": t.id, "seed": t.seed, "board": t.board or (t.boards[-1] if t.boards else ""),
                "chip_id": t.chip_ids[-1] if t.chip_ids else None, "boards_run_on": "+".join(t.boards),
+               # ran (partly) on another board than its own: its figures are not its home board's alone
+               "moved": bool(t.board) and any(b != t.board for b in t.boards),
                **{k: v for k, v in sorted(t.settings.items())}, "status": t.status, "attempts": t.attempts,
                "start_val_accuracy": r.get("start_val_accuracy"), "best_val_accuracy": r.get("best_val_accuracy"),
                "test_start_accuracy": (r.get("test_start") or {}).get("accuracy"),
