@@ -220,7 +220,7 @@ def _real_netx_pipeline(parts):
 
 
 @pytest.mark.lava
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_weight_mirror_agrees_with_real_netx_and_lava(data):
     n_out = data.draw(st.integers(1, 4))

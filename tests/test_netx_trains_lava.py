@@ -128,7 +128,7 @@ def test_lava_dl_runs_the_exponent_rewrite_as_written(tmp_path):
 
 # ------------------------------------------------------------------ a trained Randman CUBA network
 
-N_LAVA = 10
+N_LAVA = 6
 
 
 def predict(scores):
