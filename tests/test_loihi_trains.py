@@ -242,3 +242,26 @@ def test_numba_engine_equals_numpy_reference_on_random_networks():
         assert only[1][-1] is not None and all(v is None for v in only[1][:-1])
 
     check()
+
+
+def test_weight_exponent_zero_option_for_netx_integers():
+    """``weight_exp=0`` (what a netx file stores): every matrix at exponent 0, the
+    threshold register following from the largest weight; the target option
+    compiles the same registers, and the network still works (close to auto)."""
+    net = cuba(seed=4)
+    auto, _ = compile_trains(net)
+    zero, rep = compile_trains(net, weight_exp=0)
+    assert all(l.weight_exp == 0 and (l.recurrent is None or l.rec_exp == 0) for l in zero)
+    top = max(np.abs(net.layers[0].weight).max(), np.abs(net.layers[0].recurrent).max())
+    assert zero[0].vth == int(np.floor(254 / top)) and np.abs(zero[0].weight).max() >= 252
+    assert rep.layers[1]["scale"] == pytest.approx(64 * 254 / np.abs(net.layers[1].weight).max())
+    x = raster_for(net, batch=16)
+    m0 = net.run("bitexact?weight_exp=0", raster=x)
+    ref, _ = simulate_trains(zero, x)
+    np.testing.assert_array_equal(m0.raster(0), ref[0])
+    ma = net.run("bitexact", raster=x)
+    assert spike_jaccard(m0.raster(0), ma.raster(0)) > 0.8
+    with pytest.raises(DesignRuleError, match="weight-exponent"):
+        compile_trains(net, weight_exp=9)
+    with pytest.raises(TargetError, match="weight_exp"):
+        open_target("bitexact?weight_exp=2")
