@@ -27,7 +27,7 @@ from .fileio import is_user_oserror
 
 # subcommand modules under hwloop.commands, in help order; a missing one is skipped
 COMMANDS = ["demo", "train", "eval", "simulate", "devices", "validate", "loop", "report", "calibrate",
-            "export", "import_", "emulator"]
+            "export", "import_", "emulator", "sweep"]
 
 
 def _jsonable(obj):

@@ -181,6 +181,27 @@ def _selected_step(evals: Sequence[dict]) -> int:
     return sel.best_step
 
 
+def _validation_count(cfg) -> int:
+    """How many validation samples every evaluation of the session measured."""
+    from .data import load_dataset
+
+    n = len(load_dataset(cfg.dataset, "val", root=cfg.data_root).y)
+    return min(n, cfg.eval_limit) if cfg.eval_limit else n
+
+
+def _with_intervals(evals: Sequence[dict], n: int) -> list[dict]:
+    """Eval rows with ``val_n`` and ``val_ci`` where the log lacks them."""
+    from .session.parts import accuracy_figure
+
+    out = []
+    for r in evals:
+        if "val_ci" not in r:
+            k = int(r["val_n"]) if isinstance(r.get("val_n"), int) and r["val_n"] > 0 else n
+            r = {**r, "val_n": k, "val_ci": accuracy_figure(float(r["val_accuracy"]), k)["ci"]}
+        out.append(r)
+    return out
+
+
 def _describe_network(name: str, evals: Sequence[dict]) -> str:
     if name == "best.hwnet" and evals:
         step = _selected_step(evals)
@@ -326,6 +347,8 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
     plt = _plt()
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval"]
+    if any("val_ci" not in r for r in evals):  # a log of an older hwloop: intervals from the sample count
+        evals = _with_intervals(evals, _validation_count(cfg))
     figures = []
     data: dict = {}
 

@@ -9,7 +9,22 @@ on the module's name: when the module was renamed (to
 ``hwloop.firmware_models.loihi``) without this file changing, the old cache
 entries, which name the old module, were loaded and failed to import. Any
 edit to this file invalidates them, as this paragraph did.
+
+Threads: the kernel is serial and releases the GIL (``nogil``); `layer_kernel`
+splits the batch over plain Python threads. It used numba's parallel loops
+(``prange``) before, and once numba's OpenMP pool had started in a process,
+its workers spin-waited after every kernel on the cores torch's own OpenMP
+pool needs (a second OpenMP runtime: numba's ``omp`` layer is not the copy
+torch bundles): a 2-thread torch op then took ~25x longer, for the rest of the
+process (issue #18; `bench/bench_threads.py` measures it). Python threads
+start no OpenMP runtime at all, whatever was imported first, and the serial
+kernel compiles in a fraction of the parallel one's time.
 """
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
@@ -41,14 +56,14 @@ def clip24(x):
     return x
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
-def layer_kernel(in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias, eb_any,
-                 fu, fv, du1, vth, steps, prune_every, out):
-    B, n_src = in_steps.shape
+@nb.njit(cache=True, nogil=True)
+def layer_samples(b0, b1, in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias, eb_any,
+                  fu, fv, du1, vth, steps, prune_every, out):
+    """Samples ``b0 .. b1-1`` of the batch, serially (one thread's share)."""
+    n_src = in_steps.shape[1]
     n = w.shape[1]
-    n_chunks = min(B, 256)
-    for c in nb.prange(n_chunks):
-        # scratch once per chunk of samples, not per sample
+    if b0 < b1:
+        # scratch once per share of samples, not per sample
         start = np.empty(steps + 2, np.int64)
         order = np.empty(n_src, np.int64)
         a = np.empty(n, np.int64)
@@ -58,8 +73,6 @@ def layer_kernel(in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bi
         eb = np.empty(n, np.int64)
         thr = np.empty(n, np.int64)
         NEVER = np.int64(1) << 62
-        b0 = c * B // n_chunks
-        b1 = (c + 1) * B // n_chunks
         for b in range(b0, b1):
             # counting sort of this sample's source spikes by step:
             # sources of step k are order[start[k]:start[k + 1]]
@@ -158,3 +171,56 @@ def layer_kernel(in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bi
                     n_dead = 0
                     if n_act == 0:
                         break
+
+
+#: samples per thread below which splitting costs more than it saves
+MIN_SAMPLES_PER_THREAD = 16
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def num_threads() -> int:
+    """Threads `layer_kernel` uses: torch's thread count when torch is loaded
+    (``hwloop --threads``, `torch.set_num_threads`: one knob for the process,
+    as for the QIF kernel), else the CPUs this process may run on."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        return max(1, torch.get_num_threads())
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_pid
+    with _pool_lock:
+        # a forked child inherits the executor but not its threads: make its own
+        if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < workers:
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bitexact")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def layer_kernel(in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias, eb_any,
+                 fu, fv, du1, vth, steps, prune_every, out, threads=None):
+    """One layer for the whole batch into ``out``: `layer_samples` over
+    contiguous shares of the batch, one per thread (``threads``: default
+    `num_threads`). Results do not depend on the thread count."""
+    B = in_steps.shape[0]
+    k = num_threads() if threads is None else max(1, int(threads))
+    k = max(1, min(k, B // MIN_SAMPLES_PER_THREAD))
+    args = (in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias, eb_any,
+            fu, fv, du1, vth, steps, prune_every, out)
+    if k == 1:
+        layer_samples(0, B, *args)
+        return
+    bounds = [(i * B // k, (i + 1) * B // k) for i in range(k)]
+    futures = [_executor(k - 1).submit(layer_samples, b0, b1, *args) for b0, b1 in bounds[1:]]
+    try:
+        layer_samples(*bounds[0], *args)
+    finally:
+        for f in futures:
+            f.result()

@@ -8,11 +8,18 @@ def register(sub):
     p = sub.add_parser("devices", help="list targets (in-process, emulated, serial ports) and their URL options")
     p.add_argument("--options", action="store_true",
                    help="also print every target's URL options: allowed values, default, meaning")
+    p.add_argument("--pool", default=None, metavar="CONFIG",
+                   help="instead: the boards of this pool file, each health-checked by its Ray actor (docs/sweeps.md)")
+    p.add_argument("--address", default=None, help="with --pool: a Ray cluster address (default: a local Ray)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> dict:
+    if args.pool is not None:
+        from hwloop.pool.boards import show_pool
+
+        return show_pool(args.pool, args.address, args.json)
     from hwloop.backends import list_targets, target_options
 
     rows = list_targets()

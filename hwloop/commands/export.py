@@ -12,7 +12,8 @@ def register(sub):
     p = sub.add_parser("export", help="write a network as a NIR graph or a Lava-DL netx file",
                        description="Write NET as a NIR graph (--format nir; see docs/interop.md) or as the "
                                    "HDF5 file Lava-DL's netx loads onto Loihi (--format netx, quantised as the "
-                                   "bitexact target runs it, with the exponent netx reads).")
+                                   "bitexact target runs it, with the exponent netx reads; spike-train CUBA "
+                                   "networks too, as multi-spike dense / dense_rec blocks).")
     p.add_argument("network", help=".hwnet file")
     p.add_argument("out", help="output file (.nir or .net)")
     p.add_argument("--format", required=True, choices=FORMATS)
@@ -35,8 +36,11 @@ def run(args) -> dict:
 
     net = Network.load(args.network)
     if net.is_spike_train:
-        raise HwloopError(f"{args.network}: a spike-train network ({net.model}, format version 2) cannot be exported "
-                          "yet: export writes first-spike-time networks only")
+        if args.format != "netx":
+            raise HwloopError(f"{args.network}: a spike-train network ({net.model}, format version 2) cannot be "
+                              "exported yet as NIR (NIR export writes first-spike-time networks only); "
+                              "--format netx writes it for lava-dl")
+        return _export_cuba_netx(net, args)
     if args.format == "nir":
         if args.steps is not None:
             raise HwloopError("--steps applies to --format netx only (use --dt for a NIR consumer's grid)")
@@ -79,3 +83,22 @@ def run(args) -> dict:
         for w in warnings:
             print(f"warning: {w}")
     return {"out": str(path), "format": args.format, "warnings": warnings, **info}
+
+
+def _export_cuba_netx(net, args) -> dict:
+    """A spike-train (CUBA) network -> the netx file stock lava-dl runs (docs/interop.md)."""
+    if args.consumer != "nir" or args.dt is not None:
+        raise HwloopError("--for and --dt apply to --format nir only")
+    from ..interop.netx import export_netx_cuba
+
+    path, info = export_netx_cuba(net, args.out, steps=args.steps)
+    warnings = [f"layer {k}: netx runs weight exponent 0 only; {note['how']} (not the bitexact integers; "
+                "measured effect in docs/interop.md)" for k, note in enumerate(info["notes"]) if not note["exact"]]
+    if not info["spiking"][-1]:
+        warnings.append("the readout layer does not spike: netx runs it as a LIF that cannot fire in range; the "
+                        "decision is its membrane v (monitor the last block's neuron.v in Lava)")
+    if not args.json:
+        print(f"wrote {path} (netx, spike trains): {net.summary()}")
+        for w in warnings:
+            print(f"warning: {w}")
+    return {"out": str(path), "format": "netx", "warnings": warnings, **info}

@@ -19,6 +19,15 @@ def register(sub):
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.001)")
     p.add_argument("--lr-gamma", type=float, default=None,
                    help="learning rate factor after every epoch, in (0, 1] (default 1)")
+    p.add_argument("--lr-schedule", choices=["epoch", "plateau"], default=None,
+                   help="when --lr-gamma applies: after every epoch, or after every evaluation that did not raise "
+                        "the best validation accuracy (default epoch)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="stop after N evaluations in a row without a new best validation accuracy "
+                        "(default 0: run every epoch)")
+    p.add_argument("--no-final-test", dest="final_test", action="store_const", const=False, default=None,
+                   help="skip measuring the start and the selected network on the test split at the end "
+                        "(summary.json's test_start / test_selected)")
     p.add_argument("--seed", type=int, default=None, help="sample order, perturbations, jitter (default 0)")
     p.add_argument("--gradient", choices=["model", "spsa", "node-perturbation"], default=None,
                    help="model gradient at the measured times, model-free SPSA, or model-free node perturbation "
@@ -57,7 +66,8 @@ def argparse_suppress():
 
 
 #: the options that configure a session (recorded in its config.json)
-CONFIG_OPTIONS = ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "seed",
+CONFIG_OPTIONS = ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "lr_schedule",
+                  "patience", "final_test", "seed",
                   "gradient", "spsa_pairs", "grad_at", "loss_times", "max_missing", "train_limit", "eval_limit",
                   "ema", "input_jitter")
 
@@ -92,9 +102,21 @@ def run(args) -> dict:
         print(f"session directory: {directory}", file=sys.stderr)
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
-        print(f"session {res['session']}: best validation accuracy on {cfg.target} "
-              f"{res.get('best_val_accuracy', float('nan')):.4f}")
+        print(outcome_line(res, cfg.target))
     return res
+
+
+def outcome_line(res: dict, target: str) -> str:
+    """One line: which network the session selected, and its test figure next to the start's."""
+    text = (f"session {res['session']}: selected the {res.get('selected', '?')} network (step "
+            f"{res.get('selected_step', '?')}), validation accuracy on {target} "
+            f"{res.get('best_val_accuracy', float('nan')):.4f} (start {res.get('start_val_accuracy', float('nan')):.4f})")
+    if "test_selected" in res:
+        text += (f"; test {res['test_selected']['accuracy']:.4f} (start {res['test_start']['accuracy']:.4f}, "
+                 f"n={res['test_selected']['n']})")
+    if res.get("stopped_early"):
+        text += f"; stopped early after {res['steps']} steps"
+    return text
 
 
 def fresh_directory(target: str, root: str = "runs") -> str:

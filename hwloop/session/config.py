@@ -34,7 +34,14 @@ class LoopConfig:
     epochs: int = 3
     batch_size: int = 150
     lr: float = 0.001
-    lr_gamma: float = 1.0  # learning rate x gamma after every epoch, in (0, 1]
+    lr_gamma: float = 1.0  # learning rate x gamma after every epoch (or stall, below), in (0, 1]
+    # when lr_gamma applies: "epoch" (after every epoch), or "plateau" (after
+    # every evaluation that did not raise the best validation accuracy so far;
+    # the validation split is the selection split, the test split never enters)
+    lr_schedule: str = "epoch"
+    # stop after this many evaluations in a row without a new best validation
+    # accuracy (0: never; run all epochs)
+    patience: int = 0
     seed: int = 0
     gradient: str = "model"  # "model": exact gradient at measured times; "spsa": model-free
     # model gradient evaluated at the "measured" or the "model" output times;
@@ -94,7 +101,7 @@ class LoopConfig:
             raise SessionError("a session needs --init NET (a network to start from)")
         _check_str(self, "init")
         for key, low in (("epochs", 1), ("batch_size", 1), ("spsa_pairs", 1), ("eval_every", 0),
-                         ("checkpoint_every", 1)):
+                         ("checkpoint_every", 1), ("patience", 0)):
             _check_int(self, key, low, MAX_COUNT)
         _check_int(self, "seed", 0, 2 ** 63 - 1)
         for key in ("train_limit", "eval_limit"):
@@ -113,6 +120,7 @@ class LoopConfig:
         _check_bool(self, "compare_software")
         _check_bool(self, "final_test")
         _check_choice(self, "gradient", ("model", "spsa", "node-perturbation"))
+        _check_choice(self, "lr_schedule", ("epoch", "plateau"))
         # the target-dependent fields may be unset: "the target's default" (resolved())
         _check_choice(self, "grad_at", ("measured", "model", None))
         _check_choice(self, "loss_times", ("measured", "worst", None))
@@ -134,10 +142,29 @@ class LoopConfig:
         unknown = set(d) - known
         if unknown:
             raise SessionError(f"config.json has unknown keys: {sorted(unknown)[:10]}")
-        d = dict(d)
+        d = fill_missing(d)
         if isinstance(d.get("max_missing"), list):
             d["max_missing"] = tuple(d["max_missing"])
         return cls(**d)
+
+
+#: The value a field that an older hwloop did not write takes when its
+#: ``config.json`` (or checkpoint) is read: the behaviour that session had.
+#: A field missing here takes the dataclass default. ``final_test`` only adds
+#: figures to summary.json at the end, so old sessions get it too.
+LEGACY_VALUES: dict = {"final_test": True, "lr_schedule": "epoch", "patience": 0}
+
+
+def fill_missing(d: dict) -> dict:
+    """``d`` (a stored configuration) with every field an older hwloop did
+    not write filled in (`LEGACY_VALUES`, else the field's default), so
+    that a session started before the field existed resumes as it ran."""
+    out = dict(d)
+    for f in dataclasses.fields(LoopConfig):
+        if f.name not in out:
+            default = LEGACY_VALUES.get(f.name, f.default)
+            out[f.name] = list(default) if isinstance(default, tuple) else default
+    return out
 
 
 #: Settings a session on a Loihi time grid gets unless they are given

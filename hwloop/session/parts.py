@@ -92,6 +92,7 @@ class MasterWeights:
         self.weights = [torch.tensor(w, dtype=DTYPE).requires_grad_(True) for w in template.weights()]
         self.averaged = [w.detach().clone() for w in self.weights]  # the EMA (used when cfg.ema > 0)
         self.ema, self.max_grad_norm, self.lr_gamma = cfg.ema, cfg.max_grad_norm, cfg.lr_gamma
+        self.per_epoch = cfg.lr_schedule == "epoch"
         self.opt = torch.optim.Adam(self.weights, lr=cfg.lr)
 
     def deployed(self) -> list[torch.Tensor]:
@@ -117,7 +118,12 @@ class MasterWeights:
                     a.mul_(self.ema).add_(w.detach(), alpha=1.0 - self.ema)
 
     def end_epoch(self) -> None:
-        for group in self.opt.param_groups:  # what ExponentialLR does, as a plain number to checkpoint
+        if self.per_epoch:
+            self.decay()
+
+    def decay(self) -> None:
+        """The learning rate times ``lr_gamma`` (what ExponentialLR does, as a plain number to checkpoint)."""
+        for group in self.opt.param_groups:
             group["lr"] = group["lr"] * self.lr_gamma
 
     # ---- checkpointing: plain arrays and numbers
@@ -301,3 +307,25 @@ class Selection:
     def state(self) -> dict:
         return {"start_acc": float(self.start_acc if self.start_acc is not None else -1.0),
                 "best_step": int(self.best_step)}
+
+
+class Trend:
+    """The validation trend that the ``plateau`` learning-rate schedule and
+    early stopping (``patience``) read: the best validation accuracy so far
+    and the evaluations since it last rose. It sees only the validation
+    split (the one selection uses); the test split of `Evaluator.test` never
+    enters the session's decisions."""
+
+    def __init__(self, best_val: float = -1.0, stale: int = 0):
+        self.best_val, self.stale = best_val, stale
+
+    def update(self, ev: dict) -> bool:
+        """True when ``ev`` raised the best validation accuracy."""
+        if ev["val_accuracy"] > self.best_val:
+            self.best_val, self.stale = float(ev["val_accuracy"]), 0
+            return True
+        self.stale += 1
+        return False
+
+    def state(self) -> dict:
+        return {"best_val": float(self.best_val), "stale": int(self.stale)}

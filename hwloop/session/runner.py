@@ -11,6 +11,7 @@ the checkpoint store saves what a resume needs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -30,15 +31,18 @@ from .config import LoopConfig
 from .errors import SessionError, SessionWriteError
 from .estimators import make_estimator
 from .files import SessionDir
-from .parts import Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData
+from .parts import Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData, Trend
 
 
 class _StopRequested(Exception):
     pass
 
 
-#: what a session checkpoint's state says it is
-STATE_FORMAT = "hwloop-session-1"
+#: what a session checkpoint's state says it is. Format 1 (hwloop before the
+#: start-network selection) had no ``selection`` entry; it is still read
+#: (`Session._upgrade_selection` rebuilds the selection from the log).
+STATE_FORMAT = "hwloop-session-2"
+LEGACY_FORMAT = "hwloop-session-1"
 #: network.hwnet as the next checkpoint will record it, before it is renamed into place
 PENDING_NETWORK = ".network.hwnet.pending"
 
@@ -66,7 +70,11 @@ def restore_backend_state(backend, state: dict) -> None:
 def _check_same_config(sd: SessionDir, saved: dict, cfg: LoopConfig) -> None:
     """config.json must be the configuration the checkpoint was written with
     (``epochs`` aside: a session may be extended)."""
+    from .config import fill_missing
+
     now = cfg.to_json()
+    if isinstance(saved, dict):  # fields an older hwloop did not write: what that session ran with
+        saved = json.loads(json.dumps(fill_missing(saved), default=list))
     diff = sorted(k for k in set(saved) | set(now) if k != "epochs" and saved.get(k) != now.get(k))
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in diff[:3])
@@ -94,12 +102,14 @@ class Session:
         self.estimator = make_estimator(cfg, self.template, self.loss)
         self.revival = Revival(cfg, self.template)
         self.selection = Selection()
+        self.trend = Trend()
         self.store = CheckpointStore(sd)
         self.step = 0
         self.started = False  # the start network has been evaluated (a checkpoint exists)
         self.saved_step: int | None = None  # step of the last checkpoint on disk
         self.network_sha: str | None = None  # digest of network.hwnet as the last checkpoint wrote it
         self.notices: list[str] = []
+        self.legacy_pending = None  # (format 1, no start evaluation in the log) see _upgrade_selection
         if not resume:
             self._load_data()
 
@@ -117,24 +127,35 @@ class Session:
 
     # ---- persistence
     STATE_KEYS = {"format", "step", "best_acc", "config", "backend", "files", "weights", "averaged", "lr", "adam",
-                  "selection"}
+                  "selection", "trend"}
     FILE_KEYS = {"init.hwnet", "network.hwnet", "network.hwnet.before"}
 
     def _check_state(self, st) -> tuple[dict, MasterWeights]:
         """A checkpoint's state checked against this session (`CheckpointDamaged`
         on anything that does not fit), with master weights built from it."""
-        if not isinstance(st, dict) or set(st) != self.STATE_KEYS or st["format"] != STATE_FORMAT:
+        if (isinstance(st, dict) and st.get("format") == LEGACY_FORMAT and "selection" not in st
+                and set(st) == self.STATE_KEYS - {"selection", "trend"}):
+            st = {**st, "selection": None, "trend": None}  # format 1: rebuilt from the log once the data are loaded
+        elif not isinstance(st, dict) or set(st) != self.STATE_KEYS or st["format"] != STATE_FORMAT:
             raise CheckpointDamaged("not a session checkpoint (unexpected contents)")
         step, best, sel = st["step"], st["best_acc"], st["selection"]
+        if st["format"] == STATE_FORMAT and (sel is None or st["trend"] is None):
+            raise CheckpointDamaged("selection or trend missing")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise CheckpointDamaged(f"step {step!r} is not a step count")
         if not isinstance(best, float) or not -1.0 <= best <= 1.0:
             raise CheckpointDamaged(f"best_acc {best!r} is not an accuracy")
-        if (not isinstance(sel, dict) or set(sel) != {"start_acc", "best_step"}
+        if sel is not None and (not isinstance(sel, dict) or set(sel) != {"start_acc", "best_step"}
                 or not isinstance(sel["start_acc"], float) or not -1.0 <= sel["start_acc"] <= 1.0
                 or not isinstance(sel["best_step"], int) or isinstance(sel["best_step"], bool)
                 or not 0 <= sel["best_step"] <= step):
             raise CheckpointDamaged("selection: not the start accuracy and the selected step")
+        trend = st["trend"]
+        if trend is not None and (not isinstance(trend, dict) or set(trend) != {"best_val", "stale"}
+                                  or not isinstance(trend["best_val"], float) or not -1.0 <= trend["best_val"] <= 1.0
+                                  or not isinstance(trend["stale"], int) or isinstance(trend["stale"], bool)
+                                  or not 0 <= trend["stale"] <= step + 1):
+            raise CheckpointDamaged("trend: not the best validation accuracy and the evaluations since")
         files = st["files"]
         if (not isinstance(files, dict) or set(files) != self.FILE_KEYS or not isinstance(files["init.hwnet"], str)
                 or not all(v is None or (isinstance(v, str) and len(v) == 64) for v in files.values())):
@@ -193,11 +214,74 @@ class Session:
                                f"steps in {self.cfg.epochs} epochs); a damaged or foreign checkpoint")
         self.master = master
         self.step, self.selection.best_acc = st["step"], st["best_acc"]
-        self.selection.start_acc = st["selection"]["start_acc"]
-        self.selection.best_step = st["selection"]["best_step"]
         self.backend_state = st["backend"]
         self.started, self.saved_step, self.network_sha = True, st["step"], files["network.hwnet"]
         self.notify(sd.truncate_log(self.step))
+        if st["selection"] is None:
+            self._upgrade_selection(st["best_acc"])
+        else:
+            self.selection.start_acc = st["selection"]["start_acc"]
+            self.selection.best_step = st["selection"]["best_step"]
+            self.trend = Trend(**st["trend"])
+
+    def _upgrade_selection(self, old_best: float) -> None:
+        """A format-1 checkpoint (written before the start network was a
+        candidate): the selection is what this version would have made of
+        the same evaluations, replayed from the log's eval rows up to the
+        checkpoint (the step-0 row is the start's accuracy). Without a
+        step-0 row the start is measured again when the target opens
+        (`_measure_legacy_start`). best.hwnet, which the old rule may have
+        taken from a rise within the noise, is put back to the start network
+        when the replay keeps the start; the old file is kept beside it."""
+        evals = [r for r in self.sd.read_log() if r["kind"] == "eval" and r["step"] <= self.step]
+        n_val = len(self.data.y_val)
+        self.selection = Selection()
+        if not evals or evals[0]["step"] != 0:
+            self.legacy_pending = (old_best, evals, n_val)
+            return
+        self._replay_selection(old_best, evals, n_val)
+
+    def _replay_selection(self, old_best: float, evals: list[dict], n_val: int) -> None:
+        from .parts import accuracy_figure
+
+        self.trend = Trend()
+        for row in evals:
+            self.trend.update(row)
+            n = row.get("val_n") if isinstance(row.get("val_n"), int) and row.get("val_n", 0) > 0 else n_val
+            fig = accuracy_figure(float(row["val_accuracy"]), n)
+            self.selection.offer({"val_accuracy": fig["accuracy"], "val_n": n, "val_ci": fig["ci"]}, row["step"])
+        sel = self.selection
+        notes = [f"{self.sd.path}: checkpoint of an older hwloop (format {LEGACY_FORMAT}); start accuracy "
+                 f"{sel.start_acc:.4f} taken from the log, selected step {sel.best_step}"]
+        if sel.best_step == 0 and old_best > sel.start_acc:
+            kept = self.sd.path / "best.hwnet.v1"
+            try:
+                if self.sd.best.exists():
+                    os.replace(self.sd.best, kept)
+            except OSError as exc:
+                raise SessionError(f"{self.sd.best}: cannot set aside ({exc.strerror or exc})") from None
+            from hwloop.inloop import network_with
+
+            start = [torch.tensor(np.array(w), dtype=torch.float64) for w in self.template.weights()]
+            self.sd.save_network(network_with(self.template, start), self.sd.best)
+            notes.append(f"best.hwnet (validation {old_best:.4f}) is not better than the start beyond the "
+                         f"noise of {evals[0].get('val_n', len(self.data.y_val))} samples: best.hwnet is the "
+                         f"start network again, the old one kept as {kept.name}")
+        self.notify(notes)
+
+    def _measure_legacy_start(self, backend) -> None:
+        """Format 1 without the start's evaluation in the log: measure the
+        start network now, then put the target's state back (the session
+        continues as it would have)."""
+        old_best, evals, n_val = self.legacy_pending
+        weights = [torch.tensor(np.array(w), dtype=torch.float64) for w in self.template.weights()]
+        ev = self.evaluator(backend, weights)
+        restore_backend_state(backend, self.backend_state)
+        start = {"step": 0, "val_accuracy": ev["val_accuracy"], "val_n": ev["val_n"]}
+        self._replay_selection(old_best, [start, *[r for r in evals if r["step"] > 0]], n_val)
+        self.notify([f"{self.sd.path}: the log has no evaluation of the start network; measured it again "
+                     f"({ev['val_accuracy']:.4f})"])
+        self.legacy_pending = None
 
     def checkpoint(self, backend) -> None:
         """Save what a resume needs, then network.hwnet. The network is written
@@ -208,7 +292,7 @@ class Session:
         sd.save_network(self.deployed_network(), pending)
         digest = file_sha256(pending)
         state = {"format": STATE_FORMAT, "step": self.step, "best_acc": float(self.selection.best_acc),
-                 "selection": self.selection.state(),
+                 "selection": self.selection.state(), "trend": self.trend.state(),
                  "config": self.cfg.to_json(), "backend": backend_state(backend),
                  "files": {"init.hwnet": self.init_sha, "network.hwnet": digest,
                            "network.hwnet.before": self.network_sha},
@@ -233,7 +317,13 @@ class Session:
         self.sd.append_log({"step": self.step, "epoch": epoch, "kind": "eval", **ev})
         if self.selection.offer(ev, self.step):
             self.sd.save_network(self.deployed_network(), self.sd.best)
+        if not self.trend.update(ev) and self.cfg.lr_schedule == "plateau":
+            self.master.decay()  # a stall on the validation split: a smaller step from the next one on
         return ev
+
+    def stop_now(self) -> bool:
+        """Early stopping: ``patience`` evaluations in a row without a new best validation accuracy."""
+        return bool(self.cfg.patience) and self.trend.stale >= self.cfg.patience
 
     def final_test(self, backend) -> dict:
         """The start and the selected network measured on the target on the
@@ -320,10 +410,12 @@ class Session:
         try:
             if self.started:
                 restore_backend_state(backend, self.backend_state)
+                if self.legacy_pending is not None:
+                    self._measure_legacy_start(backend)
             else:
                 self.evaluate(backend, epoch=0)
                 self.checkpoint(backend)
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not self.stop_now():
                 row = self.train_step(backend)
                 if crash_after_step is not None and self.step == crash_after_step:
                     os._exit(3)  # test hook: die before this step's checkpoint
@@ -353,7 +445,8 @@ class Session:
             bar.close()
         sel = self.selection
         summary = {"steps": self.step, "best_val_accuracy": sel.best_acc, "start_val_accuracy": sel.start_acc,
-                   "selected_step": sel.best_step, "selected": "start" if sel.best_step == 0 else "trained"}
+                   "selected_step": sel.best_step, "selected": "start" if sel.best_step == 0 else "trained",
+                   "stopped_early": self.step < self.total_steps}
         if cfg.final_test:
             summary.update(self.final_test(backend))
         summary.update({"seconds": time.perf_counter() - t_session, "finished": now_iso()})
