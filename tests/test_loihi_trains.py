@@ -265,3 +265,48 @@ def test_weight_exponent_zero_option_for_netx_integers():
         compile_trains(net, weight_exp=9)
     with pytest.raises(TargetError, match="weight_exp"):
         open_target("bitexact?weight_exp=2")
+
+
+def test_trains_kernel_starts_no_numba_pool_and_ignores_the_thread_count():
+    """As the first-spike-time kernel (tests/test_perf_threads.py): plain threads, no
+    OpenMP pool, and the same result on 1, 2 or 5 threads."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from hwloop.firmware_models.loihi import _numba_trains as K
+
+    net = cuba(seed=8)
+    layers, _ = compile_trains(net)
+    x = raster_for(net, batch=70)
+    ref = simulate_trains(layers, x, engine="numpy")[0]
+    for k in (1, 2, 5):
+        outs = [np.zeros_like(s) for s in ref]
+        cur = x
+        for layer, o in zip(layers, outs):
+            r = layer.recurrent if layer.recurrent is not None else np.zeros((1, 1), np.int32)
+            K.trains_layer(np.ascontiguousarray(cur), layer.weight.astype(np.int64), layer.weight_exp,
+                           r.astype(np.int64), layer.rec_exp, layer.recurrent is not None, 4096 - (layer.du + 1),
+                           4096 - layer.dv, layer.vth << 6, o, np.zeros((0, 0, 0), np.int32),
+                           np.zeros((0, 0, 0), np.int32), False, threads=k)
+            cur = o
+        for a, b in zip(ref, outs):
+            np.testing.assert_array_equal(a, b, err_msg=f"{k} threads")
+    code = textwrap.dedent("""
+        import torch
+        torch.set_num_threads(2)
+        import numpy as np, numba
+        from test_loihi_trains import cuba, raster_for
+        net = cuba(seed=8)
+        net.run("bitexact", raster=raster_for(net, batch=64))
+        try:
+            print(numba.threading_layer())
+        except ValueError:
+            print("none")
+    """)
+    import os
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "none"
