@@ -242,3 +242,71 @@ def test_numba_engine_equals_numpy_reference_on_random_networks():
         assert only[1][-1] is not None and all(v is None for v in only[1][:-1])
 
     check()
+
+
+def test_weight_exponent_zero_option_for_netx_integers():
+    """``weight_exp=0`` (what a netx file stores): every matrix at exponent 0, the
+    threshold register following from the largest weight; the target option
+    compiles the same registers, and the network still works (close to auto)."""
+    net = cuba(seed=4)
+    auto, _ = compile_trains(net)
+    zero, rep = compile_trains(net, weight_exp=0)
+    assert all(l.weight_exp == 0 and (l.recurrent is None or l.rec_exp == 0) for l in zero)
+    top = max(np.abs(net.layers[0].weight).max(), np.abs(net.layers[0].recurrent).max())
+    assert zero[0].vth == int(np.floor(254 / top)) and np.abs(zero[0].weight).max() >= 252
+    assert rep.layers[1]["scale"] == pytest.approx(64 * 254 / np.abs(net.layers[1].weight).max())
+    x = raster_for(net, batch=16)
+    m0 = net.run("bitexact?weight_exp=0", raster=x)
+    ref, _ = simulate_trains(zero, x)
+    np.testing.assert_array_equal(m0.raster(0), ref[0])
+    ma = net.run("bitexact", raster=x)
+    assert spike_jaccard(m0.raster(0), ma.raster(0)) > 0.8
+    with pytest.raises(DesignRuleError, match="weight-exponent"):
+        compile_trains(net, weight_exp=9)
+    with pytest.raises(TargetError, match="weight_exp"):
+        open_target("bitexact?weight_exp=2")
+
+
+def test_trains_kernel_starts_no_numba_pool_and_ignores_the_thread_count():
+    """As the first-spike-time kernel (tests/test_perf_threads.py): plain threads, no
+    OpenMP pool, and the same result on 1, 2 or 5 threads."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from hwloop.firmware_models.loihi import _numba_trains as K
+
+    net = cuba(seed=8)
+    layers, _ = compile_trains(net)
+    x = raster_for(net, batch=70)
+    ref = simulate_trains(layers, x, engine="numpy")[0]
+    for k in (1, 2, 5):
+        outs = [np.zeros_like(s) for s in ref]
+        cur = x
+        for layer, o in zip(layers, outs):
+            r = layer.recurrent if layer.recurrent is not None else np.zeros((1, 1), np.int32)
+            K.trains_layer(np.ascontiguousarray(cur), layer.weight.astype(np.int64), layer.weight_exp,
+                           r.astype(np.int64), layer.rec_exp, layer.recurrent is not None, 4096 - (layer.du + 1),
+                           4096 - layer.dv, layer.vth << 6, o, np.zeros((0, 0, 0), np.int32),
+                           np.zeros((0, 0, 0), np.int32), False, threads=k)
+            cur = o
+        for a, b in zip(ref, outs):
+            np.testing.assert_array_equal(a, b, err_msg=f"{k} threads")
+    code = textwrap.dedent("""
+        import torch
+        torch.set_num_threads(2)
+        import numpy as np, numba
+        from test_loihi_trains import cuba, raster_for
+        net = cuba(seed=8)
+        net.run("bitexact", raster=raster_for(net, batch=64))
+        try:
+            print(numba.threading_layer())
+        except ValueError:
+            print("none")
+    """)
+    import os
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "none"

@@ -63,6 +63,8 @@ class TrainsCompiled:
 
 
 STEPS = Option("steps", "int", DEFAULT_STEPS, "time steps per trial (dt = t_max / steps)", min=1, max=MAX_STEPS)
+WEIGHT_EXP = Option("weight_exp", "choice", "auto", "spike-train networks: each matrix's weight exponent chosen "
+                    "(auto), or 0 for all (the integers a netx file stores)", choices=("auto", "0"))
 LAVA_OPTIONS = (
     STEPS,
     Option("timeout", "int", 0, "seconds one batch may take in the Lava worker (0: scaled with the batch size)",
@@ -78,13 +80,18 @@ class _LoihiBackend(Backend):
     def __init__(self, url: TargetURL):
         super().__init__(url)
         self.steps = self.opts["steps"]
+        exp = self.opts.get("weight_exp", "auto")
+        self.weight_exp = None if exp == "auto" else int(exp)
 
     def compile(self, net: Network) -> "LoihiCompiled | TrainsCompiled":
         if net.is_spike_train:
             if "steps" in self.url.options:
                 raise TargetError(f"{self.url.raw}: steps= sets the grid of first-spike-time networks; a spike-train "
                                   f"network runs on its own {net.n_steps} steps of dt={net.dt:g} {net.time_unit}")
-            return TrainsCompiled(*compile_trains(net))
+            return TrainsCompiled(*compile_trains(net, weight_exp=self.weight_exp))
+        if self.weight_exp is not None:
+            raise TargetError(f"{self.url.raw}: weight_exp= applies to spike-train networks; a first-spike-time "
+                              f"network's exponents are chosen by its own mapping")
         return compile_network(net, self.steps)
 
     def _deploy(self, compiled) -> None:
@@ -163,7 +170,7 @@ class BitExactBackend(_LoihiBackend):
     scheme = "bitexact"
     description = "bit-accurate integer model of the Loihi core (numba/numpy, no Lava)"
     OPTIONS = (STEPS, Option("engine", "choice", "auto", "integer kernel: numba when installed (auto), or forced",
-                             choices=("auto", "numba", "numpy")))
+                             choices=("auto", "numba", "numpy")), WEIGHT_EXP)
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
@@ -198,7 +205,7 @@ class LavaSimBackend(_LoihiBackend):
     description = "Intel Lava's Loihi 2 simulator (Loihi2SimCfg, fixed point; ?precision=float)"
     OPTIONS = LAVA_OPTIONS[:1] + (
         Option("precision", "choice", "fixed", "Lava's fixed-point (bit-accurate) or floating-point models",
-               choices=("fixed", "float")),) + LAVA_OPTIONS[1:]
+               choices=("fixed", "float")),) + LAVA_OPTIONS[1:] + (WEIGHT_EXP,)
     run_config = "sim"
 
     def __init__(self, url: TargetURL):

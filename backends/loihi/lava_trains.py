@@ -66,13 +66,12 @@ def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str =
     ``layers``: `TrainLayer` records (fixed point), or `FloatTrainLayer`
     records (Lava's floating-point models); ``raster`` (T, S, n_in) 0/1. Returns
     ``{"spikes": per layer (T, S, n) uint8 (None for a layer not recorded),
-    "v", "u": per layer (T, S, n) int32 after each step, or None without
-    probe, "lava_s": seconds inside run(), "build_s": seconds building}``.
+    "v", "u": per layer (T, S, n) after each step (int32; float64 on the float
+    models), or None without probe, "lava_s": seconds inside run(), "build_s": seconds building}``.
     ``probe``: True (monitor every layer), False, or the indices of the layers
     to monitor (the others' entries are None)."""
-    from hwloop.firmware_models.loihi.trains import _probe_set
-
     from hwloop.backends.loihi.lava_compat import import_lava
+    from hwloop.firmware_models.loihi.trains import _probe_set
 
     import_lava()
     from scipy.sparse import identity, kron
@@ -95,11 +94,11 @@ def run_trains_in_process(layers, raster: np.ndarray, probe=False, record: str =
     L = len(layers)
     wanted = _probe_set(probe, L)
     n_run = T + L + 1
-    data = np.zeros((S * n_in, n_run), np.int32 if fixed else np.float64)
+    dtype = np.int32 if fixed else np.float64
+    data = np.zeros((S * n_in, n_run), dtype)
     data[:, :T] = x.transpose(1, 2, 0).reshape(S * n_in, T)  # (sample, input) x time, time last
     src = Source(data=data)
     keep = [src]  # every process must stay referenced until the run ends
-    dtype = np.int32 if fixed else np.float64
     eye = identity(S, dtype=dtype, format="csr")
 
     def block(w):

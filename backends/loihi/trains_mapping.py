@@ -186,12 +186,21 @@ def float_trains_layers(net: Network) -> list:
     return out
 
 
-def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[TrainLayer], TrainsReport]:
+def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS,
+                   weight_exp: int | None = None) -> tuple[list[TrainLayer], TrainsReport]:
     """A spike-train network -> integer `TrainLayer` records for Lava's LIF + Dense,
     and the `TrainsReport`. Raises `DesignRuleError` (rule, layer, limit) for
     anything the standard fixed-point LIF cannot represent; writes nothing.
     ``vth_preferred``: the threshold register a spiking layer's scale starts from
-    (range against resolution, see `VTH_TRAINS`)."""
+    (range against resolution, see `VTH_TRAINS`). ``weight_exp``: None chooses
+    each matrix's exponent as above; an integer (0: what a netx file stores)
+    fixes every matrix's exponent, and a spiking layer's threshold register then
+    follows from it (``vth = floor(254 2^e / max|w / threshold|)``, at most
+    2^17 - 1), as does a readout's scale."""
+    if weight_exp is not None and not (isinstance(weight_exp, int) and
+                                       fw.WEIGHT_EXP_RANGE[0] <= weight_exp <= fw.WEIGHT_EXP_RANGE[1]):
+        raise DesignRuleError("weight-exponent", None, f"{fw.WEIGHT_EXP_RANGE[0]}..{fw.WEIGHT_EXP_RANGE[1]}",
+                              f"weight_exp={weight_exp!r}")
     if not net.is_spike_train:
         raise DesignRuleError("network-family", None, "a spike-train (cuba) network",
                               f"this is a first-spike-time {net.model} network: compile it with compile_network")
@@ -228,17 +237,18 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[
 
             def registers(e_: int):
                 vth_ = fill(e_)
-                ew = e_ if pu_w >= pu_r else _exponent_filling(pu_w, vth_)
-                er = e_ if pu_r > pu_w else _exponent_filling(pu_r, vth_)
+                ew = e_ if pu_w >= pu_r or weight_exp is not None else _exponent_filling(pu_w, vth_)
+                er = e_ if pu_r > pu_w or weight_exp is not None else _exponent_filling(pu_r, vth_)
                 ew = min(max(ew, fw.WEIGHT_EXP_RANGE[0]), fw.WEIGHT_EXP_RANGE[1])
                 er = min(max(er, fw.WEIGHT_EXP_RANGE[0]), fw.WEIGHT_EXP_RANGE[1])
                 W_ = _quantise(vth_ * w / theta, ew)
                 R_ = None if r is None else _quantise(vth_ * r / theta, er)
                 return vth_, ew, er, W_, R_
 
-            e_cur = e_top
+            e_cur = e_top if weight_exp is None else weight_exp
             vth, ew, er, W, R = registers(e_cur)
-            while vth > VTH_MIN and (e_cur > fw.WEIGHT_EXP_RANGE[1] or _single_step_jump(W, ew, R, er) >= fw.UV_MAX):
+            while weight_exp is None and vth > VTH_MIN and (e_cur > fw.WEIGHT_EXP_RANGE[1] or
+                                                            _single_step_jump(W, ew, R, er) >= fw.UV_MAX):
                 e_cur -= 1
                 vth, ew, er, W, R = registers(e_cur)
             if vth < VTH_MIN or e_cur > fw.WEIGHT_EXP_RANGE[1] or _single_step_jump(W, ew, R, er) >= fw.UV_MAX:
@@ -247,6 +257,8 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[
                     f"weights up to {max(w_abs, r_abs):.3g} against threshold {theta:g} need more than the "
                     f"24-bit current in a single step")
             for name, m, ex in (("weight", pu_w, ew), ("recurrent weight", pu_r, er)):
+                if weight_exp is not None and m < pu:
+                    continue  # a fixed exponent: the smaller matrix is as coarse as it is (see the report)
                 if m > 0 and vth * m / 2.0 ** ex < W_TOP / 2:
                     raise DesignRuleError(
                         "weight-exponent", li, f"{fw.WEIGHT_EXP_RANGE[0]}..{fw.WEIGHT_EXP_RANGE[1]}",
@@ -256,10 +268,13 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS) -> tuple[list[
             scale = 64.0 * vth / theta
         else:
             # the readout: largest weight at the top of the mantissa, exponent 0; it cannot fire in range
-            vth, ew = READOUT_VTH, 0
+            vth = READOUT_VTH
+            ew = 0 if weight_exp is None else weight_exp
             top = max(w_abs, r_abs)
-            scale = 64.0 * W_TOP / top if top > 0 else 64.0
+            scale = 64.0 * W_TOP * 2.0 ** ew / top if top > 0 else 64.0
             er = 0 if r is None else min(max(_exponent_filling(r_abs * scale / 64.0, 1.0), 0), fw.WEIGHT_EXP_RANGE[1])
+            if weight_exp is not None:
+                er = weight_exp
             W = _quantise(w * scale / 64.0, ew)
             R = None if r is None else _quantise(r * scale / 64.0, er)
             if _single_step_jump(W, ew, R, er) >= fw.UV_MAX:

@@ -1,11 +1,16 @@
 """The numba kernel of the multi-spike (CUBA) Loihi layer (see `trains.py`).
 
 The same integer arithmetic as `trains.simulate_trains`, in the same order,
-per sample (samples in parallel, so results do not depend on the thread
-count): event-driven synaptic sums (rows of the weight matrix for the inputs
+per sample: event-driven synaptic sums (rows of the weight matrix for the inputs
 that spiked), each connection's sum shifted on its own, Lava's decays
 (truncation toward zero), the 24-bit wrap of ``u``, the clip of ``v``, reset
 to zero. Module level so numba's on-disk cache finds it again.
+
+Threads as in `_numba_kernel` (the first-spike-time kernel): the kernel is
+serial and releases the GIL; `trains_layer` splits the batch into contiguous
+shares over plain Python threads (the same executor and thread count), so no
+numba/OpenMP pool ever starts, and each sample is computed alone, so the
+result does not depend on the thread count.
 """
 
 import numba as nb
@@ -27,16 +32,16 @@ def _trunc_decay(x, factor):
     return p >> 12
 
 
-@nb.njit(cache=True, parallel=True)
-def trains_layer(spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec, record):
-    """One layer for every sample: ``spk_in`` (T, B, n_in) uint8, ``w`` (n_in, n)
-    int64, ``r`` (n, n) int64 (ignored unless ``has_rec``); writes ``out``
-    (T, B, n) uint8 and, with ``record``, post-reset ``v_rec`` and ``u_rec``
-    (T, B, n) int32."""
+@nb.njit(cache=True, nogil=True)
+def trains_samples(b0, b1, spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec, record):
+    """One layer for samples ``b0 .. b1-1``: ``spk_in`` (T, B, n_in) uint8, ``w``
+    (n_in, n) int64, ``r`` (n, n) int64 (ignored unless ``has_rec``); writes
+    ``out`` (T, B, n) uint8 and, with ``record``, post-reset ``v_rec`` and
+    ``u_rec`` (T, B, n) int32."""
     T, B, n_in = spk_in.shape
     n = w.shape[1]
     M = 8388608
-    for b in nb.prange(B):
+    for b in range(b0, b1):
         u = np.zeros(n, np.int64)
         v = np.zeros(n, np.int64)
         s = np.zeros(n, np.uint8)
@@ -81,3 +86,24 @@ def trains_layer(spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec
                 if record:
                     v_rec[k, b, j] = vj
                     u_rec[k, b, j] = uj
+
+
+def trains_layer(spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec, record, threads=None):
+    """One layer for the whole batch: `trains_samples` over contiguous shares of
+    the batch, one per thread (``threads``: default `_numba_kernel.num_threads`)."""
+    from ._numba_kernel import MIN_SAMPLES_PER_THREAD, _executor, num_threads
+
+    B = spk_in.shape[1]
+    k = num_threads() if threads is None else max(1, int(threads))
+    k = max(1, min(k, B // MIN_SAMPLES_PER_THREAD))
+    args = (spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec, record)
+    if k == 1:
+        trains_samples(0, B, *args)
+        return
+    bounds = [(i * B // k, (i + 1) * B // k) for i in range(k)]
+    futures = [_executor(k - 1).submit(trains_samples, b0, b1, *args) for b0, b1 in bounds[1:]]
+    try:
+        trains_samples(*bounds[0], *args)
+    finally:
+        for f in futures:
+            f.result()
