@@ -3,7 +3,8 @@
 netx runs every layer at weight exponent 0 (docs/interop.md); `hwloop export --format netx` writes
 the integers of `compile_trains` rewritten to that form (`netx_train_layers`). Stock lava-dl runs
 the file identically to our bit-accurate model of the file's integers (tests/test_netx_trains_lava.py);
-this script measures, on our bit-accurate model only (no Lava), how far those integers are from the
+this script measures (for the rewrite of ``--weight-exp auto`` by default, or for the default
+exponent-0 export with ``--weight-exp 0``), on our bit-accurate model only (no Lava), how far those integers are from the
 ones the ``bitexact`` target runs, on a data set's whole test split: spike agreement per layer,
 samples whose spikes are identical, decisions, accuracies (bitexact, the file, software).
 
@@ -28,7 +29,7 @@ from hwloop.backends.base import times_to_raster
 from hwloop.backends.loihi.trains_mapping import compile_trains
 from hwloop.data import load_dataset
 from hwloop.firmware_models.loihi.trains import simulate_trains
-from hwloop.interop.netx import export_netx, read_netx_trains
+from hwloop.interop.netx import export_netx_cuba, read_netx_trains
 from hwloop.network import Network
 
 
@@ -43,13 +44,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("network")
     ap.add_argument("--dataset", default="randman")
+    ap.add_argument("--weight-exp", default="auto", choices=("0", "auto"),
+                    help="the export's --weight-exp: 'auto' (the rewrite of the default mapping) or '0' (the "
+                         "default export, bitexact?weight_exp=0's integers)")
     args = ap.parse_args(argv)
     net = Network.load(args.network)
     data = load_dataset(args.dataset, "test")
     raster = times_to_raster(net.encoding.encode(data.x), net.dt, net.n_steps).astype(np.uint8)
     compiled, _ = compile_trains(net)
     with tempfile.TemporaryDirectory() as tmp:
-        path, info = export_netx(net, Path(tmp) / "net.net")
+        path, info = export_netx_cuba(net, Path(tmp) / "net.net",
+                                      weight_exp=None if args.weight_exp == "auto" else int(args.weight_exp))
         file_layers, _ = read_netx_trains(path)
     s_c, _ = simulate_trains(compiled, raster)
     s_f, v_f = simulate_trains(file_layers, raster, probe=True)

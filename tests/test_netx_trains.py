@@ -270,8 +270,11 @@ def test_cli_exports_a_cuba_network_as_the_compiled_integers_in_netx_form(tmp_pa
     assert res["format"] == "netx" and res["recurrent"] == [True, False] and res["spiking"] == [True, False]
     assert any("readout layer does not spike" in w for w in res["warnings"])
     layers, info = read_netx_trains(tmp_path / "c.net")
-    expected, _ = netx_train_layers(compile_trains(net)[0])
+    # by default the export compiles at exponent 0: the file is bitexact?weight_exp=0's integers, unchanged
+    expected = compile_trains(net, weight_exp=0)[0]
     same_layers(layers, expected)
+    assert res["exact"] and res["target"] == "bitexact?weight_exp=0"
+    assert all(n["exact"] for n in res["notes"]) and not any("exponent 0 only" in w for w in res["warnings"])
     assert (info["steps"], info["dt"], info["classes"]) == (40, 1.0, ["a", "b", "c"])
     assert info["decoding"]["kind"] == "max-membrane" and info["encoding"]["n_features"] == 6
     assert info["netx_exact"] == [n["exact"] for n in res["notes"]]
@@ -333,3 +336,21 @@ def test_rewrite_is_netx_runnable_and_exact_when_it_says_so(seed, e, er, top, re
             np.testing.assert_array_equal(a[0], b[0])
     else:
         assert not all(v == 0 for v in exps)
+
+
+def test_cli_export_weight_exp_auto_writes_the_rewrite_of_the_default_mapping(tmp_path, capsys):
+    import json as _json
+
+    from hwloop.backends.loihi.trains_mapping import compile_trains
+    from hwloop.cli import main as cli_main
+
+    net = cuba_net()
+    src = net.save(tmp_path / "c.hwnet")
+    assert cli_main(["export", str(src), str(tmp_path / "c.net"), "--format", "netx", "--weight-exp", "auto",
+                     "--json"]) == 0
+    res = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    layers, _ = read_netx_trains(tmp_path / "c.net")
+    expected, _ = netx_train_layers(compile_trains(net)[0])
+    same_layers(layers, expected)
+    assert res["weight_exp"] == [[l.weight_exp, l.rec_exp] for l in compile_trains(net)[0]]
+    assert res.get("target") == ("bitexact" if res["exact"] else None)

@@ -13,7 +13,8 @@ def register(sub):
                        description="Write NET as a NIR graph (--format nir; see docs/interop.md) or as the "
                                    "HDF5 file Lava-DL's netx loads onto Loihi (--format netx, quantised as the "
                                    "bitexact target runs it, with the exponent netx reads; spike-train CUBA "
-                                   "networks too, as multi-spike dense / dense_rec blocks).")
+                                   "networks too, as multi-spike dense / dense_rec blocks compiled at weight "
+                                   "exponent 0, the integers of bitexact?weight_exp=0).")
     p.add_argument("network", help=".hwnet file")
     p.add_argument("out", help="output file (.nir or .net)")
     p.add_argument("--format", required=True, choices=FORMATS)
@@ -27,6 +28,12 @@ def register(sub):
     p.add_argument("--steps", type=int, default=None,
                    help="netx only: Loihi time steps per trial (dt = t_max / steps; default: the Loihi "
                         "compiler's, as for the bitexact target)")
+    p.add_argument("--weight-exp", default="0", choices=("0", "auto"),
+                   help="netx of a spike-train network: '0' compiles every matrix at weight exponent 0, the "
+                        "only one netx runs, so the file is exactly the integers of bitexact?weight_exp=0; "
+                        "'auto' compiles as the default bitexact target does (finer weights) and rewrites "
+                        "each layer netx cannot run as it is (not identical to any target; docs/interop.md) "
+                        "(default: %(default)s)")
     p.set_defaults(func=run)
     return p
 
@@ -91,7 +98,8 @@ def _export_cuba_netx(net, args) -> dict:
         raise HwloopError("--for and --dt apply to --format nir only")
     from ..interop.netx import export_netx_cuba
 
-    path, info = export_netx_cuba(net, args.out, steps=args.steps)
+    path, info = export_netx_cuba(net, args.out, steps=args.steps,
+                                  weight_exp=None if args.weight_exp == "auto" else int(args.weight_exp))
     warnings = [f"layer {k}: netx runs weight exponent 0 only; {note['how']} (not the bitexact integers; "
                 "measured effect in docs/interop.md)" for k, note in enumerate(info["notes"]) if not note["exact"]]
     if not info["spiking"][-1]:
@@ -99,6 +107,9 @@ def _export_cuba_netx(net, args) -> dict:
                         "decision is its membrane v (monitor the last block's neuron.v in Lava)")
     if not args.json:
         print(f"wrote {path} (netx, spike trains): {net.summary()}")
+        if info.get("target"):
+            print(f"the file holds the integers of the target {info['target']!r}: lava-dl runs it spike for "
+                  "spike like that target")
         for w in warnings:
             print(f"warning: {w}")
     return {"out": str(path), "format": "netx", "warnings": warnings, **info}

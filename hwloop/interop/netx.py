@@ -474,30 +474,36 @@ def export_netx_trains(layers, path: str | os.PathLike, *, steps: int, dt: float
 
 
 def export_netx_cuba(net: Network, path: str | os.PathLike, *, steps: int | None = None,
-                     strict: bool = False) -> tuple[Path, dict]:
+                     strict: bool = False, weight_exp: int | None = 0) -> tuple[Path, dict]:
     """Compile a spike-train (CUBA) `Network` for Loihi's standard LIF + Dense
     (`hwloop.backends.loihi.trains_mapping.compile_trains`, the integers the ``bitexact`` and
     ``lava-sim`` targets run) and write them with `export_netx_trains`, the network's
     encoding, decoding and classes in the ``hwloop`` group.
 
-    netx runs every layer at weight exponent 0; a layer the mapping gave another exponent is written
-    as `netx_train_layers` rewrites it (``info["exact"]`` says whether every layer is the compiled one
-    unchanged; ``strict=True`` refuses the rewrite). ``steps``, if given, must be the network's own
-    ``n_steps`` (a spike-train network carries its time grid). Raises `DesignRuleError` for what
-    Loihi or netx cannot represent, before anything is written.
+    netx runs every layer at weight exponent 0, so by default (``weight_exp=0``) the network is
+    compiled at exponent 0, as the targets ``bitexact?weight_exp=0`` and ``lava-sim?weight_exp=0``
+    compile it: the file holds exactly their integers (``info["target"]`` names that target) and
+    lava-dl runs it spike for spike like them. ``weight_exp=None`` compiles with the mapping's own
+    exponents (the default targets' integers, finer weights) and writes each layer with another
+    exponent as `netx_train_layers` rewrites it (``info["exact"]`` says whether every layer is the
+    compiled one unchanged; ``strict=True`` refuses the rewrite). ``steps``, if given, must be the
+    network's own ``n_steps`` (a spike-train network carries its time grid). Raises
+    `DesignRuleError` for what Loihi or netx cannot represent, before anything is written.
     """
     from hwloop.backends.loihi.trains_mapping import compile_trains  # noqa: PLC0415
 
     if steps is not None and steps != net.n_steps:
         raise HwloopError(f"a spike-train network runs its own {net.n_steps} steps of dt = {net.dt:g} "
                           f"{net.time_unit}; --steps {steps} does not apply (leave it out)")
-    layers, report = compile_trains(net)
+    layers, report = compile_trains(net, weight_exp=weight_exp)
     meta = {"encoding": asdict(net.encoding), "decoding": net.decoding.to_json(),
             "classes": list(net.decoding.classes), "t_max": float(net.t_max)}
     path, info = export_netx_trains(layers, path, steps=int(net.n_steps), dt=float(net.dt),
                                     time_unit=net.time_unit, meta=meta, strict=strict)
     info["spiking"] = [bool(layer.neuron.spiking) for layer in net.layers]
     info["report"] = report.layers
+    if info.get("exact"):
+        info["target"] = "bitexact" if weight_exp is None else f"bitexact?weight_exp={weight_exp}"
     return path, info
 
 
