@@ -184,16 +184,31 @@ class AnalogCore:
         ticks = np.floor(times / lsb)
         return np.where(np.isfinite(times), np.minimum(ticks, NO_SPIKE - 1), NO_SPIKE).astype(np.uint16)
 
+    #: integrator steps of noise drawn per call (a layer often ends early, when all fired)
+    NOISE_STEPS = 16
+
     def _noise_source(self, seed: int, first_sample: int, n: int, layer: int, n_out: int, n_steps: int):
         """Per step, an (n, n_out) array of standard normals that depends only on
-        (chip, seed, layer, absolute sample index): blocks are aligned to BLOCK."""
+        (chip, seed, layer, absolute sample index): blocks are aligned to BLOCK.
+
+        Each block's generator draws ``NOISE_STEPS`` steps in one call, the
+        same stream as one (BLOCK, n_out) draw per step (numpy fills arrays in
+        order), so the noise is that of the per-step draws, without a Python
+        call per block and step."""
         B = self.BLOCK
         blocks = range(first_sample // B, (first_sample + n - 1) // B + 1)
         gens = [np.random.default_rng([self.chip_id & 0xFFFFFFFF, seed, layer, k]) for k in blocks]
         lo = first_sample - blocks[0] * B
-        for _ in range(n_steps):
-            z = np.concatenate([g.standard_normal((B, n_out), dtype=np.float32) for g in gens], axis=0)
-            yield z[lo : lo + n]
+        z = np.empty((self.NOISE_STEPS, len(gens) * B, n_out), dtype=np.float32)
+        for k0 in range(0, n_steps, self.NOISE_STEPS):
+            steps = min(self.NOISE_STEPS, n_steps - k0)
+            if len(gens) == 1:
+                gens[0].standard_normal(dtype=np.float32, out=z[:steps])
+            else:
+                for i, g in enumerate(gens):
+                    z[:steps, i * B:(i + 1) * B] = g.standard_normal((steps, B, n_out), dtype=np.float32)
+            for k in range(steps):
+                yield z[k, lo:lo + n]
 
     def integrate_layer(self, src_t, L, t_end, seed=0, first_sample=0, layer=0, noise=None, inject=None):
         """First spike times (chip us, inf = none before t_end) of one layer.
