@@ -65,8 +65,9 @@ def compact_pieces(res: np.ndarray, max_payload: int) -> list[tuple[int, int]]:
 
 
 class Firmware:
-    #: samples in the first compute chunk of a RUN: the UART starts after it
-    FIRST_CHUNK = 4
+    #: samples in the first compute chunk of a RUN: the UART starts after it (each chunk costs
+    #: the integrator's per-step overhead again, so smaller is not faster for a batch of 50)
+    FIRST_CHUNK = 16
 
     def __init__(self, transport, *, spec: ChipSpec, chip_id: int, mismatch: float, noise: float, baud: int = 0,
                  ack_timeout: float = 0.25, retries: int = 16):
@@ -196,7 +197,7 @@ class Firmware:
         n_neur = cfg.n_neurons
         compact = self.host_minor >= 3  # (1.3) only the fired neurons' ticks
         per_msg = max(1, (self.link.max_payload - M.RESULT_HEADER) // (2 * n_neur))
-        # compute chunks grow (4, 16, 64, 256, 256, ...) so the first results leave
+        # compute chunks grow (16, 64, 256, 256, ...) so the first results leave
         # early and the UART is busy while later chunks are computed; the noise does
         # not depend on the chunking (it is keyed on absolute sample index)
         bounds = []
