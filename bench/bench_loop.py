@@ -18,13 +18,20 @@ step (the sum of each part's median over the timed steps) plus one validation
 pass at the measured evaluation time.
 
     python bench/bench_loop.py [--targets software bitexact qif-emu lava-sim]
-                               [--steps 20] [--batch-size 50]
+                               [--steps 20] [--batch-size 50] [--baseline REV] [--repeat N]
+
+``--baseline REV`` times every target also with the code of git revision
+REV (its ``hwloop``, ``backends`` and ``firmware_models`` assembled into a
+temporary package, as `bench_link.py --baseline` does), alternating with
+this tree's process by process, and prints the epoch ratio: both see the
+same load on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +40,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not os.environ.get("BENCH_LOOP_BASELINE"):  # a baseline run imports hwloop from PYTHONPATH instead
+    sys.path.insert(0, str(ROOT))
 
 from hwloop.data import load_dataset  # noqa: E402
 from hwloop.pretrained import path as pretrained  # noqa: E402
@@ -86,6 +94,21 @@ def bench_target(target: str, init: str, steps: int, batch: int, eval_limit: int
             "epoch_seconds": epoch, "session_wall": wall, "steps_timed": n}
 
 
+def assemble(rev: str) -> str:
+    """A temporary package tree with revision ``rev``'s hwloop, backends, firmware_models."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
+    src, pkg = tmp / "src", tmp / "pkg"
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "hwloop", "backends", "firmware_models"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    pkg.mkdir()
+    os.rename(src / "hwloop", pkg / "hwloop")
+    os.rename(src / "backends", pkg / "hwloop" / "backends")
+    os.rename(src / "firmware_models", pkg / "hwloop" / "firmware_models")
+    return str(pkg)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", nargs="+", default=["software", "bitexact", "qif-emu", "lava-sim"])
@@ -93,6 +116,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--eval-limit", type=int, default=200, help="validation samples timed (scaled to 1000)")
     ap.add_argument("--one", nargs=2, metavar=("TARGET", "INIT"), help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", metavar="REV", help="also time git revision REV's code, alternating with this tree's")
+    ap.add_argument("--repeat", type=int, default=1, help="time every target (and baseline) this many times")
     args = ap.parse_args()
 
     if args.one:  # child: time one target, print its JSON
@@ -107,6 +132,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hwloop-bench-loop-"))
     qif_net = str(pretrained("yinyang-qif.hwnet"))
     lif_net = None
+    pkg = assemble(args.baseline) if args.baseline else None
     results = []
     try:
         for target in args.targets:
@@ -115,27 +141,41 @@ def main() -> int:
             else:
                 lif_net = lif_net or lif_start(work)
                 init = lif_net
-            print(f"timing {target} ({args.steps} steps of {args.batch_size}) ...", flush=True)
-            # each target in its own process, as `hwloop loop` runs: one target's
-            # thread pools (numba, Lava) must not slow down the next one's host side
-            out = subprocess.run([sys.executable, __file__, "--one", target, init, "--steps", str(args.steps),
-                                  "--batch-size", str(args.batch_size), "--eval-limit", str(args.eval_limit)],
-                                 capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-2000:], file=sys.stderr)
-                return 1
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            results.append(r)
-            print(json.dumps(r), flush=True)
+            for _ in range(args.repeat):
+                for code in ([args.baseline] if pkg else []) + ["this tree"]:
+                    print(f"timing {target} ({args.steps} steps of {args.batch_size}, {code}) ...", flush=True)
+                    # each target in its own process, as `hwloop loop` runs: one target's
+                    # thread pools (numba, Lava) must not slow down the next one's host side
+                    env, cwd = dict(os.environ), None
+                    if code != "this tree":
+                        env.update(PYTHONPATH=pkg, BENCH_LOOP_BASELINE="1")
+                        cwd = tempfile.gettempdir()
+                    out = subprocess.run([sys.executable, __file__, "--one", target, init, "--steps", str(args.steps),
+                                          "--batch-size", str(args.batch_size), "--eval-limit", str(args.eval_limit)],
+                                         capture_output=True, text=True, env=env, cwd=cwd)
+                    if out.returncode != 0:
+                        print(out.stderr[-2000:], file=sys.stderr)
+                        return 1
+                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    r["code"] = code
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nin-the-loop training on {DATASET}, batch {args.batch_size}; per step: shares of the step time")
-    print(f"{'target':<12}{'s/step':>9}{'target':>9}{'I/O':>8}{'deploy':>8}{'host':>8}{'eval/1000':>11}{'s/epoch':>10}")
+    print(f"{'target':<12}{'code':<12}{'s/step':>9}{'target':>9}{'I/O':>8}{'deploy':>8}{'host':>8}{'eval/1000':>11}"
+          f"{'s/epoch':>10}")
     for r in results:
         p, s = r["parts"], r["step_seconds"]
-        print(f"{r['target']:<12}{s:>9.3f}{p['target'] / s:>9.1%}{p['io'] / s:>8.1%}{p['deploy'] / s:>8.1%}"
-              f"{p['host'] / s:>8.1%}{r['eval_seconds_per_1000']:>11.2f}{r['epoch_seconds']:>10.1f}")
+        print(f"{r['target']:<12}{r['code'][:11]:<12}{s:>9.3f}{p['target'] / s:>9.1%}{p['io'] / s:>8.1%}"
+              f"{p['deploy'] / s:>8.1%}{p['host'] / s:>8.1%}{r['eval_seconds_per_1000']:>11.2f}{r['epoch_seconds']:>10.1f}")
+    if pkg:
+        for target in args.targets:
+            mine = [r["epoch_seconds"] for r in results if r["target"] == target and r["code"] == "this tree"]
+            base = [r["epoch_seconds"] for r in results if r["target"] == target and r["code"] != "this tree"]
+            print(f"{target}: epoch {min(base):.1f} s with {args.baseline}, {min(mine):.1f} s with this tree "
+                  f"(best of {len(mine)}): {min(base) / min(mine):.2f}x faster")
     return 0
 
 

@@ -24,7 +24,9 @@ def bench():
 def test_a_row_names_the_die_it_ran_on(bench, die, name):
     row = bench.measure(921600, 16, 8, die, None)
     assert row["die"] == name and row["ok"] and row["line"] == "direct"
-    assert row["samples"] == 16 and 0 < row["ratio"] and row["bytes_per_sample"] == 2 * 4 + 2 * (8 + 3)
+    assert row["samples"] == 16 and 0 < row["ratio"] and row["bytes_per_sample_1_2"] == 2 * 4 + 2 * (8 + 3)
+    # protocol 1.3: the bound is that of the compact reply, what the host received per sample
+    assert row["protocol"] == "1.3" and 2 * 4 < row["bytes_per_sample"] < row["bytes_per_sample_1_2"]
 
 
 def test_a_noisy_row_checks_its_results_against_the_clean_run(bench):

@@ -74,7 +74,7 @@ def _old_host_run(path, prog, ticks):
         client = old_client.ChipClient(old_transport.SerialTransport(port), baud=None, reply_timeout=2.0,
                                        connect_timeout=5.0)
         info = client.connect()
-        assert info.protocol_version == 1 and info.fw_version == "1.1"  # the 1.2 chip; the old host reads it
+        assert info.protocol_version == 1 and info.fw_version == "1.1"  # the 1.3 chip; the old host reads it
         client.configure(prog.config.pack())
         out, stats = client.run(ticks, sum(prog.sizes), SEED)
         return out, stats, client
@@ -159,5 +159,5 @@ def test_a_host_of_another_major_version_is_refused():
     with open_target("qif-emu?baud=0&mismatch=0&noise=0") as chip:
         with pytest.raises(RemoteError) as e:
             chip.client.request(M.HELLO, M.pack_hello(2, 1024, 0), (M.HELLO_REPLY,))
-        assert e.value.name == "UNSUPPORTED_VERSION" and "v2" in e.value.text and "v1.2" in e.value.text
-        assert chip.client.hello().protocol == "1.2"  # and it still talks 1.x
+        assert e.value.name == "UNSUPPORTED_VERSION" and "v2" in e.value.text and "v1.3" in e.value.text
+        assert chip.client.hello().protocol == "1.3"  # and it still talks 1.x

@@ -192,7 +192,7 @@ class ChipClient:
         fixed = 64 + (4 * n_neurons if inject is not None else 0)
         per_req = max(1, min(info.max_batch, (info.rx_buffer - fixed) // max(1, per_sample_bytes)))
         out = np.full((n, n_neurons), M.NO_SPIKE, dtype=np.uint16)
-        state = {"done": 0, "chip_s": 0.0, "compute_s": 0.0}
+        state = {"done": 0, "chip_s": 0.0, "compute_s": 0.0, "result_bytes": 0}
         history: list[str] = []
         while state["done"] < n:
             try:
@@ -222,7 +222,7 @@ class ChipClient:
                 except (LinkError, ProtocolError) as exc2:
                     history.append(f"{type(exc2).__name__}: {exc2}")  # the next attempt starts over
         return out, {"chip_s": state["chip_s"], "compute_s": state["compute_s"], "recoveries": len(history),
-                     "errors": history}
+                     "errors": history, "result_bytes": state["result_bytes"]}
 
     def _recover(self) -> None:
         """Handshake again and re-send the configuration if the chip lost it. A
@@ -243,7 +243,7 @@ class ChipClient:
             self.link.send(M.RUN_INJECT, req, M.pack_run_inject(
                 seed, start, ticks[start:end], dc, None if ps is None else ps[start:end]))
         while True:
-            m = self._wait(req, (M.RESULT, M.RUN_DONE), self.reply_timeout)
+            m = self._wait(req, (M.RESULT, M.RESULT_COMPACT, M.RUN_DONE), self.reply_timeout)
             if m.type == M.RUN_DONE:
                 n_done, chip_s, compute_s = M.unpack_done(m.payload)
                 if state["done"] != end or n_done != end - start:
@@ -251,7 +251,12 @@ class ChipClient:
                 state["chip_s"] += chip_s
                 state["compute_s"] += compute_s
                 return
-            first, res = M.unpack_result(m.payload)
+            if m.type == M.RESULT_COMPACT:  # (1.3) only the fired neurons' ticks
+                first, res = M.unpack_result_compact(m.payload)
+                state["result_bytes"] += len(m.payload) - M.COMPACT_HEADER
+            else:
+                first, res = M.unpack_result(m.payload)
+                state["result_bytes"] += len(m.payload) - M.RESULT_HEADER
             if res.shape[1] != out.shape[1]:
                 raise ProtocolError(f"RESULT has {res.shape[1]} neurons per sample, expected {out.shape[1]}")
             if first != state["done"] or first + res.shape[0] > end:

@@ -139,6 +139,7 @@ class AnalogCore:
     def configure(self, cfg: ChipConfig) -> None:
         validate_config(cfg, self.spec)
         self.cfg = cfg
+        self._noise_cache = {}
         self._layers = []
         first = 0
         lsb = self.spec.tdc_lsb_us
@@ -184,16 +185,56 @@ class AnalogCore:
         ticks = np.floor(times / lsb)
         return np.where(np.isfinite(times), np.minimum(ticks, NO_SPIKE - 1), NO_SPIKE).astype(np.uint16)
 
+    #: integrator steps of noise drawn per call (a layer often ends early, when all fired)
+    NOISE_STEPS = 16
+    #: bytes of drawn noise kept for the later chunks of the same run (one seed at a time)
+    NOISE_CACHE_BYTES = 64 << 20
+
+    def _block_noise(self, seed: int, layer: int, block: int, n_out: int, n_steps: int):
+        """[generator, float32 buffer (steps, BLOCK, n_out), steps drawn, first step
+        in the buffer] of one block: kept while the run (its seed) lasts, so that
+        the chunks a RUN is computed in draw a block's noise once, not once per
+        chunk (unless it exceeds ``NOISE_CACHE_BYTES``: then the buffer holds one
+        segment, and every chunk draws the stream again)."""
+        key = (seed, layer, block, n_out, n_steps)
+        ent = self._noise_cache.get(key)
+        if ent is None:
+            if any(k[0] != seed for k in self._noise_cache):  # a new run: forget the last one's
+                self._noise_cache.clear()
+            size = n_steps * self.BLOCK * n_out * 4
+            gen = np.random.default_rng([self.chip_id & 0xFFFFFFFF, seed, layer, block])
+            if size + sum(e[1].nbytes for e in self._noise_cache.values()) <= self.NOISE_CACHE_BYTES:
+                ent = self._noise_cache[key] = [gen, np.empty((n_steps, self.BLOCK, n_out), dtype=np.float32), 0, 0]
+            else:  # too big to keep: one segment at a time, drawn again by a later chunk
+                ent = [gen, np.empty((self.NOISE_STEPS, self.BLOCK, n_out), dtype=np.float32), 0, 0]
+        return ent
+
     def _noise_source(self, seed: int, first_sample: int, n: int, layer: int, n_out: int, n_steps: int):
         """Per step, an (n, n_out) array of standard normals that depends only on
-        (chip, seed, layer, absolute sample index): blocks are aligned to BLOCK."""
+        (chip, seed, layer, absolute sample index): blocks are aligned to BLOCK.
+
+        Each block's generator draws ``NOISE_STEPS`` steps in one call, the
+        same stream as one (BLOCK, n_out) draw per step (numpy fills arrays in
+        order), so the noise is that of the per-step draws, without a Python
+        call per block and step; what a block drew is kept for the run's next
+        chunk (`_block_noise`)."""
         B = self.BLOCK
         blocks = range(first_sample // B, (first_sample + n - 1) // B + 1)
-        gens = [np.random.default_rng([self.chip_id & 0xFFFFFFFF, seed, layer, k]) for k in blocks]
+        ents = [self._block_noise(seed, layer, k, n_out, n_steps) for k in blocks]
         lo = first_sample - blocks[0] * B
-        for _ in range(n_steps):
-            z = np.concatenate([g.standard_normal((B, n_out), dtype=np.float32) for g in gens], axis=0)
-            yield z[lo : lo + n]
+        for k in range(n_steps):
+            for ent in ents:
+                if ent[2] <= k:  # draw the next segment of this block's steps
+                    gen, buf, done, base = ent
+                    if buf.shape[0] < n_steps:  # a rolling segment
+                        base = ent[3] = done
+                    upto = min(n_steps, done + self.NOISE_STEPS)
+                    gen.standard_normal(dtype=np.float32, out=buf[done - base:upto - base])
+                    ent[2] = upto
+            if len(ents) == 1:
+                yield ents[0][1][k - ents[0][3], lo:lo + n]
+            else:
+                yield np.concatenate([e[1][k - e[3]] for e in ents], axis=0)[lo:lo + n]
 
     def integrate_layer(self, src_t, L, t_end, seed=0, first_sample=0, layer=0, noise=None, inject=None):
         """First spike times (chip us, inf = none before t_end) of one layer.

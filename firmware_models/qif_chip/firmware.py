@@ -5,6 +5,7 @@ One request at a time, in the order they arrive::
     HELLO   -> HELLO_REPLY (protocol + firmware version, chip id, boot id, limits)
     CONFIG  -> CONFIG_OK (CRC of the stored configuration) | ERROR CONFIG_INVALID
     RUN     -> RESULT ... RESULT, RUN_DONE | ERROR
+               (RESULT_COMPACT instead of RESULT to a host whose HELLO said minor >= 3)
     RUN_INJECT (1.2) -> as RUN, with a per-neuron injected current | ERROR INJECT_INVALID
     STATUS  -> STATUS_REPLY
     RESET   -> RESET_OK (configuration cleared)
@@ -39,7 +40,35 @@ from .core import AnalogCore, ConfigInvalid
 from .spec import FW_MAJOR, FW_MINOR, ChipSpec
 
 
+def compact_pieces(res: np.ndarray, max_payload: int) -> list[tuple[int, int]]:
+    """Consecutive sample ranges of ``res`` (n, m ticks) whose RESULT_COMPACT
+    messages each fit one frame of ``max_payload`` bytes (at least one sample each).
+    Sized with the bit widths of the whole block, which bound each piece's own."""
+    n, m = res.shape
+    fired = (res != M.NO_SPIKE).sum(axis=1)
+    max_tick = int(res[res != M.NO_SPIKE].max(initial=0))
+    tb = max_tick.bit_length()
+    ib = max(n * m - 1, 0).bit_length()
+    room = 8 * (max_payload - M.COMPACT_HEADER - 2)  # bits, less two bytes of padding
+    bitmap = np.cumsum(m + fired * tb)
+    pairs = np.cumsum(fired * (ib + tb))
+    out, a = [], 0
+    while a < n:
+        base_b = bitmap[a - 1] if a else 0
+        base_p = pairs[a - 1] if a else 0
+        j = max(np.searchsorted(bitmap, base_b + room, side="right"),
+                np.searchsorted(pairs, base_p + room, side="right"))
+        b = min(n, max(a + 1, int(j)))
+        out.append((a, b))
+        a = b
+    return out
+
+
 class Firmware:
+    #: samples in the first compute chunk of a RUN: the UART starts after it (each chunk costs
+    #: the integrator's per-step overhead again, so smaller is not faster for a batch of 50)
+    FIRST_CHUNK = 16
+
     def __init__(self, transport, *, spec: ChipSpec, chip_id: int, mismatch: float, noise: float, baud: int = 0,
                  ack_timeout: float = 0.25, retries: int = 16):
         self.spec = spec
@@ -166,12 +195,13 @@ class Firmware:
         if n > self.spec.max_batch:
             return self.error(req, M.E_BATCH_TOO_LARGE, f"{n} samples, firmware buffers at most {self.spec.max_batch}")
         n_neur = cfg.n_neurons
+        compact = self.host_minor >= 3  # (1.3) only the fired neurons' ticks
         per_msg = max(1, (self.link.max_payload - M.RESULT_HEADER) // (2 * n_neur))
-        # compute chunks grow (16, 64, 256, 256, ...) so the first results leave early
-        # and the UART is busy while later chunks are computed; the noise does not
-        # depend on the chunking (it is keyed on absolute sample index)
+        # compute chunks grow (16, 64, 256, 256, ...) so the first results leave
+        # early and the UART is busy while later chunks are computed; the noise does
+        # not depend on the chunking (it is keyed on absolute sample index)
         bounds = []
-        a, size = 0, 16
+        a, size = 0, self.FIRST_CHUNK
         while a < n:
             b = min(n, a + size)
             bounds.append((a, b))
@@ -189,10 +219,16 @@ class Firmware:
                 res, cs = fut.result()
                 compute_s += cs
                 fut = self._pool.submit(compute, *bounds[i + 1]) if i + 1 < len(bounds) else None
-                for k in range(0, b - a, per_msg):
+                pieces = (compact_pieces(res, self.link.max_payload) if compact
+                          else range(0, b - a, per_msg))
+                for k in pieces:
                     if self.link.inbox:  # the host moved on: cancel this run
                         return
-                    self.link.send(M.RESULT, req, M.pack_result(first + a + k, res[k : k + per_msg]))
+                    if compact:
+                        k0, k1 = k
+                        self.link.send(M.RESULT_COMPACT, req, M.pack_result_compact(first + a + k0, res[k0:k1]))
+                    else:
+                        self.link.send(M.RESULT, req, M.pack_result(first + a + k, res[k : k + per_msg]))
         finally:
             # never leave a computation running into the next command (it may reconfigure the core)
             if fut is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FW_MAJOR, FW_MINOR = 1, 1  # 1.1: per-neuron current injection (protocol 1.2)
+FW_MAJOR, FW_MINOR = 1, 1  # 1.1: per-neuron current injection (protocol 1.2); since protocol 1.3 also
+# RESULT_COMPACT, firmware version kept at 1.1: calibrations are stored per firmware version and the analog
+# core's fixed pattern, which they measure, did not change
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from .errors import ChipLimitError, ProtocolError
 PROTOCOL_VERSION = 1
 #: protocol minor version: peers with the same major interoperate whatever their minors
 #: (1.1: selective repeat -- SACK bitmaps in ACKs, receiver state in NAKs -- and ERROR LINK_RESET;
-#: 1.2: RUN_INJECT, per-neuron injected current, and ``inject_max`` in HELLO_REPLY)
-PROTOCOL_MINOR = 2
+#: 1.2: RUN_INJECT, per-neuron injected current, and ``inject_max`` in HELLO_REPLY;
+#: 1.3: RESULT_COMPACT, only the fired neurons' ticks, sent to hosts whose HELLO says minor >= 3)
+PROTOCOL_MINOR = 3
 NO_SPIKE = 0xFFFF  # tick value meaning "no spike in this trial"
 MAX_TICK = 0xFFFE
 
@@ -45,12 +46,13 @@ RESULT = 0x22
 RUN_DONE = 0x23
 STATUS_REPLY = 0x24
 RESET_OK = 0x25
+RESULT_COMPACT = 0x26  # (1.3) RESULT carrying only the fired neurons' ticks, bit-packed
 ERROR = 0x2F
 
 NAMES = {
     ACK: "ACK", NAK: "NAK", HELLO: "HELLO", CONFIG: "CONFIG", RUN: "RUN", STATUS: "STATUS",
     RESET: "RESET", RUN_INJECT: "RUN_INJECT", HELLO_REPLY: "HELLO_REPLY", CONFIG_OK: "CONFIG_OK", RESULT: "RESULT",
-    RUN_DONE: "RUN_DONE", STATUS_REPLY: "STATUS_REPLY", RESET_OK: "RESET_OK", ERROR: "ERROR",
+    RUN_DONE: "RUN_DONE", STATUS_REPLY: "STATUS_REPLY", RESET_OK: "RESET_OK", RESULT_COMPACT: "RESULT_COMPACT", ERROR: "ERROR",
 }
 
 # error codes carried by ERROR messages
@@ -349,6 +351,115 @@ def unpack_result(p: bytes) -> tuple[int, np.ndarray]:
     if len(p) != _RESULT.size + 2 * n * k:
         raise ProtocolError(f"RESULT: {n} samples x {k} neurons need {_RESULT.size + 2 * n * k} bytes, got {len(p)}")
     return first, np.frombuffer(p, dtype="<u2", offset=_RESULT.size).reshape(n, k).copy()
+
+
+# ---------------------------------------------------------------- RESULT_COMPACT (1.3)
+# first sample index, n_samples, n_neurons, encoding, tick bits, fired count
+_COMPACT = struct.Struct("<IHHBBI")
+COMPACT_HEADER = _COMPACT.size
+ENC_DENSE = 0  # every neuron's tick as u16, NO_SPIKE for silent (as RESULT): when most fire with wide ticks
+ENC_BITMAP = 1  # a bit per (sample, neuron): fired; then the fired neurons' ticks in that order
+ENC_PAIRS = 2  # the fired neurons' flat indices (sample * n_neurons + neuron), ascending; then their ticks
+ENC_NAMES = {ENC_DENSE: "dense", ENC_BITMAP: "bitmap", ENC_PAIRS: "pairs"}
+
+
+def _bits(x: int) -> int:
+    return int(x).bit_length()
+
+
+def _pack_bits(values: np.ndarray, width: int) -> bytes:
+    """``values`` as ``width``-bit unsigned fields, least significant bit first, in
+    one bit stream padded with zeros to a whole byte."""
+    if width == 0 or values.size == 0:
+        return b""
+    v = np.asarray(values, dtype=np.uint32)
+    bits = ((v[:, None] >> np.arange(width, dtype=np.uint32)) & 1).astype(np.uint8)
+    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+
+
+def _unpack_bits(p: bytes, offset: int, count: int, width: int, what: str) -> tuple[np.ndarray, int]:
+    """(``count`` ``width``-bit fields from ``p[offset:]``, the offset after them)."""
+    nbytes = (count * width + 7) // 8
+    if len(p) < offset + nbytes:
+        raise ProtocolError(f"RESULT_COMPACT: {what} needs {nbytes} bytes, {len(p) - offset} left")
+    if width == 0 or count == 0:
+        return np.zeros(count, dtype=np.int64), offset + nbytes
+    bits = np.unpackbits(np.frombuffer(p, dtype=np.uint8, count=nbytes, offset=offset), bitorder="little")
+    fields = bits[: count * width].reshape(count, width).astype(np.int64)
+    return fields @ (np.int64(1) << np.arange(width, dtype=np.int64)), offset + nbytes
+
+
+def compact_sizes(n: int, m: int, fired: int, max_tick: int) -> dict[int, int]:
+    """Payload bytes of a RESULT_COMPACT of ``n`` samples x ``m`` neurons with
+    ``fired`` spikes, the largest tick ``max_tick``, in each encoding."""
+    tb = _bits(max_tick) if fired else 0
+    ticks = (fired * tb + 7) // 8
+    return {ENC_DENSE: COMPACT_HEADER + 2 * n * m,
+            ENC_BITMAP: COMPACT_HEADER + (n * m + 7) // 8 + ticks,
+            ENC_PAIRS: COMPACT_HEADER + (fired * _bits(max(n * m - 1, 0)) + 7) // 8 + ticks}
+
+
+def pack_result_compact(first: int, ticks: np.ndarray) -> bytes:
+    """(1.3) ``ticks`` (n, m) as only what the host needs: which neurons fired and
+    their ticks (``NO_SPIKE`` marks the silent ones), in whichever encoding is
+    smallest for these samples (a bitmap plus ticks, (index, tick) pairs, or,
+    when nearly all fire with wide ticks, the plain u16 ticks of RESULT); packed
+    ticks take as many bits as the largest of them needs."""
+    t = np.asarray(ticks, dtype=np.uint16)
+    n, m = t.shape
+    flat = t.reshape(-1)
+    idx = np.flatnonzero(flat != NO_SPIKE)
+    vals = flat[idx]
+    max_tick = int(vals.max()) if idx.size else 0
+    sizes = compact_sizes(n, m, idx.size, max_tick)
+    enc = min(sizes, key=lambda e: (sizes[e], -e))  # on a tie the denser-packed form
+    tb = _bits(max_tick) if idx.size else 0
+    head = _COMPACT.pack(first, n, m, enc, tb, idx.size)
+    if enc == ENC_DENSE:
+        return head + t.astype("<u2").tobytes()
+    if enc == ENC_BITMAP:
+        body = np.packbits(flat != NO_SPIKE, bitorder="little").tobytes()
+    else:
+        body = _pack_bits(idx, _bits(max(n * m - 1, 0)))
+    return head + body + _pack_bits(vals, tb)
+
+
+def unpack_result_compact(p: bytes) -> tuple[int, np.ndarray]:
+    """(first, ticks (n, m) uint16 with ``NO_SPIKE`` for the neurons that did not fire)."""
+    first, n, m, enc, tb, fired = _unpack(_COMPACT, p, "RESULT_COMPACT", exact=False)
+    if enc not in ENC_NAMES:
+        raise ProtocolError(f"RESULT_COMPACT: unknown encoding {enc}")
+    if tb > 16 or fired > n * m:
+        raise ProtocolError(f"RESULT_COMPACT: {fired} spikes of {tb}-bit ticks in {n} samples x {m} neurons")
+    off = COMPACT_HEADER
+    if enc == ENC_DENSE:
+        if len(p) != off + 2 * n * m:
+            raise ProtocolError(f"RESULT_COMPACT: {n} x {m} dense ticks need {off + 2 * n * m} bytes, got {len(p)}")
+        out = np.frombuffer(p, dtype="<u2", offset=off).reshape(n, m).astype(np.uint16)
+        if int((out != NO_SPIKE).sum()) != fired:
+            raise ProtocolError(f"RESULT_COMPACT: the ticks hold {int((out != NO_SPIKE).sum())} spikes, the header {fired}")
+        return first, out
+    if enc == ENC_BITMAP:
+        nbytes = (n * m + 7) // 8
+        if len(p) < off + nbytes:
+            raise ProtocolError(f"RESULT_COMPACT: the bitmap needs {nbytes} bytes, {len(p) - off} left")
+        mask = np.unpackbits(np.frombuffer(p, dtype=np.uint8, count=nbytes, offset=off), bitorder="little")[: n * m]
+        idx = np.flatnonzero(mask)
+        off += nbytes
+        if idx.size != fired:
+            raise ProtocolError(f"RESULT_COMPACT: the bitmap marks {idx.size} spikes, the header {fired}")
+    else:
+        idx, off = _unpack_bits(p, off, fired, _bits(max(n * m - 1, 0)), "the spike indices")
+        if fired and (np.any(np.diff(idx) <= 0) or idx[-1] >= n * m):
+            raise ProtocolError("RESULT_COMPACT: spike indices not ascending within the samples")
+    vals, off = _unpack_bits(p, off, fired, tb, "the ticks")
+    if off != len(p):
+        raise ProtocolError(f"RESULT_COMPACT: {len(p) - off} trailing bytes")
+    if fired and vals.max() > MAX_TICK:
+        raise ProtocolError("RESULT_COMPACT: a fired neuron's tick is 0xFFFF")
+    out = np.full(n * m, NO_SPIKE, dtype=np.uint16)
+    out[idx] = vals
+    return first, out.reshape(n, m)
 
 
 _DONE = struct.Struct("<Iff")  # samples run, chip (analog) seconds, firmware compute seconds
