@@ -16,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # a main dependency (pyproject.toml): never skipped for being missing
 
-ray = pytest.importorskip("ray")
-
-from hwloop.backends.qif.backend import spawn_emulator, stop_emulator  # noqa: E402
-from hwloop.network import Network  # noqa: E402
-from hwloop.pool import BoardPool, PoolConfig, Sweep  # noqa: E402
-from hwloop.pool.config import RESOURCE_PREFIX  # noqa: E402
-from hwloop.pretrained import path as pretrained  # noqa: E402
-from hwloop.session import LoopConfig, run_session  # noqa: E402
+from hwloop.backends.qif.backend import spawn_emulator, stop_emulator
+from hwloop.network import Network
+from hwloop.pool import BoardPool, PoolConfig, Sweep
+from hwloop.pool.config import RESOURCE_PREFIX
+from hwloop.pretrained import path as pretrained
+from hwloop.session import LoopConfig, run_session
 
 pytestmark = pytest.mark.slow
 
