@@ -3,18 +3,19 @@
     python bench/bench_sweep.py [--trials 8] [--boards 1 2 4]      # throughput
     python bench/bench_sweep.py study [--out runs/sweep-chips]     # the 8 chips x 3 seeds study (docs/sweeps.md)
 
-**throughput**: the same ``--trials`` short sessions (Yin-Yang on ``qif-emu``,
-``--boards any``: each trial takes the next free board) run
+**throughput**: ``--trials`` short sessions (Yin-Yang on ``qif-emu``) on one
+local Ray, started once (its start-up is printed, not counted):
 
-* directly, one after another, by `run_session` in this process (no Ray);
-* on pools of 1, 2 and 4 emulated boards (chip ids 1-4), one local Ray for
-  all of them, started once (its start-up is printed, not counted).
+* the per-trial overhead: each trial run directly by `run_session` in this
+  process and as one lease on a 1-board pool's actor, interleaved, medians;
+  the health check's share printed apart;
+* sweeps of all trials (``--boards any``: each takes the next free board)
+  on pools of 1, 2 and 4 emulated boards (chip ids 1-4), each size twice in
+  mirrored order (1, 2, 4, 4, 2, 1) against load drift: trials per hour
+  next to ideal linear scaling (the 1-board rate times the boards).
 
-It prints trials per hour for each, next to ideal linear scaling (the
-1-board rate times the boards), and the per-trial overhead of the pool
-(1-board pool vs direct, per trial), with the share of it that is the
-health check before every lease. Every figure comes from one run, side by
-side, so machine load hits all of them alike.
+Every figure comes from one run, side by side; the load average is printed
+(the machine is shared).
 
 **study**: in-the-loop recovery across 8 chip ids x 3 seeds on ``qif-emu``
 (default mismatch and noise), one board per chip (``--parallel`` 4 running at once): the test
@@ -67,6 +68,35 @@ def start_ray(names: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def overhead(base: LoopConfig, seeds: list[int], work: Path) -> dict:
+    """Per trial, interleaved (direct, pool, direct, pool, ...) so that load drifts hit both alike:
+    `run_session` in this process vs one lease on a 1-board pool's actor (`run_trial`: health check,
+    session, result back), each on a fresh session directory."""
+    import ray
+
+    from hwloop.pool import BoardPool, PoolConfig
+
+    url = "qif-emu?chip_id=1"
+    direct, leased, health = [], [], []
+    with BoardPool(PoolConfig.from_boards(chip_boards(1))) as pool:
+        actor = pool.boards["chip1"].actor
+        ray.get(actor.run_trial.remote({"dir": str(work / "warm"), "config": {**base.to_json(), "seed": 99}}))
+        for s in seeds:
+            t0 = time.perf_counter()
+            run_session(work / "od" / str(s), LoopConfig(**{**base.__dict__, "seed": s, "target": url}),
+                        progress=False)
+            direct.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            rec = ray.get(actor.run_trial.remote({"dir": str(work / "op" / str(s)),
+                                                  "config": {**base.to_json(), "seed": s}}))
+            leased.append(time.perf_counter() - t0)
+            assert rec["status"] == "done", rec
+            health.append(rec["health"]["seconds"])
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return {"direct_median_s": med(direct), "pool_median_s": med(leased), "health_median_s": med(health),
+            "direct_s": direct, "pool_s": leased}
+
+
 def throughput(args) -> int:
     import ray
 
@@ -76,21 +106,19 @@ def throughput(args) -> int:
     base = LoopConfig(init=init, **BENCH_TRIAL)
     seeds = list(range(args.trials))
     work = Path(tempfile.mkdtemp(prefix="hwloop-bench-sweep-"))
+    load0 = os.getloadavg()
     try:
-        t0 = time.perf_counter()
-        for s in seeds:
-            run_session(work / "direct" / str(s), LoopConfig(**{**base.__dict__, "seed": s,
-                                                                 "target": "qif-emu?chip_id=1"}), progress=False)
-        direct = time.perf_counter() - t0
         ray_start = start_ray([b["name"] for b in chip_boards(max(args.boards))])
+        over = overhead(base, seeds, work)
         rows = []
-        for n in args.boards:
+        order = list(args.boards) + list(reversed(args.boards))  # each size twice, mirrored against drift
+        for k, n in enumerate(order):
             config = PoolConfig.from_boards(chip_boards(n))
             t0 = time.perf_counter()
             with BoardPool(config) as pool:
                 pool_start = time.perf_counter() - t0
                 t1 = time.perf_counter()
-                res = Sweep(pool, base, work / f"pool{n}", seeds=seeds, boards=None, progress=False).run()
+                res = Sweep(pool, base, work / f"pool{n}-{k}", seeds=seeds, boards=None, progress=False).run()
                 wall = time.perf_counter() - t1
             if not res["ok"]:
                 print(f"pool of {n}: {res['failed']} trials failed: {[t['error'] for t in res['trials']]}")
@@ -102,24 +130,25 @@ def throughput(args) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     per_h = lambda wall: 3600.0 * args.trials / wall  # noqa: E731
-    one = next((r for r in rows if r["boards"] == 1), None)
-    print(f"{args.trials} trials (qif-emu, {BENCH_TRIAL['train_limit'] // BENCH_TRIAL['batch_size']} steps of "
-          f"{BENCH_TRIAL['batch_size']}, evaluations on {BENCH_TRIAL['eval_limit']} samples)")
+    mean_wall = {n: sum(r["wall_s"] for r in rows if r["boards"] == n) / 2 for n in args.boards}
+    one = mean_wall.get(1)
+    print(f"{args.trials} trials per pool run (qif-emu, {BENCH_TRIAL['train_limit'] // BENCH_TRIAL['batch_size']} "
+          f"steps of {BENCH_TRIAL['batch_size']}, evaluations on {BENCH_TRIAL['eval_limit']} samples); each pool size "
+          f"run twice in the order {order}")
     print(f"Ray start {ray_start:.1f} s (once, not counted)")
-    print(f"{'run':<16} {'wall s':>8} {'trials/h':>9} {'ideal':>9} {'of ideal':>9}")
-    print(f"{'direct (no Ray)':<16} {direct:>8.1f} {per_h(direct):>9.0f} {'':>9} {'':>9}")
-    for r in rows:
-        ideal = per_h(one["wall_s"]) * r["boards"] if one else float("nan")
-        print(f"{'pool of ' + str(r['boards']):<16} {r['wall_s']:>8.1f} {per_h(r['wall_s']):>9.0f} {ideal:>9.0f} "
-              f"{per_h(r['wall_s']) / ideal:>9.0%}   (pool start {r['pool_start_s']:.1f} s, health check "
-              f"{r['health_s_per_trial']:.2f} s/trial)")
-    if one:
-        over = (one["wall_s"] - direct) / args.trials
-        print(f"per-trial overhead of the pool (1 board vs direct): {over:+.2f} s, of which the health check "
-              f"{one['health_s_per_trial']:.2f} s; direct {direct / args.trials:.2f} s per trial")
-    print(f"load average (1, 5, 15 min) at the end: {tuple(round(v, 1) for v in os.getloadavg())} on "
-          f"{os.cpu_count()} cores")
-    print(json.dumps({"trials": args.trials, "direct_s": direct, "ray_start_s": ray_start, "pools": rows}))
+    print(f"{'run':<12} {'wall s (both runs)':>19} {'trials/h':>9} {'ideal':>9} {'of ideal':>9}  health check s/trial")
+    for n in args.boards:
+        walls = [r["wall_s"] for r in rows if r["boards"] == n]
+        hs = [r["health_s_per_trial"] for r in rows if r["boards"] == n]
+        ideal = per_h(one) * n if one else float("nan")
+        print(f"{'pool of ' + str(n):<12} {walls[0]:>9.1f} {walls[1]:>9.1f} {per_h(mean_wall[n]):>9.0f} "
+              f"{ideal:>9.0f} {per_h(mean_wall[n]) / ideal:>9.0%}  {hs[0]:.2f} {hs[1]:.2f}")
+    d, p_ = over["direct_median_s"], over["pool_median_s"]
+    print(f"per trial, interleaved, medians of {args.trials}: direct {d:.2f} s, through a 1-board pool {p_:.2f} s: "
+          f"overhead {p_ - d:+.2f} s ({(p_ - d) / d:+.0%}), of which the health check {over['health_median_s']:.2f} s")
+    print(f"load average (1, 5, 15 min): {tuple(round(v, 1) for v in load0)} at the start, "
+          f"{tuple(round(v, 1) for v in os.getloadavg())} at the end, on {os.cpu_count()} cores")
+    print(json.dumps({"trials": args.trials, "ray_start_s": ray_start, "overhead": over, "pools": rows}))
     return 0
 
 

@@ -16,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # a main dependency (pyproject.toml): never skipped for being missing
 
-ray = pytest.importorskip("ray")
-
-from hwloop.backends.qif.backend import spawn_emulator, stop_emulator  # noqa: E402
-from hwloop.network import Network  # noqa: E402
-from hwloop.pool import BoardPool, PoolConfig, Sweep  # noqa: E402
-from hwloop.pool.config import RESOURCE_PREFIX  # noqa: E402
-from hwloop.pretrained import path as pretrained  # noqa: E402
-from hwloop.session import LoopConfig, run_session  # noqa: E402
+from hwloop.backends.qif.backend import spawn_emulator, stop_emulator
+from hwloop.network import Network
+from hwloop.pool import BoardPool, PoolConfig, Sweep
+from hwloop.pool.config import RESOURCE_PREFIX
+from hwloop.pretrained import path as pretrained
+from hwloop.session import LoopConfig, run_session
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +108,7 @@ def test_a_worker_killed_mid_session_resumes_on_another_board_with_identical_wei
         res = Sweep(pool, base, tmp_path / "sweep", seeds=[5], boards=["ideal11"], progress=False,
                     faults={"t000": 3}).run()
         deaths = {b["name"]: b["worker_deaths"] for b in res["pool"]}
+        assert [b["state"] for b in res["pool"]] == ["free", "free"]  # the restarted worker is back in the pool
     assert res["ok"], res["trials"]
     t = res["trials"][0]
     assert t["attempts"] == 2 and t["boards_run_on"] == "ideal11+ideal12" and t["chip_id"] == 12 and t["moved"]
@@ -202,3 +202,24 @@ def test_ctrl_c_stops_every_trial_checkpointed_and_the_same_sweep_continues(loca
     alone = tmp_path / "alone"
     run_session(alone, tiny(train_limit=100, seed=t["seed"], target=IDEAL[0]["url"]), progress=False)
     assert_same_session(t["session"], alone)
+
+
+def test_the_sweep_command_prints_the_table_and_writes_the_summary(local_ray, tmp_path, capsys):
+    """`hwloop sweep` in-process (it reuses the running Ray), relative paths
+    included: the trials run in the actors' processes."""
+    from hwloop.cli import main
+
+    pool_file = tmp_path / "pool.toml"
+    pool_file.write_text("".join(f'[[board]]\nname = "{b["name"]}"\nurl = "{b["url"]}"\nkind = "ideal"\n\n'
+                                 for b in IDEAL))
+    init = os.path.relpath(pretrained("yinyang-qif.hwnet"))
+    code = main(["sweep", "--pool", str(pool_file), "--out", str(tmp_path / "out"), "--init", init, "--seeds", "0",
+                 "--boards", "ideal11", "--set", "epochs=1", "--set", "batch_size=25", "--set", "train_limit=50",
+                 "--set", "eval_limit=30", "--set", "lr=0.002,0.004", "--crash", "t000:1", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 done, 0 stopped, 0 failed" in out and "ran on ideal11+ideal12" in out, out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sorted((t["lr"], t["seed"], t["boards_run_on"]) for t in summary["trials"]) == [
+        (0.002, 0, "ideal11+ideal12"), (0.004, 0, "ideal11")], out
+    assert json.loads((tmp_path / "out" / "trials" / "t000" / "config.json").read_text())["lr"] == 0.002

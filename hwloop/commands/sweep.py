@@ -17,7 +17,7 @@ def register(sub):
     p.add_argument("--boards", default="all",
                    help="the boards axis: comma-separated board names, 'all' (one trial per board and seed), "
                         "or 'any' (no board axis: each trial takes whichever board of the pool is free)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=V[,V...]",
+    p.add_argument("--set", action="append", default=None, metavar="KEY=V[,V...]",
                    help="a session setting (any `hwloop loop` option as its config.json name, e.g. lr, epochs, "
                         "batch_size, gradient); several comma-separated values make it a grid axis; a "
                         "tuple value (max_missing) joins its numbers with '+'")
@@ -29,7 +29,7 @@ def register(sub):
     p.add_argument("--max-running", type=int, default=None,
                    help="trials running at once (default: one per board)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--crash", action="append", default=[], metavar="TRIAL:STEP", help=_suppress())
+    p.add_argument("--crash", action="append", default=None, metavar="TRIAL:STEP", help=_suppress())
     p.set_defaults(func=run)
     return p
 
@@ -117,7 +117,7 @@ def run(args) -> dict:
 
     config = PoolConfig.load(args.pool)
     seeds = parse_seeds(args.seeds)
-    single, grid = parse_settings(args.set)
+    single, grid = parse_settings(args.set or [])
     for key in ("target", "seed", "init"):
         if key in single or key in grid:
             raise SweepError(f"--set {key}: given by " + {"target": "the pool (each board's url)",
@@ -133,8 +133,10 @@ def run(args) -> dict:
     if args.max_attempts < 1:
         raise SweepError("--max-attempts must be >= 1")
     faults = {}
-    for item in args.crash:
+    for item in args.crash or []:  # test hook: the worker of TRIAL's first attempt dies after STEP
         trial, _, step = item.partition(":")
+        if not step.isdigit():
+            raise SweepError(f"--crash: expected TRIAL:STEP, got {item!r}")
         faults[trial] = int(step)
     base = dataclasses.replace(LoopConfig(init=args.init), **single)
     with BoardPool(config, address=args.address) as pool:

@@ -140,6 +140,8 @@ class BoardState:
 
 #: how often Ray restarts a board's actor after its process died
 ACTOR_RESTARTS = 1000
+#: seconds a restarting actor may take before its board is evicted
+RESTART_TIMEOUT = 300.0
 
 
 class BoardPool:
@@ -255,13 +257,23 @@ class BoardPool:
         _signal_task().options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
                                ).remote(pid, int(STOP_SIGNAL))
 
-    def refresh_where(self, name: str) -> None:
-        """After a worker death Ray restarts the actor in a new process: learn its pid."""
+    def refresh_where(self, name: str, timeout: float = RESTART_TIMEOUT) -> None:
+        """After a worker death Ray restarts the actor in a new process: wait for it, learn its pid."""
+        ray = _ray()
         st = self.boards[name]
-        try:
-            st.where = _ray().get(st.actor.where.remote(), timeout=120)
-        except Exception as exc:  # the actor could not be restarted
-            self.evict(name, f"the board's worker cannot be restarted ({type(exc).__name__})")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                st.where = ray.get(st.actor.where.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except ray.exceptions.ActorUnavailableError:  # still restarting
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            except Exception as exc:  # dead for good (restarts used up, node gone)
+                self.evict(name, f"the board's worker cannot be restarted ({type(exc).__name__})")
+                return
+        self.evict(name, f"the board's worker did not restart within {timeout:g} s")
 
 
 def show_pool(path, address: str | None = None, quiet: bool = False) -> dict:

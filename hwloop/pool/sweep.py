@@ -101,7 +101,11 @@ class Sweep:
                  progress: bool = True, faults: dict | None = None, log=None, max_running: int | None = None):
         from hwloop.session.runner import checked_config
 
-        self.pool, self.dir = pool, Path(directory)
+        # absolute paths: the trials run in the actors' processes, whose working directory is not ours
+        self.pool, self.dir = pool, Path(directory).resolve()
+        for key in ("init", "data_root"):
+            if isinstance(getattr(base, key), str):
+                base = dataclasses.replace(base, **{key: str(Path(getattr(base, key)).resolve())})
         self.progress, self.max_attempts = progress, max_attempts
         if max_running is not None and (not isinstance(max_running, int) or max_running < 1):
             raise SweepError(f"max_running must be an integer >= 1, got {max_running!r}")
