@@ -75,13 +75,13 @@ def test_sweep_of_3_seeds_x_4_chips_equals_each_session_run_alone(local_ray, tmp
     with BoardPool(config) as pool:
         assert all(b["state"] == "free" and b["chip_id_seen"] is not None for b in pool.check_all())
         res = Sweep(pool, base, tmp_path / "sweep", seeds=[0, 1, 2], boards=config.names, progress=False).run()
-    assert res["ok"] and res["done"] == 12 and not res["evicted"]
+    why = json.dumps({"events": [e for e in res["events"] if e["status"] != "done"], "evicted": res["evicted"]})
+    assert res["ok"] and res["done"] == 12 and not res["evicted"], why
     trials = res["trials"]
     assert sorted((t["board"], t["seed"]) for t in trials) == sorted((b, s) for b in config.names for s in (0, 1, 2))
     for t in trials:  # tagged with the board and the chip id that answered on it
-        assert t["chip_id"] == int(t["board"].removeprefix("chip")) and t["boards_run_on"] == t["board"]
-        assert not t["moved"]
-        assert t["attempts"] == 1 and t["test_n"] == 30
+        assert t["chip_id"] == int(t["board"].removeprefix("chip")) and t["boards_run_on"] == t["board"], why
+        assert not t["moved"] and t["attempts"] == 1 and t["test_n"] == 30, why
     for t in trials:
         alone = tmp_path / "alone" / t["trial"]
         run_session(alone, tiny(seed=t["seed"], target=config.by_name(t["board"]).url), progress=False)
@@ -94,7 +94,7 @@ def test_sweep_of_3_seeds_x_4_chips_equals_each_session_run_alone(local_ray, tmp
     # a trial directory is an ordinary session: hwloop report reads it
     from hwloop.cli import main
 
-    assert main(["report", trials[0]["session"], "--json"]) == 0
+    assert main(["report", trials[0]["session"], "--json"]) == 0, "hwloop report failed on a trial directory"
 
 
 def test_a_worker_killed_mid_session_resumes_on_another_board_with_identical_weights(local_ray, tmp_path):
