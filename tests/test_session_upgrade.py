@@ -14,6 +14,7 @@ well within the noise of 100 samples.
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,21 @@ def test_an_old_session_resumes_and_the_start_stays_selected(tmp_path):
     run_session(fresh, v1_config(), progress=False)
     for x, y in zip(weights(fresh / "network.hwnet"), weights(d / "network.hwnet")):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-12)
+
+
+def test_an_old_session_resumed_twice_before_a_checkpoint_keeps_the_old_best(tmp_path):
+    """A resume that dies before its first checkpoint leaves the format-1
+    checkpoint; the next resume upgrades again and must not overwrite the
+    kept copy of the old best.hwnet with the start network."""
+    d = tmp_path / "old"
+    shutil.copytree(V1, d)
+    proc = subprocess.run([sys.executable, "-m", "hwloop", "loop", "--resume", str(d), "--quiet",
+                           "--crash-after-step", "7"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert decode_checkpoint((d / "checkpoint.ckpt").read_bytes())["format"] == LEGACY_FORMAT
+    run_session(d, resume=True, progress=False)
+    assert same_weights(d / "best.hwnet.v1", V1 / "best.hwnet")
+    assert same_weights(d / "best.hwnet", d / "init.hwnet")
 
 
 def test_an_old_session_without_the_start_row_measures_the_start_again(tmp_path):

@@ -255,8 +255,8 @@ class Session:
                  f"{sel.start_acc:.4f} taken from the log, selected step {sel.best_step}"]
         if sel.best_step == 0 and old_best > sel.start_acc:
             kept = self.sd.path / "best.hwnet.v1"
-            try:
-                if self.sd.best.exists():
+            try:  # (a resume that crashed before its first checkpoint comes here again: the first copy stays)
+                if self.sd.best.exists() and not kept.exists():
                     os.replace(self.sd.best, kept)
             except OSError as exc:
                 raise SessionError(f"{self.sd.best}: cannot set aside ({exc.strerror or exc})") from None
