@@ -281,6 +281,9 @@ def accuracy_figure(accuracy: float, n: int) -> dict:
 
 #: the paired test's threshold: McNemar's z above this (one-sided 2.5 %)
 PAIRED_Z = 1.96
+#: validation splits up to this size keep the start's per-sample figures (in
+#: the checkpoint, 8 bytes each) for the paired test; larger ones use the Wilson rule
+MAX_PAIRED_SAMPLES = 100_000
 
 
 def paired_z(gained: int, lost: int) -> float:
@@ -330,7 +333,7 @@ class Selection:
         """True when ``ev`` becomes the selected network (the caller saves it)."""
         if self.start_acc is None:  # the start network: always the first selected
             self.start_acc, self.best_acc, self.best_step = ev["val_accuracy"], ev["val_accuracy"], step
-            if ev.get("_correct") is not None:
+            if ev.get("_correct") is not None and len(ev["_correct"]) <= MAX_PAIRED_SAMPLES:
                 self.start_correct = np.asarray(ev["_correct"], dtype=bool)
             return True
         if self.qualifies(ev) and ev["val_accuracy"] > self.best_acc:

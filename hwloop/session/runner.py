@@ -31,7 +31,7 @@ from .config import LoopConfig
 from .errors import SessionError, SessionWriteError
 from .estimators import make_estimator
 from .files import SessionDir
-from .parts import Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData, Trend
+from .parts import MAX_PAIRED_SAMPLES, Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData, Trend
 
 
 class _StopRequested(Exception):
@@ -178,7 +178,8 @@ class Session:
 
     def max_checkpoint_bytes(self) -> int:
         n = sum(int(w.numel()) for w in self.master.weights)
-        return 4 * 8 * n + MAX_HEADER + 1024  # weights, average, Adam's two moments, header
+        # weights, average, Adam's two moments, header, the start's per-sample validation figures
+        return 4 * 8 * n + MAX_HEADER + 1024 + 8 * MAX_PAIRED_SAMPLES
 
     def restore(self) -> None:
         """Continue from the last usable checkpoint (or from the start without
