@@ -98,3 +98,16 @@ def test_bad_schedule_settings_are_refused():
         cfg(lr_schedule="cosine").validate()
     with pytest.raises(SessionError, match="patience must be an integer >= 0"):
         cfg(patience=-1).validate()
+
+
+def test_a_session_on_the_full_validation_split_resumes(tmp_path):
+    """The start's per-sample figures (1000 validation samples) fit the
+    checkpoint's size bound: the session can be extended."""
+    c = cfg(epochs=1, eval_limit=None, train_limit=50, eval_every=0)
+    run_session(tmp_path / "s", c, progress=False)
+    from hwloop.session.checkpoint import decode_checkpoint
+
+    st = decode_checkpoint((tmp_path / "s" / "checkpoint.ckpt").read_bytes())
+    assert len(st["selection"]["start_correct"]) == 1000
+    res = run_session(tmp_path / "s", resume=True, epochs=2, progress=False)
+    assert res["steps"] == 2 and not any("damaged" in n for n in res.get("notices", []))

@@ -244,9 +244,13 @@ class Evaluator:
         t0 = time.perf_counter()
         backend.load(network_with(self.template, weights))
         times, _, _ = run_batches(backend, self.data.t_val)
+        from hwloop.data.decoding import decode
+
         acc = classification_report(times[-1], self.data.y_val)["accuracy"]
         fig = accuracy_figure(acc, len(self.data.y_val))
-        res = {"val_accuracy": acc, "val_n": fig["n"], "val_ci": fig["ci"],
+        # per-sample correctness (undecided counts as wrong): the paired comparison with the start
+        correct = decode(times[-1])[0] == np.asarray(self.data.y_val, dtype=np.int64)
+        res = {"val_accuracy": acc, "val_n": fig["n"], "val_ci": fig["ci"], "_correct": correct,
                "val_silent": [s["silent_fraction"] for s in spike_statistics(times)["layers"]]}
         if self.compare_software:
             with torch.no_grad():
@@ -275,29 +279,62 @@ def accuracy_figure(accuracy: float, n: int) -> dict:
     return {"accuracy": float(accuracy), "n": int(n), "ci": [lo, hi]}
 
 
+#: the paired test's threshold: McNemar's z above this (one-sided 2.5 %)
+PAIRED_Z = 1.96
+#: validation splits up to this size keep the start's per-sample figures (in
+#: the checkpoint, 8 bytes each) for the paired test; larger ones use the Wilson rule
+MAX_PAIRED_SAMPLES = 100_000
+
+
+def paired_z(gained: int, lost: int) -> float:
+    """McNemar's statistic of a candidate against the start on the same
+    samples: ``gained`` samples the start got wrong and the candidate right,
+    ``lost`` the other way; (gained - lost) / sqrt(gained + lost), 0 when
+    the two agree on every sample."""
+    return (gained - lost) / float(np.sqrt(gained + lost)) if gained + lost > 0 else 0.0
+
+
 class Selection:
     """Which network the session returns (`best.hwnet`). The start network
     is the first candidate and stays selected unless a later one is better
-    beyond the uncertainty of the measurement: a candidate qualifies when
-    the lower end of the Wilson 95 % interval of its validation accuracy
-    lies above the start's accuracy; among those that qualify the one with
-    the highest validation accuracy is kept (the first of equals). A rise
-    within the noise of ``n`` validation samples therefore never replaces
-    the start (the case of issue 19: +0.8 points on 1 000 samples)."""
+    beyond the uncertainty of the measurement. Where the evaluation compared
+    the candidate with the start sample by sample (``val_vs_start``:
+    [gained, lost], on the same validation samples), a candidate qualifies
+    when McNemar's paired statistic exceeds `PAIRED_Z`; without it (logs of
+    older sessions), when the lower end of the Wilson 95 % interval of its
+    validation accuracy lies above the start's accuracy. Among those that
+    qualify the one with the highest validation accuracy is kept (the first
+    of equals). A rise within the noise of ``n`` validation samples
+    therefore never replaces the start (the case of issue 19: +0.8 points on
+    1 000 samples), while a rise that the same samples confirm does, also on
+    a small validation split where the unpaired interval is too wide."""
 
     def __init__(self, best_acc: float = -1.0, start_acc: float | None = None, best_step: int = 0):
         self.best_acc, self.start_acc, self.best_step = best_acc, start_acc, best_step
+        self.start_correct: np.ndarray | None = None  # the start's per-sample correctness on validation
+
+    def compare(self, ev: dict) -> None:
+        """Add ``val_vs_start`` ([gained, lost] against the start) to ``ev``
+        when it carries per-sample correctness (``_correct``) of the same samples."""
+        c = ev.get("_correct")
+        s = self.start_correct
+        if c is not None and s is not None and len(c) == len(s):
+            ev["val_vs_start"] = [int(np.sum(~s & c)), int(np.sum(s & ~c))]
 
     def qualifies(self, ev: dict) -> bool:
         """Whether ``ev`` is better than the start beyond its uncertainty."""
         if self.start_acc is None:
             return True
+        if "val_vs_start" in ev:
+            return paired_z(*ev["val_vs_start"]) > PAIRED_Z
         return ev["val_ci"][0] > self.start_acc
 
     def offer(self, ev: dict, step: int = 0) -> bool:
         """True when ``ev`` becomes the selected network (the caller saves it)."""
         if self.start_acc is None:  # the start network: always the first selected
             self.start_acc, self.best_acc, self.best_step = ev["val_accuracy"], ev["val_accuracy"], step
+            if ev.get("_correct") is not None and len(ev["_correct"]) <= MAX_PAIRED_SAMPLES:
+                self.start_correct = np.asarray(ev["_correct"], dtype=bool)
             return True
         if self.qualifies(ev) and ev["val_accuracy"] > self.best_acc:
             self.best_acc, self.best_step = ev["val_accuracy"], step
@@ -305,8 +342,11 @@ class Selection:
         return False
 
     def state(self) -> dict:
-        return {"start_acc": float(self.start_acc if self.start_acc is not None else -1.0),
-                "best_step": int(self.best_step)}
+        out = {"start_acc": float(self.start_acc if self.start_acc is not None else -1.0),
+               "best_step": int(self.best_step)}
+        if self.start_correct is not None:
+            out["start_correct"] = self.start_correct.astype(np.int64)
+        return out
 
 
 class Trend:

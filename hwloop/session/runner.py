@@ -31,7 +31,7 @@ from .config import LoopConfig
 from .errors import SessionError, SessionWriteError
 from .estimators import make_estimator
 from .files import SessionDir
-from .parts import Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData, Trend
+from .parts import MAX_PAIRED_SAMPLES, Evaluator, MasterWeights, Revival, SessionLoss, Selection, TrainingData, Trend
 
 
 class _StopRequested(Exception):
@@ -145,11 +145,15 @@ class Session:
             raise CheckpointDamaged(f"step {step!r} is not a step count")
         if not isinstance(best, float) or not -1.0 <= best <= 1.0:
             raise CheckpointDamaged(f"best_acc {best!r} is not an accuracy")
-        if sel is not None and (not isinstance(sel, dict) or set(sel) != {"start_acc", "best_step"}
+        if sel is not None and (not isinstance(sel, dict) or set(sel) - {"start_correct"} != {"start_acc", "best_step"}
                 or not isinstance(sel["start_acc"], float) or not -1.0 <= sel["start_acc"] <= 1.0
                 or not isinstance(sel["best_step"], int) or isinstance(sel["best_step"], bool)
                 or not 0 <= sel["best_step"] <= step):
             raise CheckpointDamaged("selection: not the start accuracy and the selected step")
+        sc = sel.get("start_correct") if sel is not None else None
+        if sc is not None and not (isinstance(sc, torch.Tensor) and sc.dtype == torch.int64 and sc.ndim == 1
+                                   and bool(((sc == 0) | (sc == 1)).all())):
+            raise CheckpointDamaged("selection.start_correct: not one 0/1 integer per validation sample")
         trend = st["trend"]
         if trend is not None and (not isinstance(trend, dict) or set(trend) != {"best_val", "stale"}
                                   or not isinstance(trend["best_val"], float) or not -1.0 <= trend["best_val"] <= 1.0
@@ -174,7 +178,8 @@ class Session:
 
     def max_checkpoint_bytes(self) -> int:
         n = sum(int(w.numel()) for w in self.master.weights)
-        return 4 * 8 * n + MAX_HEADER + 1024  # weights, average, Adam's two moments, header
+        # weights, average, Adam's two moments, header, the start's per-sample validation figures
+        return 4 * 8 * n + MAX_HEADER + 1024 + 8 * MAX_PAIRED_SAMPLES
 
     def restore(self) -> None:
         """Continue from the last usable checkpoint (or from the start without
@@ -222,6 +227,12 @@ class Session:
         else:
             self.selection.start_acc = st["selection"]["start_acc"]
             self.selection.best_step = st["selection"]["best_step"]
+            sc = st["selection"].get("start_correct")
+            if sc is not None:
+                if len(sc) != len(self.data.y_val):
+                    raise SessionError(f"{path}: the checkpoint's start figures are for {len(sc)} validation "
+                                       f"samples, the session has {len(self.data.y_val)}; a foreign checkpoint")
+                self.selection.start_correct = sc.numpy().astype(bool)
             self.trend = Trend(**st["trend"])
 
     def _upgrade_selection(self, old_best: float) -> None:
@@ -255,8 +266,8 @@ class Session:
                  f"{sel.start_acc:.4f} taken from the log, selected step {sel.best_step}"]
         if sel.best_step == 0 and old_best > sel.start_acc:
             kept = self.sd.path / "best.hwnet.v1"
-            try:
-                if self.sd.best.exists():
+            try:  # (a resume that crashed before its first checkpoint comes here again: the first copy stays)
+                if self.sd.best.exists() and not kept.exists():
                     os.replace(self.sd.best, kept)
             except OSError as exc:
                 raise SessionError(f"{self.sd.best}: cannot set aside ({exc.strerror or exc})") from None
@@ -314,7 +325,9 @@ class Session:
     # ---- the loop
     def evaluate(self, backend, epoch: int) -> dict:
         ev = self.evaluator(backend, self.master.deployed())
-        self.sd.append_log({"step": self.step, "epoch": epoch, "kind": "eval", **ev})
+        self.selection.compare(ev)
+        self.sd.append_log({"step": self.step, "epoch": epoch, "kind": "eval",
+                            **{k: v for k, v in ev.items() if not k.startswith("_")}})
         if self.selection.offer(ev, self.step):
             self.sd.save_network(self.deployed_network(), self.sd.best)
         if not self.trend.update(ev) and self.cfg.lr_schedule == "plateau":
