@@ -149,7 +149,10 @@ def test_a_board_made_unhealthy_is_evicted_and_reported(local_ray, tmp_path):
         assert res["ok"] and res["done"] == 2
         assert all(t["boards_run_on"] == "serial22" for t in res["trials"])
         (ev,) = res["evicted"]
-        assert ev["name"] == "serial21" and ev["reason"].startswith("handshake failed")
+        # the stopped emulator's pseudo-terminal is gone: the handshake fails, or, where another process on
+        # the machine has been given the same /dev/pts number meanwhile, a different chip answers on it
+        assert ev["name"] == "serial21", ev
+        assert ev["reason"].startswith("handshake failed") or "a different chip on this board's port" in ev["reason"], ev
         shown = {b["name"]: b for b in _devices(main, pool_file, code=1)}  # a board out: exit status 1
         assert shown["serial21"]["state"] == "evicted" and shown["serial22"]["state"] == "free"
     finally:
