@@ -414,17 +414,23 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
              f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}.", ""]
     if evals:
         sel_step = summary.get("selected_step", _selected_step(evals))
-        lines += ["Every validation figure with its sample count and Wilson 95 % interval; **selected** marks "
-                  "the network the session returns (`best.hwnet`): the start unless a later one is better "
-                  "beyond the interval.", "",
-                  "| step | epoch | validation accuracy on target | n | 95 % interval | same weights in software | |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["Every validation figure with its sample count and Wilson 95 % interval, and against the "
+                  "start on the same samples (gained / lost); **selected** marks the network the session "
+                  "returns (`best.hwnet`): the start unless a later one is better beyond the noise (McNemar "
+                  "z > 1.96 on gained / lost; where those are not logged, the lower end of the interval above "
+                  "the start).", "",
+                  "| step | epoch | validation accuracy on target | n | 95 % interval | vs start: gained / lost "
+                  "| same weights in software | |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in evals:
             lo, hi = r.get("val_ci", (float("nan"), float("nan")))
             n = r.get("val_n", "?")
             mark = "**selected**" if r["step"] == sel_step else ""
+            vs = r.get("val_vs_start")
+            vs_text = f"{vs[0]} / {vs[1]}" if isinstance(vs, list) and len(vs) == 2 else ""
             lines.append(f"| {r['step']} | {r.get('epoch', '')} | {r['val_accuracy']:.4f} | {n} | "
-                         f"[{lo:.4f}, {hi:.4f}] | {r.get('software_val_accuracy', float('nan')):.4f} | {mark} |")
+                         f"[{lo:.4f}, {hi:.4f}] | {vs_text} | {r.get('software_val_accuracy', float('nan')):.4f} "
+                         f"| {mark} |")
         lines.append("")
         if "test_start" in summary:
             ts, tb = summary["test_start"], summary["test_selected"]

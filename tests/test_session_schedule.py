@@ -111,3 +111,11 @@ def test_a_session_on_the_full_validation_split_resumes(tmp_path):
     assert len(st["selection"]["start_correct"]) == 1000
     res = run_session(tmp_path / "s", resume=True, epochs=2, progress=False)
     assert res["steps"] == 2 and not any("damaged" in n for n in res.get("notices", []))
+    # the report shows every evaluation against the start on the same samples, as logged
+    from hwloop.report import write_report
+
+    write_report(str(tmp_path / "s"), run_target=False)
+    text = (tmp_path / "s" / "report" / "report.md").read_text()
+    for r in (x for x in log(tmp_path / "s") if x["kind"] == "eval" and x["step"] > 0):
+        g, lost = r["val_vs_start"]
+        assert any(line.startswith(f"| {r['step']} |") and f"| {g} / {lost} |" in line for line in text.splitlines())
