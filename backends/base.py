@@ -260,6 +260,20 @@ class Backend(abc.ABC):
         """Run a spike-train network on an input raster (n_steps, batch, n_features), 1 = spike."""
         raise TargetError(f"{self.url.raw}: {self.scheme} does not run spike-train networks")
 
+    def checked_raster(self, raster) -> np.ndarray:
+        """``raster`` as an array, checked against the deployed spike-train network (`TargetError`
+        naming the expected shape, or values other than 0 and 1); for `run_raster` implementations."""
+        net = self.network
+        if not net.is_spike_train:
+            raise TargetError(f"{self.url.raw}: run_raster needs a spike-train network; this one is {net.model}")
+        r = np.asarray(raster)
+        shape = (net.n_steps, "batch", net.encoding.n_features)
+        if r.ndim != 3 or r.shape[0] != net.n_steps or r.shape[2] != net.encoding.n_features or r.shape[1] == 0:
+            raise TargetError(f"{self.url.raw}: expected an input raster of shape {shape}, got {r.shape}")
+        if r.dtype.kind not in "biuf" or not np.isin(r, (0, 1)).all():
+            raise TargetError(f"{self.url.raw}: an input raster holds 0 (no spike) and 1 (spike) only")
+        return r
+
     def run(self, t_features: np.ndarray, probe: bool = False) -> Measurement:
         """Run a batch of input spike times (batch, n_features), in the network's time unit
         (``inf``: the input sends no spike), and return what the target measured.

@@ -37,18 +37,10 @@ class SoftwareBackend(Backend):
 
     def run_raster(self, raster: np.ndarray, probe: bool = False) -> Measurement:
         """Run the deployed spike-train network on an input raster (n_steps, batch, n_features)."""
-        from hwloop.errors import TargetError
         from hwloop.models.trains import Surrogate, cuba_network_forward
 
         net = self.network
-        if not net.is_spike_train:
-            raise TargetError(f"{self.url.raw}: run_raster needs a spike-train network; this one is {net.model}")
-        r = np.asarray(raster)
-        shape = (net.n_steps, "batch", net.encoding.n_features)
-        if r.ndim != 3 or r.shape[0] != net.n_steps or r.shape[2] != net.encoding.n_features or r.shape[1] == 0:
-            raise TargetError(f"{self.url.raw}: expected an input raster of shape {shape}, got {r.shape}")
-        if r.dtype.kind not in "biuf" or not np.isin(r, (0, 1)).all():
-            raise TargetError(f"{self.url.raw}: an input raster holds 0 (no spike) and 1 (spike) only")
+        r = self.checked_raster(raster)
         t0 = time.perf_counter()
         with torch.no_grad():
             out = cuba_network_forward(torch.as_tensor(r, dtype=torch.float64), self._weights, self._params,

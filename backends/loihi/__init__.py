@@ -108,14 +108,7 @@ class _LoihiBackend(Backend):
         from hwloop.firmware_models.loihi.trains import pre_reset
 
         net = self.network
-        if not net.is_spike_train:
-            raise TargetError(f"{self.url.raw}: run_raster needs a spike-train network; this one is {net.model}")
-        r = np.asarray(raster)
-        shape = (net.n_steps, "batch", net.encoding.n_features)
-        if r.ndim != 3 or r.shape[0] != net.n_steps or r.shape[2] != net.encoding.n_features or r.shape[1] == 0:
-            raise TargetError(f"{self.url.raw}: expected an input raster of shape {shape}, got {r.shape}")
-        if r.dtype.kind not in "biuf" or not np.isin(r, (0, 1)).all():
-            raise TargetError(f"{self.url.raw}: an input raster holds 0 (no spike) and 1 (spike) only")
+        r = self.checked_raster(raster)
         c: TrainsCompiled = self._compiled
         t0 = time.perf_counter()
         L = len(c.layers)

@@ -202,11 +202,7 @@ def read_netx(path: str | os.PathLike):
     def fail(msg: str) -> NetworkFileError:
         return NetworkFileError(f"{path}: {msg}")
 
-    def text(ds) -> str:
-        v = ds[()]
-        if isinstance(v, np.ndarray):
-            v = v.reshape(-1)[0]
-        return v.decode("ascii") if isinstance(v, bytes) else str(v)
+    text = _text
 
     try:
         f = h5py.File(path, "r")
@@ -216,13 +212,7 @@ def read_netx(path: str | os.PathLike):
         try:
             if is_trains_file(f):
                 raise fail("a spike-train (multi-spike, CUBA) netx file: read it with read_netx_trains")
-            steps = int(f["simulation/tSample"][()])
-            dt = float(f["simulation/Ts"][()])
-            lg = f["layer"]
-            names = sorted(lg.keys(), key=int)
-            if text(lg[names[0]]["type"]) != "input":
-                raise fail("layer 0 is not an input layer")
-            n_prev = int(np.prod(lg[names[0]]["shape"][()]))
+            steps, dt, lg, names, n_prev = _netx_grid(f, fail)
             layers = []
             for name in names[1:]:
                 g = lg[name]
@@ -518,6 +508,18 @@ def _open_netx(path):
         raise NetworkFileError(f"{path}: not an HDF5 file, or truncated ({exc})") from None
 
 
+def _netx_grid(f, fail):
+    """What every netx reader reads first: ``(steps, dt, layer group, layer names in order, input
+    width)``, the first layer checked to be the input layer (``fail(msg)`` makes the error)."""
+    steps = int(f["simulation/tSample"][()])
+    dt = float(f["simulation/Ts"][()])
+    lg = f["layer"]
+    names = sorted(lg.keys(), key=int)
+    if _text(lg[names[0]]["type"]) != "input":
+        raise fail("layer 0 is not an input layer")
+    return steps, dt, lg, names, int(np.prod(lg[names[0]]["shape"][()]))
+
+
 def _text(ds) -> str:
     v = ds[()]
     if isinstance(v, np.ndarray):
@@ -551,15 +553,9 @@ def read_netx_trains(path: str | os.PathLike):
 
     with f:
         try:
-            steps = int(f["simulation/tSample"][()])
-            dt = float(f["simulation/Ts"][()])
-            lg = f["layer"]
-            names = sorted(lg.keys(), key=int)
-            if _text(lg[names[0]]["type"]) != "input":
-                raise fail("layer 0 is not an input layer")
+            steps, dt, lg, names, n_prev = _netx_grid(f, fail)
             if "neuron" in lg[names[0]]:
                 raise fail("layer 0 has input neurons; this reader handles input layers without neurons only")
-            n_prev = int(np.prod(lg[names[0]]["shape"][()]))
             n_inputs = n_prev
             layers = []
             for name in names[1:]:
