@@ -14,16 +14,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import ray  # a main dependency (pyproject.toml): never skipped for being missing
 
 from hwloop.backends.qif.backend import spawn_emulator, stop_emulator
-from hwloop.network import Network
 from hwloop.pool import BoardPool, PoolConfig, Sweep
 from hwloop.pool.config import RESOURCE_PREFIX
 from hwloop.pretrained import path as pretrained
 from hwloop.session import LoopConfig, run_session
+from session_compare import assert_same_session as assert_same_log_and_weights
+from session_compare import rows
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,14 @@ CHIPS = [{"name": f"chip{c}", "url": f"qif-emu?chip_id={c}&baud=0"} for c in (1,
 IDEAL = [{"name": f"ideal{c}", "url": f"qif-emu?chip_id={c}&baud=0&mismatch=0&noise=0", "kind": "ideal"}
          for c in (11, 12)]
 SERIAL_NAMES = ["serial21", "serial22"]
-TIMING = {"seconds", "target_seconds", "host_seconds", "io_seconds", "deploy_seconds"}
+
+
+def assert_same_session(a, b):
+    """Same weights and log (session_compare), and the same selection and test figures."""
+    assert_same_log_and_weights(a, b)
+    sa, sb = (json.loads((Path(d) / "summary.json").read_text()) for d in (a, b))
+    for key in ("best_val_accuracy", "start_val_accuracy", "selected_step", "test_start", "test_selected"):
+        assert sa.get(key) == sb.get(key), key
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +59,6 @@ def tiny(**kw) -> LoopConfig:
                 train_limit=50, eval_limit=30, lr=0.002)
     base.update(kw)
     return LoopConfig(**base)
-
-
-def rows(d):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (Path(d) / "log.jsonl").read_text().splitlines()]
-
-
-def assert_same_session(a, b):
-    for name in ("network.hwnet", "best.hwnet"):
-        for x, y in zip(Network.load(Path(a) / name).weights(), Network.load(Path(b) / name).weights()):
-            np.testing.assert_array_equal(x, y, err_msg=name)
-    assert rows(a) == rows(b)
-    sa, sb = (json.loads((Path(d) / "summary.json").read_text()) for d in (a, b))
-    for key in ("best_val_accuracy", "start_val_accuracy", "selected_step", "test_start", "test_selected"):
-        assert sa.get(key) == sb.get(key), key
 
 
 def test_sweep_of_3_seeds_x_4_chips_equals_each_session_run_alone(local_ray, tmp_path):
@@ -173,7 +165,9 @@ def _devices(main, pool_file, code=0):
 
 def test_ctrl_c_stops_every_trial_checkpointed_and_the_same_sweep_continues(local_ray, tmp_path):
     config = PoolConfig.from_boards(IDEAL)
-    base = tiny(train_limit=100)
+    # long enough (40 steps) that the stop reaches the sessions before they end on a quiet machine
+    # (with 4 steps, CI's clean run finished both trials before Ctrl-C arrived)
+    base = tiny(train_limit=1000)
     out = tmp_path / "sweep"
 
     def press_ctrl_c_once_training_runs():
@@ -203,7 +197,7 @@ def test_ctrl_c_stops_every_trial_checkpointed_and_the_same_sweep_continues(loca
     assert second["ok"] and second["done"] == 2
     t = next(t for t in second["trials"] if t["trial"] == stopped[0]["trial"])
     alone = tmp_path / "alone"
-    run_session(alone, tiny(train_limit=100, seed=t["seed"], target=IDEAL[0]["url"]), progress=False)
+    run_session(alone, tiny(train_limit=1000, seed=t["seed"], target=IDEAL[0]["url"]), progress=False)
     assert_same_session(t["session"], alone)
 
 

@@ -15,23 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwloop.network import Network
 from hwloop.pretrained import path as pretrained
 from hwloop.session import LoopConfig, run_session
-
-TIMING = {"seconds", "target_seconds", "host_seconds", "io_seconds", "deploy_seconds"}
-
-
-def rows(d):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-            for line in (Path(d) / "log.jsonl").read_text().splitlines()]
+from session_compare import assert_same_session, rows
 
 
-def assert_same_session(a, b):
-    for name in ("network.hwnet", "best.hwnet"):
-        for x, y in zip(Network.load(Path(a) / name).weights(), Network.load(Path(b) / name).weights()):
-            np.testing.assert_array_equal(x, y, err_msg=name)
-    assert rows(a) == rows(b)  # every row once, the same losses, accuracies, learning rates
+
 
 
 def cli_args(directory, cfg: LoopConfig) -> list[str]:
