@@ -26,7 +26,8 @@ from hwloop.session.checkpoint import decode_checkpoint, encode_checkpoint
 from hwloop.session.parts import accuracy_figure
 from hwloop.session.runner import LEGACY_FORMAT, STATE_FORMAT
 
-from test_session_resume import TIMING, cli_args
+from session_compare import TIMING
+from test_session_resume import cli_args
 
 V1 = Path(__file__).parent / "data" / "session-v1"
 NEW_LOG_KEYS = {"val_n", "val_ci", "val_vs_start"}  # what format-1 eval rows lacked
