@@ -209,18 +209,24 @@ def layer_kernel(in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bi
     """One layer for the whole batch into ``out``: `layer_samples` over
     contiguous shares of the batch, one per thread (``threads``: default
     `num_threads`). Results do not depend on the thread count."""
-    B = in_steps.shape[0]
+    split_batch(layer_samples, in_steps.shape[0], (in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias,
+                                                   eb_any, fu, fv, du1, vth, steps, prune_every, out), threads)
+
+
+def split_batch(kernel, B: int, args: tuple, threads=None) -> None:
+    """``kernel(b0, b1, *args)`` over contiguous shares of a batch of ``B``
+    samples, one per thread (``threads``: default `num_threads`; at least
+    MIN_SAMPLES_PER_THREAD samples each), on plain Python threads (the
+    kernels are nogil), the calling thread taking the first share."""
     k = num_threads() if threads is None else max(1, int(threads))
     k = max(1, min(k, B // MIN_SAMPLES_PER_THREAD))
-    args = (in_steps, w, weight_exp, bias_in, bias_step, last_input, eff_bias, eb_any,
-            fu, fv, du1, vth, steps, prune_every, out)
     if k == 1:
-        layer_samples(0, B, *args)
+        kernel(0, B, *args)
         return
     bounds = [(i * B // k, (i + 1) * B // k) for i in range(k)]
-    futures = [_executor(k - 1).submit(layer_samples, b0, b1, *args) for b0, b1 in bounds[1:]]
+    futures = [_executor(k - 1).submit(kernel, b0, b1, *args) for b0, b1 in bounds[1:]]
     try:
-        layer_samples(*bounds[0], *args)
+        kernel(*bounds[0], *args)
     finally:
         for f in futures:
             f.result()

@@ -91,19 +91,7 @@ def trains_samples(b0, b1, spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_
 def trains_layer(spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec, record, threads=None):
     """One layer for the whole batch: `trains_samples` over contiguous shares of
     the batch, one per thread (``threads``: default `_numba_kernel.num_threads`)."""
-    from ._numba_kernel import MIN_SAMPLES_PER_THREAD, _executor, num_threads
+    from ._numba_kernel import split_batch
 
-    B = spk_in.shape[1]
-    k = num_threads() if threads is None else max(1, int(threads))
-    k = max(1, min(k, B // MIN_SAMPLES_PER_THREAD))
-    args = (spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec, record)
-    if k == 1:
-        trains_samples(0, B, *args)
-        return
-    bounds = [(i * B // k, (i + 1) * B // k) for i in range(k)]
-    futures = [_executor(k - 1).submit(trains_samples, b0, b1, *args) for b0, b1 in bounds[1:]]
-    try:
-        trains_samples(*bounds[0], *args)
-    finally:
-        for f in futures:
-            f.result()
+    split_batch(trains_samples, spk_in.shape[1],
+                (spk_in, w, e, r, e_rec, has_rec, fu, fv, vth, out, v_rec, u_rec, record), threads)
