@@ -74,7 +74,7 @@ def test_sweep_of_3_seeds_x_4_chips_equals_each_session_run_alone(local_ray, tmp
     for t in trials:  # tagged with the board and the chip id that answered on it
         assert t["chip_id"] == int(t["board"].removeprefix("chip")) and t["boards_run_on"] == t["board"], why
         assert not t["moved"] and t["attempts"] == 1 and t["test_n"] == 30, why
-    # each board and each seed once, run alone (all 12 doubled the test's time for no new path)
+    # every board once and every seed at least once rerun alone (rerunning all 12 doubled the time, no new path)
     order = sorted(config.names)
     rerun = [t for t in trials if t["seed"] == order.index(t["board"]) % 3]
     assert len(rerun) == len(order)
