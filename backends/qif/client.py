@@ -56,6 +56,10 @@ class InjectUnsupported(ProtocolError):
     """Current injection asked of a chip whose firmware predates protocol 1.2."""
 
 
+class TrainsUnsupported(ProtocolError):
+    """A spike-train configuration or run asked of a chip whose firmware predates protocol 1.4."""
+
+
 class ChipClient:
     def __init__(self, transport, *, baud: int | None, ack_timeout: float = 0.25, retries: int = 16,
                  reply_timeout: float = 5.0, connect_timeout: float = 10.0, max_payload: int = 1024,
@@ -71,7 +75,10 @@ class ChipClient:
         self._req = int.from_bytes(os.urandom(2), "little")
         self.info: M.ChipInfo | None = None
         self._config: bytes | None = None
+        self._config_type = M.CONFIG  # or TRAIN_CONFIG (1.4): what `_recover` re-sends
         self._config_crc = 0
+        #: protocol minor version this host announces in HELLO (lower it to act as an older host)
+        self.hello_minor = M.PROTOCOL_MINOR
         self.events: Counter = Counter()
 
     # ------------------------------------------------------------ request layer
@@ -122,7 +129,7 @@ class ChipClient:
 
     # ------------------------------------------------------------ commands
     def hello(self, timeout: float | None = None) -> M.ChipInfo:
-        m = self.request(M.HELLO, M.pack_hello(M.PROTOCOL_VERSION, self.max_payload), (M.HELLO_REPLY,),
+        m = self.request(M.HELLO, M.pack_hello(M.PROTOCOL_VERSION, self.max_payload, self.hello_minor), (M.HELLO_REPLY,),
                          timeout=timeout)
         info = M.ChipInfo.unpack(m.payload).validate()
         if self.info is not None and (info.boot_id != self.info.boot_id):
@@ -147,13 +154,27 @@ class ChipClient:
                 self.link.reset_peer()
         raise HandshakeFailed(f"{self.name}: no handshake within {self.connect_timeout:g} s (last: {last})")
 
-    def configure(self, payload: bytes) -> int:
-        m = self.request(M.CONFIG, payload, (M.CONFIG_OK,))
+    def configure(self, payload: bytes, mtype: int = M.CONFIG) -> int:
+        """Send a configuration: ``mtype`` CONFIG (first-spike) or TRAIN_CONFIG (1.4, spike trains)."""
+        if mtype == M.TRAIN_CONFIG:
+            self.require_trains()
+        m = self.request(mtype, payload, (M.CONFIG_OK,))
         crc = M.unpack_config_ok(m.payload)
         if crc != M.config_crc(payload):
             raise ProtocolError(f"chip stored configuration CRC {crc:#x}, host sent {M.config_crc(payload):#x}")
-        self._config, self._config_crc = payload, crc
+        self._config, self._config_type, self._config_crc = payload, mtype, crc
         return crc
+
+    def require_trains(self) -> None:
+        """`TrainsUnsupported` unless the chip (and this host's HELLO) speak protocol 1.4."""
+        info = self.info
+        if info is None or not info.has_trains:
+            fw = "unknown" if info is None else f"{info.fw_version} speaks protocol {info.protocol}"
+            raise TrainsUnsupported(f"{self.name}: the chip's firmware {fw}; spike trains need protocol "
+                                    f"1.{M.TRAINS_MINOR} (update the firmware)")
+        if self.hello_minor < M.TRAINS_MINOR:
+            raise TrainsUnsupported(f"{self.name}: this host announced protocol 1.{self.hello_minor}; "
+                                    f"spike trains need 1.{M.TRAINS_MINOR}")
 
     def status(self) -> dict:
         return M.unpack_status(self.request(M.STATUS, b"", (M.STATUS_REPLY,)).payload)
@@ -231,7 +252,112 @@ class ChipClient:
         info = self.connect()
         if info.config_crc != self._config_crc:
             self.events["reconfigured"] += 1
-            self.configure(self._config)
+            self.configure(self._config, self._config_type)
+
+    # ------------------------------------------------------------ spike trains (1.4)
+    def run_trains(self, raster: np.ndarray, n_neurons: int, seed: int, probe_mask: int = 0,
+                   n_probe_steps: int = 0, n_probed: int = 0) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Every spike of every neuron, ``(n_steps, n, n_neurons)`` spike counts per step, and,
+        with ``probe_mask`` (bit l: layer l), the ADC codes ``(n, n_probe_steps, n_probed)``;
+        recovering from link failures like `run` (the chip re-runs missing samples exactly)."""
+        if self._config is None or self._config_type != M.TRAIN_CONFIG:
+            raise ProtocolError("run_trains before a spike-train configure")
+        self.require_trains()
+        info = self.info
+        T, n, k = raster.shape
+        counts, idx = M.raster_events(raster)
+        # requests sized to the chip's receive buffer (and batch limit)
+        ib = max(T * k - 1, 0).bit_length()
+        cb = max(int(counts.max(initial=0)).bit_length(), 1)
+        cum = np.cumsum(counts * ib + cb)
+        room = 8 * (info.rx_buffer - 64)
+        out = np.zeros((T, n, n_neurons), dtype=np.uint8)
+        codes = np.zeros((n, n_probe_steps, n_probed), dtype=np.uint16) if probe_mask else None
+        starts = np.r_[0, np.cumsum(counts)]
+        state = {"done": 0, "chip_s": 0.0, "compute_s": 0.0, "result_bytes": 0, "probe_bytes": 0, "request_bytes": 0}
+        history: list[str] = []
+        while state["done"] < n:
+            a = state["done"]
+            base = cum[a - 1] if a else 0
+            end = min(n, a + info.max_batch, max(a + 1, int(np.searchsorted(cum, base + room, side="right"))))
+            payload = M.pack_run_trains(seed, a, k, T, counts[a:end], idx[starts[a]:starts[end]], probe_mask)
+            try:
+                self._run_trains_part(payload, state, end, out, codes, probe_mask)
+            except PortError:
+                raise
+            except (LinkError, ProtocolError, RemoteError) as exc:
+                if isinstance(exc, RemoteError) and exc.code not in RECOVERABLE:
+                    raise
+                history.append(f"{type(exc).__name__}: {exc}")
+                self.events["recoveries"] += 1
+                if len(history) > self.max_recoveries:
+                    raise LinkError(
+                        f"{self.name}: gave up after {self.max_recoveries} recoveries at sample "
+                        f"{state['done']} of {n}; errors: " + " | ".join(history)) from None
+                try:
+                    self._recover()
+                except (RemoteError, PortError, ChipLimitError):
+                    raise
+                except HandshakeFailed as exc2:
+                    history.append(f"{type(exc2).__name__}: {exc2}")
+                    raise LinkError(
+                        f"{self.name}: gave up at sample {state['done']} of {n}: the chip did not answer a "
+                        f"handshake within {self.connect_timeout:g} s; errors: " + " | ".join(history)) from None
+                except (LinkError, ProtocolError) as exc2:
+                    history.append(f"{type(exc2).__name__}: {exc2}")
+        return out, codes, {"chip_s": state["chip_s"], "compute_s": state["compute_s"], "recoveries": len(history),
+                            "errors": history, "result_bytes": state["result_bytes"],
+                            "probe_bytes": state["probe_bytes"], "request_bytes": state["request_bytes"]}
+
+    def _run_trains_part(self, payload, state, end, out, codes, probe_mask) -> None:
+        start = state["done"]
+        T, _, m = out.shape
+        req = self._next_req()
+        self.link.send(M.RUN_TRAINS, req, payload)
+        state["request_bytes"] += len(payload)
+        pending = None  # (first, n, counts, idx) of a TRAIN_EVENTS whose PROBE_CODES is due
+        while True:
+            msg = self._wait(req, (M.TRAIN_EVENTS, M.PROBE_CODES, M.RUN_DONE), self.reply_timeout)
+            if msg.type == M.RUN_DONE:
+                n_done, chip_s, compute_s = M.unpack_done(msg.payload)
+                if pending is not None or state["done"] != end or n_done != end - start:
+                    raise ProtocolError(f"RUN_DONE after samples {start}..{state['done']}, expected ..{end}")
+                state["chip_s"] += chip_s
+                state["compute_s"] += compute_s
+                return
+            if msg.type == M.TRAIN_EVENTS:
+                if pending is not None:
+                    raise ProtocolError("TRAIN_EVENTS while the PROBE_CODES of the last one are due")
+                first, mm, steps, cnt, idx = M.unpack_train_events(msg.payload)
+                if mm != m or steps != T:
+                    raise ProtocolError(f"TRAIN_EVENTS of {steps} steps x {mm} neurons, expected {T} x {m}")
+                if first != state["done"] or first + cnt.size > end or cnt.size == 0:
+                    raise ProtocolError(f"TRAIN_EVENTS for samples {first}.. while expecting {state['done']}..{end}")
+                state["result_bytes"] += len(msg.payload)
+                if probe_mask:
+                    pending = (first, cnt, idx)
+                    continue
+                self._store_events(out, first, cnt, idx)
+                state["done"] = first + cnt.size
+                continue
+            # PROBE_CODES
+            first, mask, c = M.unpack_probe_codes(msg.payload)
+            if pending is None or first != pending[0] or c.shape[0] != pending[1].size or mask != probe_mask:
+                raise ProtocolError(f"PROBE_CODES for samples {first}.. (mask {mask:#x}) out of turn")
+            if c.shape[1:] != codes.shape[1:]:
+                raise ProtocolError(f"PROBE_CODES of shape {c.shape[1:]} per sample, expected {codes.shape[1:]}")
+            state["probe_bytes"] += len(msg.payload)
+            self._store_events(out, first, pending[1], pending[2])
+            codes[first:first + c.shape[0]] = c
+            state["done"] = first + c.shape[0]
+            pending = None
+
+    @staticmethod
+    def _store_events(out, first, cnt, idx) -> None:
+        T, _, m = out.shape
+        s = first + np.repeat(np.arange(cnt.size), cnt)
+        out[:, first:first + cnt.size] = 0
+        np.add.at(out, (idx // m, s, idx % m), 1)
 
     def _run_part(self, ticks, state, end, seed, out, inject=None) -> None:
         start = state["done"]

@@ -9,6 +9,10 @@ One request at a time, in the order they arrive::
     RUN_INJECT (1.2) -> as RUN, with a per-neuron injected current | ERROR INJECT_INVALID
     STATUS  -> STATUS_REPLY
     RESET   -> RESET_OK (configuration cleared)
+    TRAIN_CONFIG (1.4) -> CONFIG_OK | ERROR CONFIG_INVALID   (spike-train mode; replaces a CONFIG)
+    RUN_TRAINS (1.4)   -> (TRAIN_EVENTS [PROBE_CODES]) ... RUN_DONE | ERROR
+                          (the spike-train requests are refused with ERROR UNSUPPORTED_VERSION to a
+                          host whose HELLO said minor < 4: it could not read the replies)
 
 Buffers are bounded: an incoming message larger than ``spec.rx_buffer`` is
 dropped by the link and answered with ERROR BUFFER_OVERFLOW; a RUN may hold
@@ -38,6 +42,7 @@ from ..wire.frame import MAX_PAYLOAD
 from ..wire.link import Link, Oversized
 from .core import AnalogCore, ConfigInvalid
 from .spec import FW_MAJOR, FW_MINOR, ChipSpec
+from .trains_core import TrainsCore
 
 
 def compact_pieces(res: np.ndarray, max_payload: int) -> list[tuple[int, int]]:
@@ -77,6 +82,7 @@ class Firmware:
         self.link = Link(transport, baud=baud or None, ack_timeout=ack_timeout, retries=retries,
                          max_payload=1024, max_message=spec.rx_buffer, name="chip")
         self.core = AnalogCore(spec, chip_id, mismatch, noise)
+        self.trains = TrainsCore(spec, chip_id, mismatch, noise)
         self.boot_id = int.from_bytes(os.urandom(4), "little") or 1
         self.config_crc = 0
         self.counters = {"runs": 0, "samples": 0}
@@ -107,6 +113,7 @@ class Firmware:
                 M.HELLO: self.on_hello, M.CONFIG: self.on_config, M.RUN: self.on_run,
                 M.STATUS: self.on_status, M.RESET: self.on_reset,
                 M.RUN_INJECT: self.on_run_inject,
+                M.TRAIN_CONFIG: self.on_train_config, M.RUN_TRAINS: self.on_run_trains,
             }.get(msg.type)
             if handler is None:
                 return self.error(req, M.E_UNKNOWN_COMMAND, f"unknown command {M.type_name(msg.type)}")
@@ -131,7 +138,11 @@ class Firmware:
             max_inputs=s.max_inputs, dac_bits=s.dac_bits, n_ranges=s.n_ranges, w_fs_min=s.w_fs_min,
             tdc_lsb_us=s.tdc_lsb_us, tdc_bits=s.tdc_bits, tau_min_us=s.tau_min_us, tau_max_us=s.tau_max_us,
             i0_min=s.i0_min, i0_max=s.i0_max, baud=self.baud, max_batch=s.max_batch, rx_buffer=s.rx_buffer,
-            inject_max=s.inject_max,
+            inject_max=s.inject_max, train_max_steps=s.train_max_steps, train_max_substeps=s.train_max_substeps,
+            train_max_step_ticks=s.train_max_step_ticks, syn_tau_min_us=s.syn_tau_min_us,
+            syn_tau_max_us=s.syn_tau_max_us, train_i0_min=s.train_i0_min, train_i0_max=s.train_i0_max,
+            v_peak_max=s.v_peak_max, max_refractory=s.max_refractory, max_probe_period=s.max_probe_period,
+            adc_bits=s.adc_bits, max_events=s.max_events,
         )
 
     def on_hello(self, req: int, payload: bytes) -> None:
@@ -146,6 +157,7 @@ class Firmware:
 
     def on_config(self, req: int, payload: bytes) -> None:
         cfg = M.ChipConfig.unpack(payload)
+        self.trains.cfg = None  # one configuration at a time: this one replaces a spike-train one
         try:
             self.core.configure(cfg)
         except ConfigInvalid as exc:
@@ -157,6 +169,7 @@ class Firmware:
 
     def on_reset(self, req: int, payload: bytes) -> None:
         self.core.cfg = None
+        self.trains.cfg = None
         self.config_crc = 0
         self.link.send(M.RESET_OK, req, b"")
 
@@ -237,3 +250,117 @@ class Firmware:
         self.counters["samples"] += n
         chip_s = n * cfg.trial_ticks * self.spec.tdc_lsb_us * 1e-6
         self.link.send(M.RUN_DONE, req, M.pack_done(n, chip_s, compute_s))
+
+    # ------------------------------------------------------------ spike-train mode (1.4)
+    def _trains_refused(self, req: int, mtype: int) -> bool:
+        if self.host_minor >= M.TRAINS_MINOR:
+            return False
+        self.error(req, M.E_VERSION, f"{M.type_name(mtype)} needs protocol 1.{M.TRAINS_MINOR}; this host's HELLO "
+                                     f"said 1.{self.host_minor} (firmware {FW_MAJOR}.{FW_MINOR} speaks "
+                                     f"v{M.PROTOCOL_VERSION}.{M.PROTOCOL_MINOR})")
+        return True
+
+    def on_train_config(self, req: int, payload: bytes) -> None:
+        if self._trains_refused(req, M.TRAIN_CONFIG):
+            return
+        cfg = M.TrainsConfig.unpack(payload)
+        self.core.cfg = None  # replaces a first-spike configuration
+        try:
+            self.trains.configure(cfg)
+        except ConfigInvalid as exc:
+            self.config_crc = 0
+            self.trains.cfg = None
+            return self.error(req, M.E_CONFIG_INVALID, str(exc))
+        self.config_crc = M.config_crc(payload)
+        self.link.send(M.CONFIG_OK, req, M.pack_config_ok(self.config_crc))
+
+    def on_run_trains(self, req: int, payload: bytes) -> None:
+        if self._trains_refused(req, M.RUN_TRAINS):
+            return
+        cfg = self.trains.cfg
+        if cfg is None:
+            return self.error(req, M.E_NOT_CONFIGURED, "RUN_TRAINS without a TRAIN_CONFIG (chip was reset, "
+                                                       "restarted or holds a first-spike configuration)")
+        seed, first, k, steps, counts, idx, mask = M.unpack_run_trains(payload)
+        n = counts.size
+        if k != cfg.n_inputs or steps != cfg.n_steps:
+            return self.error(req, M.E_BAD_MESSAGE, f"RUN_TRAINS of {steps} steps x {k} inputs, configuration "
+                                                    f"has {cfg.n_steps} x {cfg.n_inputs}")
+        if n > self.spec.max_batch:
+            return self.error(req, M.E_BATCH_TOO_LARGE, f"{n} samples, firmware buffers at most {self.spec.max_batch}")
+        if mask >> len(cfg.layers):
+            return self.error(req, M.E_BAD_MESSAGE, f"probe mask {mask:#x} names layers beyond the {len(cfg.layers)} configured")
+        raster = M.events_raster(counts, idx, steps, k)  # (steps, n, k)
+        m = cfg.n_neurons
+        probed = [li for li in range(len(cfg.layers)) if mask >> li & 1]
+        m_probe = sum(cfg.layers[li].n_out for li in probed)
+        # compute chunks end on noise-block boundaries (each chunk draws its blocks' noise once)
+        B = self.trains.BLOCK
+        bounds, a = [], 0
+        while a < n:
+            b = min(n, (first + a) // B * B + B - first)
+            bounds.append((a, b))
+            a = b
+        compute_s = 0.0
+
+        def compute(a, b):
+            c0 = time.perf_counter()
+            res = self.trains.run(raster[:, a:b], seed, first + a, probe_mask=mask)
+            return res, time.perf_counter() - c0
+
+        fut = self._pool.submit(compute, *bounds[0]) if bounds else None
+        try:
+            for i, (a, b) in enumerate(bounds):
+                res, cs = fut.result()
+                compute_s += cs
+                fut = self._pool.submit(compute, *bounds[i + 1]) if i + 1 < len(bounds) else None
+                per = np.ascontiguousarray(np.moveaxis(res.counts, 1, 0)).reshape(b - a, steps * m)
+                s_i, j = np.nonzero(per)
+                rep = per[s_i, j].astype(np.int64)
+                ev_counts = np.bincount(s_i, weights=rep, minlength=b - a).astype(np.int64)
+                ev_idx = np.repeat(j, rep)
+                if ev_counts.max(initial=0) > self.spec.max_events:
+                    worst = int(np.argmax(ev_counts))
+                    return self.error(req, M.E_EVENT_OVERFLOW, f"sample {first + a + worst} fired {int(ev_counts[worst])} "
+                                                               f"spikes, the event buffer holds {self.spec.max_events}")
+                ends = np.cumsum(ev_counts)
+                for k0, k1 in self._train_pieces(ev_counts, m, steps, m_probe, cfg.n_probe_steps):
+                    if self.link.inbox:  # the host moved on: cancel this run
+                        return
+                    e0 = int(ends[k0 - 1]) if k0 else 0
+                    self.link.send(M.TRAIN_EVENTS, req, M.pack_train_events(
+                        first + a + k0, m, steps, ev_counts[k0:k1], ev_idx[e0:int(ends[k1 - 1])]))
+                    if mask:
+                        self.link.send(M.PROBE_CODES, req, M.pack_probe_codes(
+                            first + a + k0, res.codes[k0:k1], self.spec.adc_bits, mask))
+        finally:
+            if fut is not None:
+                fut.cancel() or fut.exception()
+        self.counters["runs"] += 1
+        self.counters["samples"] += n
+        chip_s = n * cfg.n_steps * cfg.step_ticks * self.spec.tdc_lsb_us * 1e-6
+        self.link.send(M.RUN_DONE, req, M.pack_done(n, chip_s, compute_s))
+
+    #: a PROBE_CODES message holds at most this many frames' worth of codes (or one sample)
+    PROBE_FRAMES = 8
+
+    def _train_pieces(self, counts, m, steps, m_probe, n_ps):
+        """Consecutive sample ranges: each TRAIN_EVENTS fits one frame (or holds one sample,
+        then the link cuts it into several), each PROBE_CODES at most `PROBE_FRAMES` frames."""
+        room = self.link.max_payload
+        n = counts.size
+        ib = max(m * steps - 1, 0).bit_length()
+        cb = int(counts.max(initial=0)).bit_length()
+        ev_bits = np.cumsum(counts * ib + cb)
+        per_probe = n_ps * m_probe * self.spec.adc_bits
+        probe_room = 8 * (self.PROBE_FRAMES * room - M.PROBE_HEADER)
+        max_probe = max(1, probe_room // per_probe) if per_probe else n
+        out, a = [], 0
+        ev_room = 8 * (room - M.TRAIN_EVENTS_HEADER - 2)
+        while a < n:
+            base = ev_bits[a - 1] if a else 0
+            j = int(np.searchsorted(ev_bits, base + ev_room, side="right"))
+            b = min(n, max(a + 1, j), a + max_probe)
+            out.append((a, b))
+            a = b
+        return out

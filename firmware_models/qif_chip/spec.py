@@ -34,6 +34,23 @@ class ChipSpec:
     rx_buffer: int = 1 << 17  # bytes of one incoming message (CONFIG or RUN)
     steps_per_tau: int = 64  # integrator steps per membrane time constant
     inject_max: float = 2.0  # largest |injected current| per neuron (units of I0), DC + per-sample together
+    # ---- spike-train mode (protocol 1.4, trains_core.py)
+    train_max_steps: int = 4096  # network steps per trial
+    train_max_substeps: int = 16  # integrator substeps per network step
+    train_max_step_ticks: int = 10000  # network step dt, in TDC ticks (the step clock runs on the TDC grid)
+    syn_tau_min_us: float = 0.05  # synaptic time constant range (inf = the leak switched off)
+    syn_tau_max_us: float = 1e4
+    train_i0_min: float = -1.0  # drive current range in spike-train mode (below 1/4: excitable)
+    train_i0_max: float = 4.0
+    v_peak_max: float = 8.0  # spike comparator: v_peak in (v_reset, v_peak_max]
+    v_rail: float = 16.0  # the membrane saturates at [-1, v_rail] (a non-spiking readout)
+    max_refractory: int = 255  # steps
+    max_probe_period: int = 255  # steps between membrane ADC samples
+    adc_bits: int = 8  # membrane ADC (CADC) resolution over [-1, v_peak] of each layer
+    adc_noise_lsb: float = 0.5  # ADC noise (LSB rms) at the default temporal noise; scales with it
+    adc_offset_lsb: float = 1.0  # per-channel ADC offset (LSB rms) at the default mismatch; scales with it
+    adc_gain_sigma: float = 0.01  # per-channel ADC gain error (rms) at the default mismatch; scales with it
+    max_events: int = 1 << 16  # spikes the event buffer holds per sample (ERROR EVENT_OVERFLOW beyond)
 
     @property
     def max_code(self) -> int:
