@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 from ...errors import NetworkSpecError
@@ -163,3 +164,169 @@ class QifTrainsParams:
             if name not in d:
                 raise NetworkSpecError(f"qif-trains neuron: {name} is missing")
         return cls(**dict(d))
+
+
+# --------------------------------------------------------------- the step
+def _floor(v):
+    """max(v, V_MIN): ``torch.clamp_min`` on tensors, ``max`` on numbers."""
+    if isinstance(v, torch.Tensor):
+        return v.clamp_min(V_MIN)
+    return v if v > V_MIN else V_MIN
+
+
+def qif_integrate(i, v, r, x, p: QifTrainsParams):
+    """Synaptic current and membrane before reset, (i', v~), of one step
+    (arithmetic operators and the floor only: tensors or numbers). ``r``
+    the refractory steps left (0: active; None: every neuron active, the
+    same result without the blend); a readout (``spiking=False``)
+    integrates as the leaky readout of the module docstring and ignores r."""
+    i = p.alpha * i + x
+    k = p.k
+    if not p.spiking:
+        return i, v + k * (i - v)
+    v_int = v + k * (v * (v - 1.0) + p.i0 + i)
+    if r is not None:
+        a = (r < 0.5) * 1.0
+        v_int = a * v_int + (1.0 - a) * v
+    return i, _floor(v_int)
+
+
+def qif_reset(v, s, p: QifTrainsParams):
+    """Membrane after the reset of neurons that spiked (``s`` = 1): to v_reset."""
+    return v - s * (v - p.v_reset)
+
+
+def qif_active(r):
+    """1.0 where the neuron is not refractory (r == 0), else 0.0."""
+    return (r < 0.5) * 1.0
+
+
+class QifState(NamedTuple):
+    """State of a qif-trains layer between steps: current, membrane (after
+    reset), refractory steps left, and the spikes of the step just taken
+    (the recurrent input of the next one). Each (batch, neurons)."""
+
+    i: torch.Tensor
+    v: torch.Tensor
+    r: torch.Tensor
+    s: torch.Tensor
+
+    @classmethod
+    def initial(cls, batch: int, n: int, p: QifTrainsParams, dtype=torch.float64, device=None) -> "QifState":
+        """v = v_rest (a readout: 0), i = r = s = 0."""
+        z = torch.zeros(batch, n, dtype=dtype, device=device)
+        return cls(z, torch.full((batch, n), p.v_rest, dtype=dtype, device=device), z, z)
+
+
+def qif_step(state: QifState, x: torch.Tensor, p: QifTrainsParams, surrogate: Surrogate,
+             w_rec: torch.Tensor | None = None) -> tuple[QifState, torch.Tensor]:
+    """One step of a layer (torch, differentiable): the new state and the
+    membrane before reset v~ (what the surrogate and the readouts see).
+
+    ``x``: this step's feed-forward input current (batch, n); ``w_rec``
+    (n, n), ``w_rec[k, j]`` from neuron k to neuron j: the layer's spikes of
+    the previous step add ``state.s @ w_rec``. The spike is
+    H(v~ - v_peak) forward and the surrogate's derivative backward
+    (`Surrogate`); the reset treats it as a constant unless
+    ``surrogate.through_reset``.
+    """
+    if w_rec is not None:
+        x = x + state.s @ w_rec
+    i, v_pre = qif_integrate(state.i, state.v, state.r if p.refractory > 0 else None, x, p)
+    if not p.spiking:
+        return QifState(i, v_pre, state.r, torch.zeros_like(v_pre)), v_pre
+    active = qif_active(state.r).to(x.dtype) if p.refractory > 0 else None
+    s = spike(v_pre - p.v_peak, surrogate)
+    if active is not None:
+        s = active * s
+    s_reset = s if surrogate.through_reset else s.detach()
+    v = qif_reset(v_pre, s_reset, p)
+    r = refractory(state.r, s.detach(), float(p.refractory)) if p.refractory > 0 else state.r
+    return QifState(i, v, r, s), v_pre
+
+
+def qif_layer(x: torch.Tensor, p: QifTrainsParams, surrogate: Surrogate,
+              w_rec: torch.Tensor | None = None, engine: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer over a trial: ``x`` (T, batch, n) input currents -> spikes and
+    membranes before reset, each (T, batch, n). ``engine`` as for the CUBA
+    layer (``HWLOOP_CUBA_ENGINE``): ``auto`` the numba kernel
+    (`qif_trains_kernel`) for CPU float32/float64 tensors, ``torch`` the
+    plain-autograd loop over `qif_step` (the reference)."""
+    if surrogate.smooth and p.refractory > 0:
+        raise NetworkSpecError("qif-trains layer: the smooth stand-in has no refractory period (set refractory=0)")
+    from . import kernel
+
+    if kernel.use_kernel(engine, x):
+        from .qif_trains_kernel import qif_layer_kernel
+
+        return qif_layer_kernel(x, p, surrogate, w_rec)
+    state = QifState.initial(x.shape[1], x.shape[2], p, dtype=x.dtype, device=x.device)
+    spikes, membranes = [], []
+    for t in range(x.shape[0]):
+        state, v_pre = qif_step(state, x[t], p, surrogate, w_rec)
+        spikes.append(state.s)
+        membranes.append(v_pre)
+    return torch.stack(spikes), torch.stack(membranes)
+
+
+def trains_network_forward(raster: torch.Tensor, weights: Sequence[torch.Tensor], params: Sequence[Any],
+                           sg: Surrogate, recurrent: Sequence[torch.Tensor | None] | None = None,
+                           engine: str | None = None, record: str = "all"):
+    """`cuba_network_forward` for any discrete-time layers: each entry of
+    ``params`` a `CubaParams` or a `QifTrainsParams` (or a `hwloop.Network`'s
+    `NeuronParams`, or pass a `hwloop.Network` as ``params`` with ``weights``
+    None to take its weights and recurrent weights). All-CUBA stacks go to
+    `cuba_network_forward` unchanged (its kernel); otherwise layer by layer,
+    CUBA layers through `cuba_layer`, QIF layers through `qif_layer`.
+    Returns a `TrainsOutput`."""
+    from .functional import CubaParams
+    from .layer import RECORD, TrainsOutput, cuba_layer, cuba_network_forward
+
+    if hasattr(params, "layers") and hasattr(params, "is_spike_train"):  # a hwloop.Network
+        net = params
+        params = [layer.neuron for layer in net.layers]
+        if weights is None:
+            weights = [torch.as_tensor(np.asarray(w), dtype=raster.dtype) for w in net.weights()]
+            recurrent = [None if layer.recurrent is None else torch.as_tensor(layer.recurrent, dtype=raster.dtype)
+                         for layer in net.layers]
+    params = [p.trains_params() if hasattr(p, "trains_params") else p for p in params]
+    if all(isinstance(p, CubaParams) for p in params):
+        return cuba_network_forward(raster, weights, params, sg, recurrent, engine=engine, record=record)
+    if record not in RECORD:
+        raise NetworkSpecError(f"record must be one of {list(RECORD)}, got {record!r}")
+    if len(weights) != len(params):
+        raise NetworkSpecError(f"{len(params)} layer parameter records but {len(weights)} weight matrices")
+    recurrent = list(recurrent) if recurrent is not None else [None] * len(weights)
+    if len(recurrent) != len(weights):
+        raise NetworkSpecError(f"{len(weights)} layers but {len(recurrent)} recurrent entries")
+    if raster.ndim != 3:
+        raise NetworkSpecError(f"input raster must be (T, batch, n_in), got shape {tuple(raster.shape)}")
+    n_prev = raster.shape[2]
+    for li, (w, p, wr) in enumerate(zip(weights, params, recurrent)):
+        if not isinstance(p, (CubaParams, QifTrainsParams)):
+            raise NetworkSpecError(f"layer {li}: not a discrete-time neuron record: {type(p).__name__}")
+        if w.ndim != 2 or w.shape[0] != n_prev:
+            raise NetworkSpecError(f"layer {li}: weights have shape {tuple(w.shape)} but the layer gets {n_prev} inputs")
+        n = w.shape[1]
+        if wr is not None and tuple(wr.shape) != (n, n):
+            raise NetworkSpecError(f"layer {li}: recurrent weights must be ({n}, {n}) for {n} neurons, "
+                                   f"got {tuple(wr.shape)}")
+        n_prev = n
+    L = len(weights)
+    spikes, membranes, counts = [], [], []
+    h = raster
+    for li, (w, p, wr) in enumerate(zip(weights, params, recurrent)):
+        w = w.to(h.dtype)
+        wr = None if wr is None else wr.to(h.dtype)
+        if isinstance(p, CubaParams):
+            s, v = cuba_layer(h, w, p, sg, wr, engine=engine)
+        else:
+            T, B, n_in = h.shape
+            x = (h.reshape(T * B, n_in) @ w).reshape(T, B, w.shape[1])
+            s, v = qif_layer(x, p, sg, wr, engine=engine)
+        keep = record == "all" or li == L - 1
+        spikes.append(s if keep else None)
+        membranes.append(v if keep else None)
+        counts.append(s.sum(0))
+        h = s
+    return TrainsOutput(spikes, membranes, counts)
