@@ -1,5 +1,6 @@
 """The `software` target: the float first-spike-time model itself, and the
-discrete-time CUBA model for spike-train networks (format version 2).
+discrete-time CUBA and QIF ("qif-trains") models for spike-train networks
+(format version 2).
 
 The reference every other target is compared with, and the forward pass of
 pure software training. No quantisation; a first-spike-time network has no
@@ -31,20 +32,20 @@ class SoftwareBackend(Backend):
     def _deploy(self, compiled: Network) -> None:
         self._weights = [torch.tensor(w, dtype=torch.float64) for w in compiled.weights()]
         if compiled.is_spike_train:
-            self._params = [layer.neuron.cuba_params() for layer in compiled.layers]
+            self._params = [layer.neuron.trains_params() for layer in compiled.layers]  # cuba or qif-trains
             self._recurrent = [None if layer.recurrent is None else torch.tensor(layer.recurrent, dtype=torch.float64)
                                for layer in compiled.layers]
 
     def run_raster(self, raster: np.ndarray, probe: bool = False) -> Measurement:
         """Run the deployed spike-train network on an input raster (n_steps, batch, n_features)."""
-        from hwloop.models.trains import Surrogate, cuba_network_forward
+        from hwloop.models.trains import Surrogate, trains_network_forward
 
         net = self.network
         r = self.checked_raster(raster)
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = cuba_network_forward(torch.as_tensor(r, dtype=torch.float64), self._weights, self._params,
-                                       Surrogate(), self._recurrent, record="all")
+            out = trains_network_forward(torch.as_tensor(r, dtype=torch.float64), self._weights, self._params,
+                                         Surrogate(), self._recurrent, record="all")
         target_s = time.perf_counter() - t0
         events, times = [], []
         for layer, s in zip(net.layers, out.spikes):

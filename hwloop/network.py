@@ -58,9 +58,9 @@ FORMAT_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 #: neuron models a Network may name; each lives in `hwloop.models`
-KNOWN_MODELS = ("lif", "qif", "nlif", "cuba")
+KNOWN_MODELS = ("lif", "qif", "nlif", "cuba", "qif-trains")
 #: discrete-time models (spike trains, format version 2)
-DISCRETE_MODELS = ("cuba",)
+DISCRETE_MODELS = ("cuba", "qif-trains")
 #: reset rules of a discrete-time neuron
 RESET_RULES = ("zero", "subtract")
 #: units a network's times may be expressed in
@@ -127,6 +127,15 @@ class NeuronParams:
     ``"subtract"``), ``refractory`` (steps, >= 0) and ``spiking`` (False: a
     leaky integrator without threshold, a readout); ``tau_syn`` and
     ``tau_mem`` are not used by it. Build one with `NeuronParams.cuba`.
+
+    The discrete-time QIF model ``"qif-trains"`` (format version 2;
+    docs/models-qif-trains.md) uses ``dt`` (> 0), ``current_decay`` (in
+    [0, 1]), ``tau_mem`` (> 0, same unit as dt, dt / tau_mem <= 0.5), ``i0``
+    (constant drive; < 1/4 excitable), ``threshold`` (the spike threshold
+    v_peak, above the unstable point; also readable as ``v_peak``),
+    ``v_reset`` (< v_peak), ``refractory`` and ``spiking`` (False: a leaky
+    integrator readout); ``tau_syn``, ``voltage_decay`` and ``reset`` are not
+    used by it. Build one with `NeuronParams.qif_trains`.
     """
 
     model: str = "lif"
@@ -140,6 +149,8 @@ class NeuronParams:
     reset: str = "zero"
     refractory: int = 0
     spiking: bool = True
+    i0: float = 0.0
+    v_reset: float = 0.0
 
     @classmethod
     def cuba(cls, dt: float, current_decay: float, voltage_decay: float, threshold: float = 1.0,
@@ -155,6 +166,25 @@ class NeuronParams:
                         threshold=float(p.threshold), reset=p.reset, refractory=int(p.refractory),
                         spiking=bool(p.spiking))
 
+    @classmethod
+    def qif_trains(cls, dt: float, current_decay: float, tau_mem: float, i0: float = 0.0, v_peak: float = 4.0,
+                   v_reset: float = 0.0, refractory: int = 0, spiking: bool = True) -> "NeuronParams":
+        """A discrete-time QIF neuron record (``"qif-trains"``; see the class docstring)."""
+        return cls(model="qif-trains", tau_mem=tau_mem, threshold=v_peak, dt=dt, current_decay=current_decay,
+                   i0=i0, v_reset=v_reset, refractory=refractory, spiking=spiking)
+
+    @classmethod
+    def from_qif_trains_params(cls, p: Any) -> "NeuronParams":
+        """The record of a `hwloop.models.trains.QifTrainsParams`."""
+        return cls.qif_trains(dt=float(p.dt), current_decay=float(p.current_decay), tau_mem=float(p.tau_mem),
+                              i0=float(p.i0), v_peak=float(p.v_peak), v_reset=float(p.v_reset),
+                              refractory=int(p.refractory), spiking=bool(p.spiking))
+
+    @property
+    def v_peak(self) -> float:
+        """The spike threshold of a ``"qif-trains"`` neuron (the same value as ``threshold``)."""
+        return self.threshold
+
     @property
     def discrete(self) -> bool:
         """Whether this is a discrete-time (spike-train) neuron."""
@@ -162,13 +192,27 @@ class NeuronParams:
 
     def cuba_params(self) -> Any:
         """This record as a `hwloop.models.trains.CubaParams` (``"cuba"`` only)."""
-        if not self.discrete:
-            raise NetworkSpecError(f"neuron model {self.model!r} is not a discrete-time model")
+        if self.model != "cuba":
+            raise NetworkSpecError(f"neuron model {self.model!r} is not the cuba model")
         from .models.trains import CubaParams
 
         return CubaParams(dt=float(self.dt), current_decay=float(self.current_decay),
                           voltage_decay=float(self.voltage_decay), threshold=float(self.threshold),
                           reset=self.reset, refractory=int(self.refractory), spiking=bool(self.spiking))
+
+    def qif_trains_params(self) -> Any:
+        """This record as a `hwloop.models.trains.QifTrainsParams` (``"qif-trains"`` only)."""
+        if self.model != "qif-trains":
+            raise NetworkSpecError(f"neuron model {self.model!r} is not the qif-trains model")
+        from .models.trains.qif_trains import QifTrainsParams
+
+        return QifTrainsParams(dt=float(self.dt), current_decay=float(self.current_decay), tau_mem=float(self.tau_mem),
+                               i0=float(self.i0), v_peak=float(self.threshold), v_reset=float(self.v_reset),
+                               refractory=int(self.refractory), spiking=bool(self.spiking))
+
+    def trains_params(self) -> Any:
+        """The model record of a discrete-time neuron: `CubaParams` or `QifTrainsParams`."""
+        return self.qif_trains_params() if self.model == "qif-trains" else self.cuba_params()
 
     def validate(self, where: str = "neuron") -> None:
         """Raise `NetworkSpecError` (prefixed with ``where``) if a parameter is unusable."""
@@ -184,7 +228,9 @@ class NeuronParams:
             problem = _option_problem(self.model, key, value)
             if problem:
                 raise NetworkSpecError(f"{where}: option {key!r} {problem}")
-        if self.discrete:
+        if self.model == "qif-trains":
+            self._validate_qif_trains(where)
+        elif self.discrete:
             if self.dt is None:
                 raise NetworkSpecError(f"{where}: a {self.model} neuron needs dt (the time step)")
             _check_positive("dt", self.dt, where)
@@ -200,8 +246,35 @@ class NeuronParams:
             if not isinstance(self.spiking, bool):
                 raise NetworkSpecError(f"{where}: spiking must be true or false, got {self.spiking!r}")
 
+    def _validate_qif_trains(self, where: str) -> None:
+        if self.dt is None:
+            raise NetworkSpecError(f"{where}: a {self.model} neuron needs dt (the time step)")
+        if not (_is_real(self.current_decay) and 0.0 <= self.current_decay <= 1.0):
+            raise NetworkSpecError(f"{where}: current_decay must lie in [0, 1], got {self.current_decay!r}")
+        for name in ("i0", "v_reset"):
+            v = getattr(self, name)
+            if not (_is_real(v) and math.isfinite(v)):
+                raise NetworkSpecError(f"{where}: {name} must be a finite number, got {v!r}")
+        from .models.trains.qif_trains import check_fields
+
+        check_fields(where, self.dt, self.current_decay, self.tau_mem, self.i0, self.threshold, self.v_reset,
+                     self.refractory, self.spiking)
+
     def to_json(self) -> dict:
         """The manifest's ``neuron`` object."""
+        if self.model == "qif-trains":
+            return {
+                "model": self.model,
+                "dt": float(self.dt),
+                "current_decay": float(self.current_decay),
+                "tau_mem": float(self.tau_mem),
+                "i0": float(self.i0),
+                "v_peak": float(self.threshold),
+                "v_reset": float(self.v_reset),
+                "refractory": int(self.refractory),
+                "spiking": bool(self.spiking),
+                "options": dict(self.options),
+            }
         if self.discrete:
             return {
                 "model": self.model,
@@ -229,6 +302,8 @@ class NeuronParams:
         ``version`` is the file's format version (version 1 knows no
         discrete-time model)."""
         j = netfile.join
+        if isinstance(d, dict) and d.get("model") == "qif-trains":
+            return cls._qif_trains_from_json(d, where, version)
         if isinstance(d, dict) and d.get("model") in DISCRETE_MODELS:
             if version < 2:
                 raise FieldError(j(where, "model"), f"{d['model']!r} needs format_version 2 (this file is version {version})")
@@ -270,6 +345,47 @@ class NeuronParams:
             threshold=netfile.number(d["threshold"], j(where, "threshold")),
             options=dict(options),
         )
+
+
+    @classmethod
+    def _qif_trains_from_json(cls, d: dict, where: str, version: int) -> "NeuronParams":
+        j = netfile.join
+        if version < 2:
+            raise FieldError(j(where, "model"), f"{d['model']!r} needs format_version 2 (this file is version {version})")
+        d = netfile.obj(d, where, required=("model", "dt", "current_decay", "tau_mem"),
+                        optional=("i0", "v_peak", "v_reset", "refractory", "spiking", "options"))
+        options = netfile.mapping(d.get("options", {}), j(where, "options"))
+        for key, value in options.items():
+            netfile.plain_json(value, j(j(where, "options"), key))
+        dt = netfile.number(d["dt"], j(where, "dt"), gt=0)
+        cd = netfile.number(d["current_decay"], j(where, "current_decay"), ge=0)
+        if cd > 1:
+            raise FieldError(j(where, "current_decay"),
+                             f"must be <= 1 (a fraction lost per step), got {netfile.describe(d['current_decay'])}")
+        tau = netfile.number(d["tau_mem"], j(where, "tau_mem"), gt=0)
+        if dt / tau > 0.5:
+            raise FieldError(j(where, "tau_mem"), f"must be >= 2 dt (dt / tau_mem <= 0.5 for the Euler step), "
+                                                  f"got {netfile.describe(d['tau_mem'])} with dt {dt:g}")
+        i0 = netfile.number(d.get("i0", 0.0), j(where, "i0"))
+        v_peak = netfile.number(d.get("v_peak", 4.0), j(where, "v_peak"))
+        v_reset = netfile.number(d.get("v_reset", 0.0), j(where, "v_reset"))
+        refractory = netfile.integer(d.get("refractory", 0), j(where, "refractory"), ge=0, le=2**31 - 1)
+        spiking = netfile.boolean(d.get("spiking", True), j(where, "spiking"))
+        if spiking:
+            from .models.trains.qif_trains import unstable_point
+
+            u = unstable_point(i0)
+            if not v_peak > u:
+                raise FieldError(j(where, "v_peak"), f"must exceed the unstable point {u:g} (i0 = {i0:g}), "
+                                                     f"got {netfile.describe(d.get('v_peak', 4.0))}")
+            if not v_reset < v_peak:
+                raise FieldError(j(where, "v_reset"), f"must be < v_peak ({v_peak:g}), "
+                                                      f"got {netfile.describe(d.get('v_reset', 0.0))}")
+        return cls.qif_trains(dt=dt, current_decay=cd, tau_mem=tau, i0=i0, v_peak=v_peak, v_reset=v_reset,
+                              refractory=refractory, spiking=spiking)._with_options(options)
+
+    def _with_options(self, options: Mapping[str, Any]) -> "NeuronParams":
+        return dataclasses.replace(self, options=dict(options)) if options else self
 
 
 @dataclass(frozen=True, repr=False, eq=False)  # __eq__ below: weights compare by value
@@ -320,6 +436,11 @@ class Layer:
         shape = "x".join(str(s) for s in self.weight.shape)
         n = self.neuron
         bias = f", bias_times={self.bias_times}" if self.bias_times else ""
+        if n.model == "qif-trains":
+            rec = ", recurrent" if self.recurrent is not None else ""
+            return (f"Layer({shape}: {self.n_in} sources -> {self.n_out} {n.model}, dt={n.dt:g} "
+                    f"tau_mem={n.tau_mem:g} current_decay={n.current_decay:g} i0={n.i0:g} v_peak={n.threshold:g} "
+                    f"v_reset={n.v_reset:g}{rec})")
         if n.discrete:
             rec = ", recurrent" if self.recurrent is not None else ""
             return (f"Layer({shape}: {self.n_in} sources -> {self.n_out} {n.model}, dt={n.dt:g} "

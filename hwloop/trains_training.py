@@ -29,11 +29,14 @@ import torch
 
 from .errors import HwloopError
 from .losses import activity_regularizer, first_spike_loss, max_over_time_ce, spike_count_ce
-from .models.trains import CubaParams, Surrogate, cuba_network_forward
+from .models.trains import CubaParams, QifTrainsParams, Surrogate, trains_network_forward
 
 READOUTS = ("max", "count", "first")
 OPTIMIZERS = ("adam", "smorms3")
 DATASETS = ("randman", "yinyang", "digits", "delayed-xor")
+#: neuron models this trainer trains: the CUBA LIF (docs/models-cuba.md) and the
+#: discrete-time QIF of the QIF chip (docs/models-qif-trains.md)
+MODELS = ("cuba", "qif-trains")
 
 
 @dataclass
@@ -43,6 +46,7 @@ class TrainsConfig:
 
     dataset: str = "randman"
     seed: int = 0
+    model: str = "cuba"  # or "qif-trains"
     hidden: tuple[int, ...] = (128,)
     recurrent: bool = False
     epochs: int = 200
@@ -55,8 +59,12 @@ class TrainsConfig:
     tau_syn: float = 10.0
     tau_mem: float = 20.0
     tau_readout: float = 200.0
-    threshold: float = 1.0
-    reset: str = "zero"
+    threshold: float = 1.0  # cuba only (qif-trains: v_peak)
+    reset: str = "zero"  # cuba only (qif-trains resets to v_reset)
+    # qif-trains only: constant drive, spike threshold, reset value (tau_mem above; tau_readout for the readout)
+    i0: float = 0.0
+    v_peak: float = 4.0
+    v_reset: float = 0.0
     refractory: int = 0
     surrogate: str = "superspike"
     beta: float = 20.0
@@ -76,6 +84,8 @@ class TrainsConfig:
     data_options: dict = field(default_factory=dict)  # e.g. randman seed, delayed-xor delay
 
     def validate(self) -> None:
+        if self.model not in MODELS:
+            raise HwloopError(f"unknown neuron model {self.model!r} for spike-train training; known: {', '.join(MODELS)}")
         if self.dataset not in DATASETS:
             raise HwloopError(f"unknown data set {self.dataset!r} for spike-train training; known: {', '.join(DATASETS)}")
         if self.readout not in READOUTS:
@@ -94,12 +104,19 @@ class TrainsConfig:
         self.output_params()
         self.surrogate_record()
 
-    def hidden_params(self) -> CubaParams:
+    def hidden_params(self) -> CubaParams | QifTrainsParams:
+        if self.model == "qif-trains":
+            return QifTrainsParams(dt=self.dt, current_decay=-math.expm1(-self.dt / self.tau_syn),
+                                   tau_mem=self.tau_mem, i0=self.i0, v_peak=self.v_peak, v_reset=self.v_reset,
+                                   refractory=self.refractory)
         return CubaParams.from_time_constants(self.dt, self.tau_syn, self.tau_mem, threshold=self.threshold,
                                               reset=self.reset, refractory=self.refractory)
 
-    def output_params(self) -> CubaParams:
+    def output_params(self) -> CubaParams | QifTrainsParams:
         if self.readout == "max":
+            if self.model == "qif-trains":
+                return QifTrainsParams(dt=self.dt, current_decay=-math.expm1(-self.dt / self.tau_syn),
+                                       tau_mem=self.tau_readout, spiking=False)
             return CubaParams.from_time_constants(self.dt, self.tau_syn, self.tau_readout, spiking=False)
         return self.hidden_params()
 
@@ -168,20 +185,45 @@ def load_trains_data(cfg: TrainsConfig) -> TrainsData:
 
 
 # --------------------------------------------------------- initialisation
-def psp_energy(p: CubaParams, n_steps: int) -> float:
+def _linear_response(p) -> tuple[float, float]:
+    """(voltage kept per step, input gain) of the neuron's linear membrane
+    response: CUBA (beta, 1); a QIF readout (1 - k, k); a spiking QIF
+    linearised at its rest point, where the slope of v (v - 1) + i0 is
+    -sqrt(1 - 4 i0): (1 - k sqrt(1 - 4 i0), k), k = dt / tau_mem (an
+    oscillatory i0 >= 1/4 has no rest: no leak)."""
+    if isinstance(p, QifTrainsParams):
+        if not p.spiking:
+            return 1.0 - p.k, p.k
+        return 1.0 - p.k * math.sqrt(max(0.0, 1.0 - 4.0 * p.i0)), p.k
+    return p.beta, 1.0
+
+
+def psp_energy(p: CubaParams | QifTrainsParams, n_steps: int) -> float:
     """Sum over steps of the squared membrane response to one input spike of
     weight 1 (no threshold): the epsilon-bar^2 of the fluctuation-driven
-    initialisation, in discrete time."""
+    initialisation, in discrete time (a QIF neuron linearised at rest,
+    `_linear_response`)."""
+    keep, gain = _linear_response(p)
     i = v = 0.0
     total = 0.0
     for t in range(n_steps):
         i = p.alpha * i + (1.0 if t == 0 else 0.0)
-        v = p.beta * v + i
+        v = keep * v + gain * i
         total += v * v
     return total
 
 
-def fluctuation_std(n_in: int, rate: float, p: CubaParams, n_steps: int, sigma_u: float) -> float:
+def membrane_scale(p: CubaParams | QifTrainsParams) -> float:
+    """The voltage scale sigma_u is measured in: 1 for CUBA (its threshold
+    is 1 by default; sigma_u is in voltage units) and for readouts; for a
+    spiking QIF the distance from rest to the unstable point, sqrt(1 - 4 i0)
+    (past it the neuron fires by itself), 1 in the oscillatory regime."""
+    if isinstance(p, QifTrainsParams) and p.spiking:
+        return p.v_unstable - p.v_rest if p.excitable else 1.0
+    return 1.0
+
+
+def fluctuation_std(n_in: int, rate: float, p: CubaParams | QifTrainsParams, n_steps: int, sigma_u: float) -> float:
     """Weight std that gives the membrane a std of ``sigma_u`` for ``n_in``
     independent inputs firing with probability ``rate`` per step and
     zero-mean weights (Campbell's theorem; Rossbroich et al. 2022)."""
@@ -195,15 +237,15 @@ class TrainsNetwork:
 
     weights: list[torch.Tensor]
     recurrent: list[torch.Tensor | None]
-    params: list[CubaParams]
+    params: list[CubaParams | QifTrainsParams]
     surrogate: Surrogate
     window: tuple[int, int] | None = None
     readout: str = "max"
     dt: float = 1.0
 
     def forward(self, raster: torch.Tensor, engine: str | None = None, record: str = "output"):
-        return cuba_network_forward(raster, self.weights, self.params, self.surrogate, self.recurrent, engine=engine,
-                                    record=record)
+        return trains_network_forward(raster, self.weights, self.params, self.surrogate, self.recurrent,
+                                      engine=engine, record=record)
 
     def scores(self, out) -> torch.Tensor:
         """Per-class scores (batch, classes) of a forward pass: the readout's decision variable."""
@@ -240,21 +282,22 @@ def init_network(cfg: TrainsConfig, data: TrainsData, gen: torch.Generator) -> T
         rate = float(h.mean())
         is_hidden = li < len(cfg.hidden)
         ff_share = 1.0 - cfg.rec_share if (cfg.recurrent and is_hidden) else 1.0
-        std = fluctuation_std(n_in, rate, p, T, cfg.sigma_u * math.sqrt(ff_share))
+        sigma = cfg.sigma_u * membrane_scale(p)
+        std = fluctuation_std(n_in, rate, p, T, sigma * math.sqrt(ff_share))
         w = torch.randn(n_in, n_out, generator=gen, dtype=torch.float64) * std
         weights.append(w.to(dtype))
         recurrent.append(None)
         if cfg.recurrent and is_hidden:
             # the layer's own rate, measured with its feed-forward input alone
             with torch.no_grad():
-                s0 = cuba_network_forward(h, [weights[-1]], [p], sg, engine=cfg.engine).spikes[0]
-            std_r = fluctuation_std(n_out, float(s0.mean()), p, T, cfg.sigma_u * math.sqrt(cfg.rec_share))
+                s0 = trains_network_forward(h, [weights[-1]], [p], sg, engine=cfg.engine).spikes[0]
+            std_r = fluctuation_std(n_out, float(s0.mean()), p, T, sigma * math.sqrt(cfg.rec_share))
             wr = torch.randn(n_out, n_out, generator=gen, dtype=torch.float64) * std_r
             wr.fill_diagonal_(0.0)
             recurrent[-1] = wr.to(dtype)
         if is_hidden:
             with torch.no_grad():
-                h = cuba_network_forward(h, [weights[-1]], [p], sg, [recurrent[-1]], engine=cfg.engine).spikes[0]
+                h = trains_network_forward(h, [weights[-1]], [p], sg, [recurrent[-1]], engine=cfg.engine).spikes[0]
     for w in weights:
         w.requires_grad_(True)
     for w in recurrent:
@@ -445,7 +488,9 @@ def to_network(result: TrainsResult):
     T = int(m["n_steps"])
     layers = []
     for w, r, p in zip(net.weights, net.recurrent, net.params):
-        layers.append(Layer(weight=w.detach().double().numpy(), neuron=NeuronParams.from_cuba_params(p),
+        neuron = (NeuronParams.from_qif_trains_params(p) if isinstance(p, QifTrainsParams)
+                  else NeuronParams.from_cuba_params(p))
+        layers.append(Layer(weight=w.detach().double().numpy(), neuron=neuron,
                             recurrent=None if r is None else r.detach().double().numpy()))
     t_end = T * cfg.dt
     if "randman" in m["data"]:
@@ -456,7 +501,7 @@ def to_network(result: TrainsResult):
                               window=None if net.window is None or cfg.readout == "first" else tuple(net.window))
     extra = {"family": "spike-train", "trains_config": _plain(dataclasses.asdict(cfg)), "data": _plain(m["data"]),
              "best_epoch": m["best_epoch"]}
-    prov = Provenance(model="cuba", dataset=cfg.dataset, seed=cfg.seed, accuracy=dict(m["accuracy"]),
+    prov = Provenance(model=cfg.model, dataset=cfg.dataset, seed=cfg.seed, accuracy=dict(m["accuracy"]),
                       hwloop_version=__version__, created=now_iso(), extra=extra)
     return Network(layers=tuple(layers), encoding=encoding, decoding=decoding, t_max=T * cfg.dt,
                    time_unit=cfg.time_unit, provenance=prov)
@@ -468,7 +513,8 @@ def config_from_network(net) -> TrainsConfig:
     raw = dict(net.provenance.extra).get("trains_config")
     if not isinstance(raw, dict):
         raise HwloopError("the network file records no spike-train training configuration "
-                          "(provenance.extra.trains_config); it was not written by hwloop train --model cuba")
+                          "(provenance.extra.trains_config); it was not written by hwloop train --model cuba "
+                          "or --model qif-trains")
     known = {f.name for f in dataclasses.fields(TrainsConfig)}
     kw = {k: v for k, v in raw.items() if k in known}
     for k in ("hidden", "reg_lower", "reg_upper"):
