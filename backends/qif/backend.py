@@ -23,17 +23,19 @@ import time
 
 import numpy as np
 
-from hwloop.backends.base import Backend, TargetURL
+from hwloop.backends.base import Backend, Measurement, SpikeEvents, TargetURL
 from hwloop.backends.options import Option
 from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE
+from hwloop.firmware_models.wire import messages as M
 from hwloop.firmware_models.wire.errors import LinkError, ProtocolError, RemoteError, WireError
 from hwloop.firmware_models.wire.frame import MAX_PAYLOAD
 from hwloop.firmware_models.wire.transport import SerialTransport
 from hwloop.errors import TargetError
 from hwloop.network import Network
 
-from .client import ChipClient, InjectUnsupported
+from .client import ChipClient, InjectUnsupported, TrainsUnsupported
 from .compiler import DAC_POLICIES, QifProgram, compile_network
+from .trains_compiler import DEFAULT_SUBSTEPS, TrainsProgram, compile_trains
 
 EMU_DEFAULT_BAUD = 921600
 
@@ -58,6 +60,10 @@ def _link_options(baud: int) -> tuple[Option, ...]:
         Option("seed", "int", 0, "base of the per-run temporal-noise seeds", min=0, max=0xFFFFFFFF),
         Option("dac", "choice", "mse", "weight-range policy: least squared error (mse) or no clipping (cover)",
                choices=DAC_POLICIES),
+        Option("substeps", "int", DEFAULT_SUBSTEPS, "spike-train mode: integrator substeps per network step",
+               min=1, max=255),
+        Option("probe_period", "int", 1, "spike-train mode: network steps between membrane ADC samples",
+               min=1, max=0xFFFF),
         Option("calib", "choice", "off", "deploy with the chip's calibration from `hwloop calibrate` (on) or "
                "as the network is (off); on refuses a chip with no valid calibration", choices=("off", "on")),
     )
@@ -68,6 +74,7 @@ class QifSerialBackend(Backend):
     description = "analog QIF chip on a serial port (qif:///dev/ttyUSB0?baud=...)"
     OPTIONS = _link_options(baud=115200)
     takes_path = True
+    SPIKE_TRAINS = True  # qif-trains networks (protocol 1.4 firmware)
 
     def __init__(self, url: TargetURL):
         super().__init__(url)  # checks every option before anything is opened
@@ -120,7 +127,16 @@ class QifSerialBackend(Backend):
     def chip_info(self):
         return self.client.info
 
-    def compile(self, net: Network) -> QifProgram:
+    def compile(self, net: Network) -> QifProgram | TrainsProgram:
+        if net.is_spike_train:
+            if self.opts.get("calib") == "on":
+                raise TargetError(f"{self.url.raw}: calib=on calibrates first-spike-time networks only")
+            try:
+                self.client.require_trains()
+            except TrainsUnsupported as exc:
+                raise TargetError(f"{self.url.raw}: {exc}") from None
+            return compile_trains(net, self.client.info, scale=self.scale, dac=self.dac,
+                                  substeps=self.opts["substeps"], probe_period=self.opts["probe_period"])
         prog = compile_network(net, self.client.info, scale=self.scale, dac=self.dac)
         if self.opts.get("calib") != "on":
             return prog
@@ -139,9 +155,14 @@ class QifSerialBackend(Backend):
             cprog = compile_network(comp, info, scale=prog.scale, dac=self.dac)
         return dataclasses.replace(cprog, effective=prog.effective, dc=dc, calibration_report=report)
 
-    def _deploy(self, prog: QifProgram) -> None:
+    def _deploy(self, prog: QifProgram | TrainsProgram) -> None:
         try:
-            self.client.configure(prog.config.pack())
+            if isinstance(prog, TrainsProgram):
+                self.client.configure(prog.config.pack(), M.TRAIN_CONFIG)
+            else:
+                self.client.configure(prog.config.pack())
+        except TrainsUnsupported as exc:
+            raise TargetError(f"{self.url.raw}: {exc}") from None
         except RemoteError as exc:
             raise TargetError(f"{self.url.raw}: chip rejected the configuration: {exc.text}") from None
         except WireError as exc:
@@ -182,6 +203,75 @@ class QifSerialBackend(Backend):
             raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
         info = dict(stats, tick=prog.tick, scale_us_per_unit=prog.scale, link=dict(self.client.link.stats))
         return prog.decode(out), float(stats["chip_s"]), info
+
+    def run_raster(self, raster: np.ndarray, probe: bool = False) -> Measurement:
+        """Run the deployed spike-train network on an input raster (n_steps, batch, n_features):
+        every spike of every layer (`Measurement.events`, binned to the network's dt), the
+        first-spike view, the readout's decision variable, and with ``probe=True`` the
+        membranes the ADC sampled (`Measurement.probes`, model units; rows are the steps
+        ``info['probe_steps']``, every step at probe_period=1)."""
+        import time
+
+        net = self.network
+        prog: TrainsProgram = self._deployed
+        r = self.checked_raster(raster)
+        t0 = time.perf_counter()
+        counts, codes, stats = self._run_trains(r, probe)
+        T, n, _ = counts.shape
+        events, times, a = [], [], 0
+        for m in prog.sizes:
+            c = counts[:, :, a:a + m]
+            t, b, k = np.nonzero(c)
+            rep = c[t, b, k].astype(np.int64)
+            ev = SpikeEvents(np.repeat(t, rep).astype(np.int32), np.repeat(b, rep).astype(np.int32),
+                             np.repeat(k, rep).astype(np.int32), (T, n, m))
+            first = ev.first_steps()
+            times.append(np.where(first >= 0, first * net.dt, np.inf))
+            events.append(ev)
+            a += m
+        L = len(prog.sizes)
+        mask = self._probe_mask(probe)
+        layers = [li for li in range(L) if mask >> li & 1]
+        v = prog.codes_to_v(codes, layers) if mask else []
+        kind, w = net.decoding.kind, net.decoding.window or (0, net.n_steps)
+        scores = None
+        if kind == "max-membrane":
+            steps = prog.probe_steps
+            sel = (steps >= w[0]) & (steps < w[1])
+            scores = v[-1][sel].max(axis=0)
+        elif kind == "spike-count":
+            scores = counts[w[0]:w[1], :, sum(prog.sizes[:-1]):].sum(0).astype(np.float64)
+        probes = v if probe else None
+        total = time.perf_counter() - t0
+        target_s = float(stats["chip_s"])
+        info = dict(stats, scale_us_per_unit=prog.scale, probe_steps=prog.probe_steps.tolist(),
+                    adc_lsb=[prog.lsb(li) for li in range(L)], link=dict(self.client.link.stats))
+        return Measurement(times=times, target=self.url.raw, target_time_s=target_s,
+                           host_time_s=max(0.0, total - target_s), info=info, events=events, probes=probes,
+                           scores=scores, dt=net.dt)
+
+    def _probe_mask(self, probe: bool) -> int:
+        L = len(self._deployed.sizes)
+        mask = (1 << L) - 1 if probe else 0
+        if self.network.decoding.kind == "max-membrane":
+            mask |= 1 << (L - 1)  # the readout's decision needs its membrane
+        return mask
+
+    def _run_trains(self, raster: np.ndarray, probe: bool):
+        prog: TrainsProgram = self._deployed
+        seed = (self.seed * 1_000_003 + self.run_index) & 0xFFFFFFFF
+        self.run_index += 1
+        mask = self._probe_mask(probe)
+        n_probed = sum(m for li, m in enumerate(prog.sizes) if mask >> li & 1)
+        try:
+            return self.client.run_trains(raster, sum(prog.sizes), seed, probe_mask=mask,
+                                          n_probe_steps=prog.config.n_probe_steps, n_probed=n_probed)
+        except TrainsUnsupported as exc:
+            raise TargetError(f"{self.url.raw}: {exc}") from None
+        except RemoteError as exc:
+            raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
+        except (LinkError, ProtocolError) as exc:
+            raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
 
     def state(self) -> dict:
         """The noise-seed counter: a resumed session's runs get the seeds the
@@ -305,6 +395,21 @@ class QifEmuBackend(QifSerialBackend):
         while True:
             try:
                 out = super()._run(t_features)
+                self._respawns_in_a_row = 0
+                out[2]["emulator_respawns"] = self.respawns
+                return out
+            except TargetError as exc:
+                if not self._emulator_died():
+                    raise
+                self.run_index = first  # the repeated run gets the lost run's noise seed
+                self._respawn(exc)
+
+    def _run_trains(self, raster: np.ndarray, probe: bool):
+        self._check_alive()
+        first = self.run_index
+        while True:
+            try:
+                out = super()._run_trains(raster, probe)
                 self._respawns_in_a_row = 0
                 out[2]["emulator_respawns"] = self.respawns
                 return out

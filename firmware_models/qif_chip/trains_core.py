@@ -10,7 +10,9 @@ Dynamics of neuron k of a layer (chip microseconds, V dimensionless)::
 V (V - c) + I0 = 0 until driven; ``I0 > 1/4`` oscillates. When V crosses
 ``v_peak`` the neuron spikes, V is reset to ``v_reset`` and held there for
 ``refractory`` network steps. V is clamped at -1 from below (as the
-discrete model is) and saturates at ``spec.v_rail`` (a non-spiking readout).
+discrete model is). A non-spiking layer (the readout) switches the neuron to
+its linear mode, ``tau_k dV/dt = I_syn - V`` (+ noise), a leaky integrator
+saturating at +-``spec.v_rail``; its ``v_peak`` sets only the ADC range.
 
 Time runs on the network's step clock: a step of ``dt_us = step_ticks *
 tdc_lsb`` is integrated in ``substeps`` Heun substeps of ``h = dt_us /
@@ -31,7 +33,8 @@ recurrent-row gain and the ADC's per-channel offset and gain.
 
 The membrane ADC (the chip's CADC) samples, when asked, every neuron of the
 probed layers at the end of steps 0, p, 2p, ... (p = ``probe_period``),
-before a reset in that substep, over [-1, v_peak] of the layer at
+before a reset in that substep, over [-1, v_peak] of the layer ([-v_peak,
+v_peak] for a readout) at
 ``spec.adc_bits`` bits, with its own noise (``spec.adc_noise_lsb`` rms at the
 default temporal noise, scaled with it).
 
@@ -201,7 +204,7 @@ class TrainsCore:
                 v_init=np.clip(L.v_init + mm.v0_offset[sl], -1.0, s.v_rail),
                 v_peak=float(L.v_peak) if L.spiking else math.inf, spiking=bool(L.spiking),
                 refr=int(L.refractory) * cfg.substeps, bias_steps=tuple(L.bias_steps),
-                adc_lo=-1.0, adc_hi=float(L.v_peak),
+                adc_lo=-1.0 if L.spiking else -float(L.v_peak), adc_hi=float(L.v_peak),
                 adc_off=tm.adc_offset_lsb[sl], adc_gain=tm.adc_gain[sl],
             ))
             first += n_out
@@ -283,31 +286,39 @@ class TrainsCore:
                     if X["rec"] is not None and X["spk"] is not None:
                         _add_spikes(I, X["spk"], X["rec"])
                     # Heun over one substep, I decaying exactly from I to I * decay
-                    c = X["c"]
-                    np.add(I, X["i0"], out=q)  # (the broadcast adds cost as much as two in-place ops)
-                    np.subtract(V, c, out=k1)
-                    k1 *= V
-                    k1 += q
+                    if L["spiking"]:  # QIF: V (V - c) + I0 + I
+                        c = X["c"]
+                        np.add(I, X["i0"], out=q)  # (a broadcast add costs about two in-place ops)
+                        np.subtract(V, c, out=k1)
+                        k1 *= V
+                        k1 += q
+                    else:  # the linear readout: I - V
+                        np.subtract(I, V, out=k1)
                     np.multiply(k1, X["a"], out=vp)
                     vp += V
                     if X["z"] is not None:
                         vp += X["dW"]
-                    np.maximum(vp, lo, out=vp)
-                    if not L["spiking"]:
-                        np.minimum(vp, rail, out=vp)
+                    if L["spiking"]:
+                        np.maximum(vp, lo, out=vp)
+                    else:
+                        np.clip(vp, -rail, rail, out=vp)
                     I *= X["decay"]
-                    np.add(I, X["i0"], out=q)
-                    np.subtract(vp, c, out=k2)
-                    k2 *= vp
-                    k2 += q
+                    if L["spiking"]:
+                        np.add(I, X["i0"], out=q)
+                        np.subtract(vp, c, out=k2)
+                        k2 *= vp
+                        k2 += q
+                    else:
+                        np.subtract(I, vp, out=k2)
                     k2 += k1
                     k2 *= X["ha"]
                     k2 += V
                     if X["z"] is not None:
                         k2 += X["dW"]
-                    Vn = np.maximum(k2, lo, out=vp)  # vp is free again
-                    if not L["spiking"]:
-                        np.minimum(Vn, rail, out=Vn)  # a spiking neuron resets below the rail instead
+                    if L["spiking"]:  # a spiking neuron resets below the rail
+                        Vn = np.maximum(k2, lo, out=vp)  # vp is free again
+                    else:
+                        Vn = np.clip(k2, -rail, rail, out=vp)
                     if X["ref"] is not None:
                         held = X["ref"] > 0
                         if held.any():
