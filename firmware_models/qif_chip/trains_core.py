@@ -142,15 +142,26 @@ class TrainsMismatch:
                    adc_gain=1 + rel * spec.adc_gain_sigma * z[3])
 
 
+#: effective weights are held on a grid of 2**-GRID_BITS: sums of spikes times weights are then
+#: exact in float64, whatever the order (BLAS blocking, batch size), so a sample's result never
+#: depends on which other samples share its chunk (a re-run after a link failure is identical)
+GRID_BITS = 24
+
+
+def _on_grid(w: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(w, dtype=np.float64) * 2.0**GRID_BITS) / 2.0**GRID_BITS
+
+
 def _add_spikes(I: np.ndarray, spk: np.ndarray, w: np.ndarray) -> None:
-    """``I += spk @ w`` for a sparse boolean ``spk``: only the samples that spiked."""
+    """``I += spk @ w`` (``w`` float64 on the grid: exact) for a sparse boolean ``spk``:
+    only the samples that spiked."""
     rows = np.flatnonzero(spk.any(axis=1))
     if rows.size == 0:
         return
     if 2 * rows.size > spk.shape[0]:
-        I += spk.astype(I.dtype) @ w
+        I += (spk.astype(np.float64) @ w).astype(I.dtype)
     else:
-        I[rows] += spk[rows].astype(I.dtype) @ w
+        I[rows] += (spk[rows].astype(np.float64) @ w).astype(I.dtype)
 
 
 @dataclass
@@ -188,11 +199,11 @@ class TrainsCore:
             sl = slice(first, first + n_out)
             col = mm.col_gain[None, sl]
             w = L.codes.astype(np.float64) / s.max_code * s.w_full_scale(L.w_range)
-            w = w * mm.row_gain[li, :n_src, None] * col
+            w = _on_grid(w * mm.row_gain[li, :n_src, None] * col)
             rec = None
             if L.rec_codes is not None:
                 rec = L.rec_codes.astype(np.float64) / s.max_code * s.w_full_scale(L.rec_range)
-                rec = rec * tm.rec_gain[li, :n_out, None] * col
+                rec = _on_grid(rec * tm.rec_gain[li, :n_out, None] * col)
             tau = L.tau_us * mm.tau_gain[sl]
             stau = L.syn_tau_us * tm.syn_tau_gain[sl]
             self.layers.append(dict(
@@ -248,12 +259,12 @@ class TrainsCore:
         n_ps = cfg.n_probe_steps
         v_samp = {li: np.zeros((n_ps, n, self.layers[li]["n_out"]), dtype=f32) for li in probed}
         st = []
-        raster32 = np.asarray(raster, dtype=f32)
+        raster64 = np.asarray(raster, dtype=np.float64)
         rail, lo = f32(s.v_rail), f32(-1.0)
         for li, L in enumerate(self.layers):
             ext = None  # (T, n, n_out) current jumps at step starts: the inputs (layer 0) and bias lines
             if li == 0:
-                ext = raster32 @ L["w"][:L["n_in"]].astype(f32)
+                ext = (raster64 @ L["w"][:L["n_in"]]).astype(f32)
             if L["bias_steps"]:
                 if ext is None:
                     ext = np.zeros((T, n, L["n_out"]), dtype=f32)
@@ -265,7 +276,7 @@ class TrainsCore:
                 q=np.empty((n, m), f32), k1=np.empty((n, m), f32), vp=np.empty((n, m), f32),
                 k2=np.empty((n, m), f32), dW=np.zeros((n, m), f32),
                 ref=np.zeros((n, m), dtype=np.int32) if L["refr"] else None, ext=ext, spk=None,
-                w=L["w"][:L["n_in"]].astype(f32), rec=None if L["rec"] is None else L["rec"].astype(f32),
+                w=L["w"][:L["n_in"]], rec=L["rec"],
                 a=L["a"].astype(f32), ha=(0.5 * L["a"]).astype(f32), c=L["c"].astype(f32), i0=L["i0"].astype(f32),
                 vpk=f32(L["v_peak"]), decay=L["decay"].astype(f32), sig=(L["sig"] / math.sqrt(S)).astype(f32),
                 z=self._noise(seed, li, first_sample, n, m, T) if self.noise > 0 else None,
