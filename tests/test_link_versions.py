@@ -1,4 +1,5 @@
-"""Protocol 1.1 meets protocol 1.0 (the frozen copy in `wire_v1_0`).
+"""Protocol 1.1 meets protocol 1.0 (the frozen copy in `wire_v1_0`), and
+protocol 1.4 (spike-train mode) meets 1.3.
 
 What each pairing gets, as docs/wire-protocol.md ("Versions") states it:
 
@@ -13,6 +14,18 @@ What each pairing gets, as docs/wire-protocol.md ("Versions") states it:
 * a different *major* version is refused with a clear error, both ways.
 
 Every pairing must give the results of the current pair, sample for sample.
+
+Protocol 1.4 (docs/qif-chip-trains.md, "Versions"), per direction:
+
+* an old (1.3) host with the 1.4 firmware: first-spike traffic keeps working
+  (the reply's appended spike-train limits are ignored); spike-train traffic
+  is a clear version error: the firmware answers TRAIN_CONFIG / RUN_TRAINS
+  from a host whose HELLO said minor < 4 with ERROR UNSUPPORTED_VERSION
+  ("needs protocol 1.4"), since that host could not read the replies;
+* a 1.4 host with old (1.3) firmware: first-spike traffic keeps working;
+  spike-train traffic is a clear version error raised by the host before
+  anything is sent (`TrainsUnsupported`, "update the firmware"); a host that
+  sent one anyway gets the 1.3 firmware's ERROR UNKNOWN_COMMAND.
 """
 
 from __future__ import annotations
@@ -159,5 +172,96 @@ def test_a_host_of_another_major_version_is_refused():
     with open_target("qif-emu?baud=0&mismatch=0&noise=0") as chip:
         with pytest.raises(RemoteError) as e:
             chip.client.request(M.HELLO, M.pack_hello(2, 1024, 0), (M.HELLO_REPLY,))
-        assert e.value.name == "UNSUPPORTED_VERSION" and "v2" in e.value.text and "v1.3" in e.value.text
-        assert chip.client.hello().protocol == "1.3"  # and it still talks 1.x
+        assert e.value.name == "UNSUPPORTED_VERSION" and "v2" in e.value.text and "v1.4" in e.value.text
+        assert chip.client.hello().protocol == "1.4"  # and it still talks 1.x
+
+
+# ------------------------------------------------------------------ 1.4 (spike trains) meets 1.3
+import dataclasses  # noqa: E402
+
+from hwloop.backends.qif.client import TrainsUnsupported  # noqa: E402
+from hwloop.errors import TargetError  # noqa: E402
+from hwloop.firmware_models.qif_chip.firmware import Firmware  # noqa: E402
+from hwloop.firmware_models.wire.transport import FdTransport  # noqa: E402
+
+
+def trains_net():
+    rng = np.random.default_rng(0)
+    hid = NeuronParams.qif_trains(dt=1.0, current_decay=0.2, tau_mem=5.0, i0=0.1)
+    out = NeuronParams.qif_trains(dt=1.0, current_decay=0.2, tau_mem=5.0, spiking=False)
+    return Network(layers=(Layer(rng.normal(0, 1.0, (4, 12)), hid), Layer(rng.normal(0, 0.4, (12, 3)), out)),
+                   encoding=InputEncoding(n_features=4), decoding=OutputDecoding(classes=("a", "b", "c"), kind="max-membrane"),
+                   t_max=20.0)
+
+
+class Firmware13(Firmware):
+    """The firmware as it was at protocol 1.3: no spike-train limits in HELLO_REPLY,
+    and the 1.4 message types unknown to it."""
+
+    def info(self):
+        return dataclasses.replace(super().info(), protocol_minor=3)
+
+    def handle(self, msg):
+        if msg.type in (M.TRAIN_CONFIG, M.RUN_TRAINS):
+            return self.error(msg.req, M.E_UNKNOWN_COMMAND, f"unknown command 0x{msg.type:02x}")
+        return super().handle(msg)
+
+
+@pytest.fixture
+def chip_1_3():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    fw = Firmware13(FdTransport(master), spec=DEFAULT_SPEC, chip_id=0x5EED, mismatch=DEFAULT_MISMATCH, noise=DEFAULT_NOISE)
+    stop = threading.Event()
+    th = threading.Thread(target=fw.serve, args=(stop.is_set,), daemon=True)
+    th.start()
+    yield os.ttyname(slave)
+    stop.set()
+    th.join(5)
+    os.close(master)
+    os.close(slave)
+
+
+def test_old_1_3_host_keeps_working_and_gets_a_clear_version_error_for_spike_trains(reference):
+    prog, ticks, want = reference
+    proc, err, path = spawn_emulator(CHIP)
+    try:
+        with open_target(f"qif://{path}?baud=0") as board:
+            board.client.hello_minor = 3  # a host that speaks 1.3
+            info = board.client.hello()
+            assert info.protocol == "1.4" and info.has_trains
+            board.load(net())
+            out, _ = board.client.run(ticks, sum(prog.sizes), SEED)
+            np.testing.assert_array_equal(out, want)  # first-spike traffic: unchanged
+            with pytest.raises(RemoteError) as e:  # what the firmware says to a 1.3 host that sends one anyway
+                board.client.request(M.TRAIN_CONFIG, b"\0" * 16, (M.CONFIG_OK,))
+            assert e.value.name == "UNSUPPORTED_VERSION" and "needs protocol 1.4" in e.value.text
+            assert "HELLO said 1.3" in e.value.text
+            with pytest.raises(TargetError, match="announced protocol 1.3; spike trains need 1.4"):
+                board.load(trains_net())
+            board.client.hello_minor = M.PROTOCOL_MINOR  # the same board, a 1.4 host: spike trains run
+            board.client.hello()
+            board.load(trains_net())
+            m = board.run_raster(np.zeros((20, 2, 4)))
+            assert m.scores.shape == (2, 3)
+    finally:
+        stop_emulator(proc)
+        err.close()
+
+
+def test_new_host_keeps_working_with_1_3_firmware_and_refuses_spike_trains_clearly(reference, chip_1_3):
+    prog, ticks, want = reference
+    with open_target(f"qif://{chip_1_3}?baud=0") as board:
+        assert board.chip_info.protocol == "1.3" and not board.chip_info.has_trains
+        board.load(net())
+        out, _ = board.client.run(ticks, sum(prog.sizes), SEED)
+        np.testing.assert_array_equal(out, want)  # first-spike traffic: unchanged
+        with pytest.raises(TargetError, match=r"speaks protocol 1\.3; spike trains need protocol 1\.4 \(update the firmware\)"):
+            board.load(trains_net())
+        with pytest.raises(TrainsUnsupported):
+            board.client.configure(b"\0" * 16, M.TRAIN_CONFIG)
+        with pytest.raises(RemoteError) as e:  # a host that skipped the check
+            board.client.request(M.TRAIN_CONFIG, b"\0" * 16, (M.CONFIG_OK,))
+        assert e.value.name == "UNKNOWN_COMMAND"
+        out2, _ = board.client.run(ticks[:20], sum(prog.sizes), SEED)  # and the board still works
+        np.testing.assert_array_equal(out2, want[:20])

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 FW_MAJOR, FW_MINOR = 1, 1  # 1.1: per-neuron current injection (protocol 1.2); since protocol 1.3 also
 # RESULT_COMPACT, firmware version kept at 1.1: calibrations are stored per firmware version and the analog
-# core's fixed pattern, which they measure, did not change
+# core's fixed pattern, which they measure, did not change; the same since protocol 1.4 (spike-train mode:
+# its own fixed pattern is drawn on a stream of its own, the first-spike pattern is untouched)
 
 
 @dataclass(frozen=True)
