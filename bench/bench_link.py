@@ -30,6 +30,18 @@ alternating with this tree's, so both see the same machine load.
 
     .venv/bin/python bench/bench_link.py --baud 921600 --ideal --ber 0 1e-4 1e-3 --scan --baseline a5bd8df
     .venv/bin/python bench/bench_link.py --baud 115200 921600          # the direct rows only
+
+``--trains`` measures the spike-train traffic of protocol 1.4 instead: a
+Randman-sized qif-trains network (20-128-10, 100 steps, spike-count
+readout) run with `run_raster`, without probes and with every layer's
+membrane sampled each step (``--probe-period``). A sample's data is its
+RUN_TRAINS request (the input events, bit-packed) plus its TRAIN_EVENTS
+(and PROBE_CODES) reply, both as the payload bytes that crossed the link::
+
+    bytes/sample = (request + events [+ probe codes] payload bytes) / samples
+    bound        = (baud / 10) / bytes/sample          samples/s
+
+    .venv/bin/python bench/bench_link.py --trains --baud 921600
 """
 
 from __future__ import annotations
@@ -166,6 +178,63 @@ def measure(baud: int, samples: int, hidden: int, die: str, ber: float | None, e
     return row
 
 
+def randman_sized_trains_net(seed: int = 0, n_in: int = 20, hidden: int = 128, n_out: int = 10, steps: int = 100) -> Network:
+    rng = np.random.default_rng(seed)
+    hid = NeuronParams.qif_trains(dt=1.0, current_decay=0.2, tau_mem=5.0, i0=0.1)
+    out = NeuronParams.qif_trains(dt=1.0, current_decay=0.2, tau_mem=5.0, i0=0.1)
+    return Network(layers=(Layer(rng.normal(0, 1.0, (n_in, hidden)), hid), Layer(rng.normal(0, 0.5, (hidden, n_out)), out)),
+                   encoding=InputEncoding(n_features=n_in),
+                   decoding=OutputDecoding(classes=tuple(f"c{i}" for i in range(n_out)), kind="spike-count"),
+                   t_max=float(steps))
+
+
+def measure_trains(baud: int, samples: int | None, die: str, probe: bool, probe_period: int = 1) -> dict:
+    """One spike-train row (protocol 1.4): samples/s of run_raster against the link's bound;
+    ``samples=None``: about 6 s of link time, from a warm-up run's bytes per sample."""
+    net = randman_sized_trains_net()
+    chip, _ = open_chip(baud, die + f"&probe_period={probe_period}", False, [])
+    try:
+        chip.load(net)
+        rng = np.random.default_rng(1)
+
+        def raster(n):
+            return (rng.random((net.n_steps, n, net.encoding.n_features)) < 0.02).astype(np.uint8)
+
+        w = chip.run_raster(raster(8), probe=probe)  # warm up; sizes the run
+        per = (w.info["request_bytes"] + w.info["result_bytes"] + w.info["probe_bytes"]) / 8
+        n = samples or max(16, min(4096, int(6 * baud / 10 / per)))
+        r = raster(n)
+        chip.run_index = 10
+        t0 = time.perf_counter()
+        m = chip.run_raster(r, probe=probe)
+        wall = time.perf_counter() - t0
+        protocol = chip.chip_info.protocol
+    finally:
+        chip.close()
+    i = m.info
+    data = i["request_bytes"] + i["result_bytes"] + i["probe_bytes"]
+    bps = data / n
+    bound = baud / 10 / bps
+    spikes = sum(len(e) for e in m.events)
+    return {"bench": "trains", "baud": baud, "samples": n, "network": "-".join(map(str, net.sizes)), "steps": net.n_steps,
+            "die": "ideal" if die else "default mismatch and noise", "probes": f"every layer, period {probe_period}" if probe else "none",
+            "protocol": protocol, "spikes_per_sample": round(spikes / n, 1),
+            "request_bytes_per_sample": round(i["request_bytes"] / n, 1),
+            "event_bytes_per_sample": round(i["result_bytes"] / n, 1), "probe_bytes_per_sample": round(i["probe_bytes"] / n, 1),
+            "bytes_per_sample": round(bps, 1), "bound_samples_per_s": round(bound, 2),
+            "measured_samples_per_s": round(n / wall, 2), "ratio": round(n / wall / bound, 3), "wall_s": round(wall, 3),
+            "chip_compute_s": round(i["compute_s"], 3), "recoveries": i["recoveries"],
+            "ok": i["recoveries"] == 0 and spikes > 0}
+
+
+def _fmt_trains(r: dict) -> str:
+    return (f"{'trains':>22}  baud {r['baud']:>7}  probes {r['probes']:<22} measured {r['measured_samples_per_s']:8.1f}/s "
+            f"of {r['bound_samples_per_s']:.1f}  ratio {100 * r['ratio']:5.1f} %  ({r['bytes_per_sample']} B/sample: "
+            f"{r['request_bytes_per_sample']} in, {r['event_bytes_per_sample']} events + {r['probe_bytes_per_sample']} probes "
+            f"out; {r['spikes_per_sample']} spikes/sample; protocol {r['protocol']}; {r['network']} x {r['steps']} steps; "
+            f"{r['samples']} samples, {r['wall_s']} s, chip compute {r['chip_compute_s']} s)")
+
+
 def scan(baud: int, samples: int, hidden: int, die: str, bers: list[float]) -> dict:
     """Raise the BER until the defaults stop delivering; the highest that delivered."""
     rows, best = [], 0.0
@@ -269,6 +338,9 @@ def main(argv=None) -> int:
     p.add_argument("--in-memory", action="store_true",
                    help="only the in-memory comparison of the 1.0 and 1.1 links at 50 %% damaged frames")
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--trains", action="store_true",
+                   help="only the spike-train traffic (protocol 1.4): run_raster without and with probes")
+    p.add_argument("--probe-period", type=int, default=1, help="--trains: steps between membrane samples")
     p.add_argument("--json", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one row as JSON (for --baseline)
     args = p.parse_args(argv)
@@ -285,6 +357,16 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps({"bench": "link-in-memory", "rows": rows}))
         return 0
+    if args.trains:
+        rows = []
+        for baud in args.baud:
+            for probe in (False, True):
+                r = measure_trains(baud, args.samples, die, probe, args.probe_period)
+                rows.append(r)
+                print(_fmt_trains(r), file=out, flush=True)
+        if args.json:
+            print(json.dumps({"bench": "link-trains", "rows": rows}))
+        return 0 if all(r["ok"] for r in rows) else 1
     pkg = assemble(args.baseline) if args.baseline else None
     rows, scans = [], []
     for baud in args.baud:

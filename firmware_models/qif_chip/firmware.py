@@ -294,13 +294,15 @@ class Firmware:
         m = cfg.n_neurons
         probed = [li for li in range(len(cfg.layers)) if mask >> li & 1]
         m_probe = sum(cfg.layers[li].n_out for li in probed)
-        # compute chunks end on noise-block boundaries (each chunk draws its blocks' noise once)
+        # compute chunks end on noise-block boundaries (each chunk draws its blocks' noise once),
+        # except the first few, which grow (16, 64, ...) so that the UART starts early and stays
+        # busy (the first block's noise is drawn once per chunk of it)
         B = self.trains.BLOCK
-        bounds, a = [], 0
+        bounds, a, size = [], 0, self.FIRST_CHUNK
         while a < n:
-            b = min(n, (first + a) // B * B + B - first)
+            b = min(n, (first + a) // B * B + B - first, a + size)
             bounds.append((a, b))
-            a = b
+            a, size = b, 4 * size
         compute_s = 0.0
 
         def compute(a, b):
