@@ -127,6 +127,13 @@ class QifSerialBackend(Backend):
     def chip_info(self):
         return self.client.info
 
+    def check_family(self, net: Network) -> None:
+        """Spike-train networks of the qif-trains model only (the chip's spike-train mode)."""
+        if net.is_spike_train and net.model != "qif-trains":
+            raise TargetError(f"{self.url.raw}: {self.scheme} runs first-spike-time networks only, or spike trains of "
+                              f"the qif-trains model; this is a spike-train network ({net.model}, dt={net.dt:g} "
+                              f"{net.time_unit}); run it on 'software', 'bitexact' or 'lava-sim'")
+
     def compile(self, net: Network) -> QifProgram | TrainsProgram:
         if net.is_spike_train:
             if self.opts.get("calib") == "on":
