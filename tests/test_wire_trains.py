@@ -216,3 +216,62 @@ def test_chip_restart_mid_spike_train_batch_is_survived(rig):
     assert proxy.restarts == restarts + 1
     assert same(m, clean) and m.info["recoveries"] >= 1
     assert be.client.events["reconfigured"] >= 1  # the TRAIN_CONFIG was sent again
+
+
+# ------------------------------------------------------------------ firmware refusals
+@pytest.fixture
+def small_chip():
+    """The 1.4 firmware with a 50-spike event buffer, in a thread behind a pty."""
+    import dataclasses
+    import os
+    import threading
+    import tty
+
+    from hwloop.firmware_models.wire.transport import FdTransport
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    fw = Firmware(FdTransport(master), spec=dataclasses.replace(DEFAULT_SPEC, max_events=50), chip_id=5,
+                  mismatch=0.05, noise=0.01)
+    stop = threading.Event()
+    th = threading.Thread(target=fw.serve, args=(stop.is_set,), daemon=True)
+    th.start()
+    yield os.ttyname(slave)
+    stop.set()
+    th.join(5)
+    os.close(master)
+    os.close(slave)
+
+
+def test_firmware_refuses_what_it_cannot_run(small_chip):
+    from hwloop.backends import open_target
+    from hwloop.errors import TargetError
+    from hwloop.firmware_models.wire.errors import RemoteError
+
+    with open_target(f"qif://{small_chip}?baud=0") as board:
+        assert board.chip_info.max_events == 50
+        board.load(trains_net())
+        r = np.ones((40, 2, 10), np.uint8)  # every input every step: hundreds of spikes per sample
+        with pytest.raises(TargetError, match="EVENT_OVERFLOW.*event buffer holds 50"):
+            board.run_raster(r)
+        c = board.client
+        counts, idx = M.raster_events(np.zeros((40, 1, 10), np.uint8))
+        with pytest.raises(RemoteError, match="RUN_TRAINS of 39 steps"):
+            c.request(M.RUN_TRAINS, M.pack_run_trains(0, 0, 10, 39, counts, idx), (M.RUN_DONE,))
+        with pytest.raises(RemoteError, match="probe mask 0x4"):
+            c.request(M.RUN_TRAINS, M.pack_run_trains(0, 0, 10, 40, counts, idx, probe_mask=4), (M.RUN_DONE,))
+        # a first-spike CONFIG replaces the spike-train configuration: RUN_TRAINS is then NOT_CONFIGURED
+        from hwloop.backends.qif.compiler import compile_network
+        from test_link_versions import net as ttfs_net
+
+        c.configure(compile_network(ttfs_net(), c.info).config.pack())
+        with pytest.raises(RemoteError) as e:
+            c.request(M.RUN_TRAINS, M.pack_run_trains(0, 0, 10, 40, counts, idx), (M.RUN_DONE,))
+        assert e.value.name == "NOT_CONFIGURED"
+        # and the host's recovery re-sends the spike-train configuration when a run finds it gone
+        board.load(trains_net())
+        c.configure(compile_network(ttfs_net(), c.info).config.pack())
+        c._config, c._config_type = board._deployed.config.pack(), M.TRAIN_CONFIG  # the host still believes trains
+        c._config_crc = M.config_crc(c._config)
+        m = board.run_raster(np.zeros((40, 3, 10), np.uint8))
+        assert m.info["recoveries"] == 1 and c.events["reconfigured"] >= 1

@@ -438,11 +438,12 @@ def _pack_bits(values: np.ndarray, width: int) -> bytes:
     return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
-def _unpack_bits(p: bytes, offset: int, count: int, width: int, what: str) -> tuple[np.ndarray, int]:
+def _unpack_bits(p: bytes, offset: int, count: int, width: int, what: str,
+                 msg: str = "RESULT_COMPACT") -> tuple[np.ndarray, int]:
     """(``count`` ``width``-bit fields from ``p[offset:]``, the offset after them)."""
     nbytes = (count * width + 7) // 8
     if len(p) < offset + nbytes:
-        raise ProtocolError(f"RESULT_COMPACT: {what} needs {nbytes} bytes, {len(p) - offset} left")
+        raise ProtocolError(f"{msg}: {what} needs {nbytes} bytes, {len(p) - offset} left")
     if width == 0 or count == 0:
         return np.zeros(count, dtype=np.int64), offset + nbytes
     bits = np.unpackbits(np.frombuffer(p, dtype=np.uint8, count=nbytes, offset=offset), bitorder="little")
@@ -683,10 +684,10 @@ def _pack_event_lists(counts: np.ndarray, idx: np.ndarray) -> tuple[bytes, int, 
 def _unpack_event_lists(p: bytes, off: int, n: int, total: int, cb: int, ib: int, slots: int, what: str):
     if cb > 32 or ib > 32:
         raise ProtocolError(f"{what}: field widths {cb}, {ib} bits (at most 32)")
-    counts, off = _unpack_bits(p, off, n, cb, "the event counts")
+    counts, off = _unpack_bits(p, off, n, cb, "the event counts", what)
     if int(counts.sum()) != total:
         raise ProtocolError(f"{what}: the counts add up to {int(counts.sum())} events, the header says {total}")
-    idx, off = _unpack_bits(p, off, total, ib, "the event indices")
+    idx, off = _unpack_bits(p, off, total, ib, "the event indices", what)
     if off != len(p):
         raise ProtocolError(f"{what}: {len(p) - off} trailing bytes")
     if total and idx.max() >= slots:
@@ -804,7 +805,7 @@ def unpack_probe_codes(p: bytes):
             raise ProtocolError(f"PROBE_CODES: {n} x {ps} x {m} codes need {_PRB.size + count} bytes, got {len(p)}")
         v = np.frombuffer(p, dtype=np.uint8, offset=_PRB.size).astype(np.int64)
     else:
-        v, off = _unpack_bits(p, _PRB.size, count, bits, "the ADC codes")
+        v, off = _unpack_bits(p, _PRB.size, count, bits, "the ADC codes", "PROBE_CODES")
         if off != len(p):
             raise ProtocolError(f"PROBE_CODES: {len(p) - off} trailing bytes")
     return first, mask, v.reshape(n, ps, m)
