@@ -64,6 +64,8 @@ def _link_options(baud: int) -> tuple[Option, ...]:
                min=1, max=255),
         Option("probe_period", "int", 1, "spike-train mode: network steps between membrane ADC samples",
                min=1, max=0xFFFF),
+        Option("readout_range", "float", None, "spike-train mode: ADC range +-r of a non-spiking readout",
+               min=0, min_exclusive=True, max=1e3, default_doc="the widest the chip has (8)"),
         Option("calib", "choice", "off", "deploy with the chip's calibration from `hwloop calibrate` (on) or "
                "as the network is (off); on refuses a chip with no valid calibration", choices=("off", "on")),
     )
@@ -143,7 +145,8 @@ class QifSerialBackend(Backend):
             except TrainsUnsupported as exc:
                 raise TargetError(f"{self.url.raw}: {exc}") from None
             return compile_trains(net, self.client.info, scale=self.scale, dac=self.dac,
-                                  substeps=self.opts["substeps"], probe_period=self.opts["probe_period"])
+                                  substeps=self.opts["substeps"], probe_period=self.opts["probe_period"],
+                                  readout_range=self.opts["readout_range"])
         prog = compile_network(net, self.client.info, scale=self.scale, dac=self.dac)
         if self.opts.get("calib") != "on":
             return prog

@@ -106,8 +106,12 @@ class TrainsProgram:
 
 
 def compile_trains(net: Network, info: ChipInfo, scale: float | None = None, dac: str = "mse",
-                   substeps: int = DEFAULT_SUBSTEPS, probe_period: int = 1) -> TrainsProgram:
-    """Design-rule check and configuration of a qif-trains network (module docstring)."""
+                   substeps: int = DEFAULT_SUBSTEPS, probe_period: int = 1,
+                   readout_range: float | None = None) -> TrainsProgram:
+    """Design-rule check and configuration of a qif-trains network (module docstring).
+    ``readout_range``: the ADC range +-r of a non-spiking readout (default: the widest,
+    ``info.v_peak_max``; the model's readout membrane is unbounded, so a clipped decision
+    costs more than a coarser code)."""
     lsb = float(f"{info.tdc_lsb_us:.7g}")
     max_code = (1 << (info.dac_bits - 1)) - 1
     for i, layer in enumerate(net.layers):
@@ -198,7 +202,9 @@ def compile_trains(net: Network, info: ChipInfo, scale: float | None = None, dac
                 raise DesignRuleError("refractory-range", i, info.max_refractory, f"refractory = {refr} steps")
             v_init = _rest_point(i0)
         else:  # the linear readout: v_peak sets only its ADC range [-v_peak, v_peak]
-            v_peak = min(max(abs(v_peak), 1e-3), info.v_peak_max)
+            v_peak = float(info.v_peak_max if readout_range is None else readout_range)
+            if not 0 < v_peak <= info.v_peak_max:
+                raise DesignRuleError("v-peak-range", i, f"(0, {info.v_peak_max:g}]", f"readout ADC range +-{v_peak:g}")
             i0, v_reset, refr, v_init = 0.0, -1.0, 0, 0.0
         fs_top = info.w_fs_min * 2.0 ** (info.n_ranges - 1)
 
