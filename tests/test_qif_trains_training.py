@@ -21,7 +21,7 @@ SMALL = {"n_classes": 3, "samples_per_class": 150, "n_units": 20, "seed": 2}
 
 def _tiny(**kw):
     base = dict(dataset="randman", model="qif-trains", hidden=(64,), epochs=8, batch_size=50, lr=5e-3, threads=1,
-                beta=QIF_TRAINS_DEFAULTS["beta"], data_options=dict(SMALL))
+                data_options=dict(SMALL), **QIF_TRAINS_DEFAULTS)
     base.update(kw)
     return TrainsConfig(**base)
 
@@ -34,7 +34,8 @@ def test_config_gives_qif_records():
     assert isinstance(po, QifTrainsParams) and not po.spiking and po.tau_mem == cfg.tau_readout
     assert lr_scale(ph) == pytest.approx(cfg.tau_mem / cfg.dt) and lr_scale(po) == pytest.approx(cfg.tau_readout / cfg.dt)
     d = defaults_for("randman", model="qif-trains")
-    assert d.model == "qif-trains" and d.beta == QIF_TRAINS_DEFAULTS["beta"]
+    assert d.model == "qif-trains" and d.beta == QIF_TRAINS_DEFAULTS["beta"] and d.i0 == QIF_TRAINS_DEFAULTS["i0"]
+    assert d.hidden_params().excitable
     assert defaults_for("randman").model == "cuba" and defaults_for("randman").beta == 20.0
 
 

@@ -60,7 +60,7 @@ def register(sub):
     g.add_argument("--surrogate", default=None, choices=("superspike", "sigmoid", "linear", "exponential"),
                    help="cuba: surrogate derivative shape (default superspike)")
     g.add_argument("--beta", type=POSITIVE_NUMBER, default=None,
-                   help="cuba: surrogate scale (default 20; qif-trains: 5)")
+                   help="cuba: surrogate scale (default 20; qif-trains: 1)")
     g.add_argument("--readout", default=None, choices=("max", "count", "first"),
                    help="cuba: readout (max-over-time membrane, spike count, first spike; default max)")
     p.add_argument("--data-root", default=None, help="folder with MNIST IDX files")
