@@ -152,9 +152,9 @@ def _run_trains(args) -> dict:
         raise HwloopError(f"--model {args.model} trains on {' | '.join(TRAINS_DATASETS)}, not {dataset!r}")
     from ..trains_training import defaults_for, to_network, train
 
-    cfg = defaults_for(dataset, model=args.model, seed=args.seed, hidden=_hidden(args), epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, recurrent=args.recurrent or None, surrogate=args.surrogate, beta=args.beta,
-                       readout=args.readout, dtype=args.dtype, threads=args.threads)
+    cfg = defaults_for(dataset, model=args.model, seed=args.seed, hidden=_hidden(args), epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, recurrent=args.recurrent or None,
+                       surrogate=args.surrogate, beta=args.beta, readout=args.readout, dtype=args.dtype, threads=args.threads)
     if not args.quiet and not args.json:
         print(f"training {cfg.model} on {cfg.dataset}: hidden {','.join(map(str, cfg.hidden))}"
               f"{' recurrent' if cfg.recurrent else ''}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
