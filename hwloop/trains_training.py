@@ -372,6 +372,25 @@ def _augment(xb: torch.Tensor, cfg: TrainsConfig, gen: torch.Generator) -> torch
     return xb
 
 
+def lr_scale(p: CubaParams | QifTrainsParams) -> float:
+    """The learning-rate factor of a layer's weights: 1 / its input gain
+    (`_linear_response`): 1 for CUBA; dt / tau_mem for a QIF layer, whose
+    weights (in units of synaptic current) move its membrane by k = dt /
+    tau_mem per unit and are 1/k times larger for the same effect. Adam's
+    steps are about ``lr`` per weight whatever the gradient's scale, so
+    this keeps the relative step of every layer that of a CUBA layer."""
+    return 1.0 / _linear_response(p)[1]
+
+
+def lr_groups(net: TrainsNetwork, lr: float) -> list[dict]:
+    """Optimiser parameter groups: each layer's weights (and recurrent
+    weights) with ``lr * lr_scale`` of its neuron."""
+    groups = []
+    for w, r, p in zip(net.weights, net.recurrent, net.params):
+        groups.append({"params": [w] + ([r] if r is not None else []), "lr": lr * lr_scale(p)})
+    return groups
+
+
 def evaluate(net: TrainsNetwork, split: RasterSplit, batch: int = 1000, engine: str | None = None) -> dict:
     """Accuracy and mean hidden spike count per neuron and trial."""
     correct, counts, n = 0, [], split.labels.shape[0]
@@ -404,8 +423,9 @@ def train(cfg: TrainsConfig, progress: bool = False, on_epoch: Callable[[dict], 
     data = load_trains_data(cfg) if data is None else data
     net = init_network(cfg, data, gen)
     params = net.parameters()
-    opt = (torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
-           else SMORMS3(params, lr=cfg.lr))
+    groups = lr_groups(net, cfg.lr)
+    opt = (torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
+           else SMORMS3(groups, lr=cfg.lr))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     tr = data.splits["train"]
     n = tr.labels.shape[0]
@@ -524,10 +544,19 @@ def config_from_network(net) -> TrainsConfig:
 
 
 # ------------------------------------------------------------- defaults
-def defaults_for(dataset: str, **overrides) -> TrainsConfig:
-    """Per data set defaults (docs/models-cuba.md, section 4); ``overrides``
-    replace fields (None values are ignored)."""
-    cfg = TrainsConfig(dataset=dataset)
+#: qif-trains defaults on top of a data set's (docs/models-qif-trains.md),
+#: chosen on Randman's validation split (8-epoch runs): the surrogate scale is
+#: per unit of the QIF's voltage, whose spikes run from the unstable point to
+#: v_peak = 4, a wider range than CUBA's 0..1 (beta 1 > 2 > 5 > 20); i0 = 0.2
+#: (excitable, threshold distance sqrt(0.2) = 0.45) > 0.24 > 0.1 > 0
+QIF_TRAINS_DEFAULTS = {"beta": 1.0, "i0": 0.2}
+
+
+def defaults_for(dataset: str, model: str | None = None, **overrides) -> TrainsConfig:
+    """Per data set (and neuron model) defaults (docs/models-cuba.md, section
+    4; docs/models-qif-trains.md); ``overrides`` replace fields (None values
+    are ignored)."""
+    cfg = TrainsConfig(dataset=dataset, model=model or "cuba")
     if dataset == "randman":
         # the stork example's network and data (dt 2 ms, tau_syn 10, tau_mem 20,
         # readout 200 ms, 128 hidden, batch 250, activity bounds); Adam, fewer epochs
@@ -543,6 +572,9 @@ def defaults_for(dataset: str, **overrides) -> TrainsConfig:
         cfg.dt, cfg.tau_syn, cfg.tau_mem, cfg.tau_readout = 1.0, 5.0, 10.0, 10.0
         cfg.hidden, cfg.batch_size, cfg.epochs, cfg.lr, cfg.beta = (64,), 100, 40, 5e-3, 5.0
         cfg.reg_upper = (0.1, 20.0)
+    if cfg.model == "qif-trains":
+        for k, v in QIF_TRAINS_DEFAULTS.items():
+            setattr(cfg, k, v)
     for k, v in overrides.items():
         if v is None:
             continue
@@ -557,6 +589,7 @@ def _parse(argv=None) -> tuple[TrainsConfig, bool]:
     p = argparse.ArgumentParser(prog="python -m hwloop.trains_training", description=__doc__.splitlines()[0])
     d = TrainsConfig()
     p.add_argument("--dataset", default=d.dataset, choices=DATASETS)
+    p.add_argument("--model", default=d.model, choices=MODELS)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes (default: the data set's)")
     p.add_argument("--recurrent", action="store_true")
@@ -571,7 +604,7 @@ def _parse(argv=None) -> tuple[TrainsConfig, bool]:
     a = p.parse_args(argv)
     over = {k: v for k, v in {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
                               "surrogate": a.surrogate, "beta": a.beta, "readout": a.readout}.items() if v is not None}
-    cfg = defaults_for(a.dataset, seed=a.seed, hidden=tuple(a.hidden) if a.hidden else None, recurrent=a.recurrent,
+    cfg = defaults_for(a.dataset, model=a.model, seed=a.seed, hidden=tuple(a.hidden) if a.hidden else None, recurrent=a.recurrent,
                        threads=a.threads, **over)
     return cfg, a.json
 
@@ -588,7 +621,7 @@ def main(argv=None) -> int:
         print(json.dumps({"config": dataclasses.asdict(cfg), "metrics": m}, default=list))
     else:
         acc = m["accuracy"]
-        print(f"{cfg.dataset} seed {cfg.seed}: train {acc['train']:.4f} val {acc['val']:.4f} test {acc['test']:.4f} "
+        print(f"{cfg.model} {cfg.dataset} seed {cfg.seed}: train {acc['train']:.4f} val {acc['val']:.4f} test {acc['test']:.4f} "
               f"(best epoch {m['best_epoch']}, {m['train_seconds']:.0f} s)")
     return 0
 

@@ -9,8 +9,9 @@ from ._args import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, SEED
 
 MODELS = ("lif", "qif", "nlif")
 DATASETS = ("yinyang", "digits", "mnist")
-#: the spike-train family (docs/models-cuba.md): --model cuba
-TRAINS_MODELS = ("cuba",)
+#: the spike-train family (docs/models-cuba.md): --model cuba; the QIF chip's
+#: discrete-time QIF neuron (docs/models-qif-trains.md): --model qif-trains
+TRAINS_MODELS = ("cuba", "qif-trains")
 TRAINS_DATASETS = ("randman", "yinyang", "digits", "delayed-xor")
 RULES = ("bptt", "superspike")
 
@@ -43,11 +44,12 @@ def register(sub):
                                    "depend on the model and the data set (docs/training.md); the effective "
                                    "settings are printed before training starts.")
     p.add_argument("--model", default="lif", choices=MODELS + TRAINS_MODELS,
-                   help="neuron model (cuba: the discrete-time spike-train family, docs/models-cuba.md)")
+                   help="neuron model (cuba: the discrete-time spike-train family, docs/models-cuba.md; "
+                        "qif-trains: the discrete-time QIF of the QIF chip, docs/models-qif-trains.md)")
     p.add_argument("--dataset", default=None,
                    help="yinyang | digits | mnist (needs --data-root); with --model cuba: randman | yinyang | "
-                        "digits | delayed-xor (default: yinyang; randman with --model cuba)")
-    g = p.add_argument_group("spike-train family (--model cuba, --rule superspike)")
+                        "digits | delayed-xor (default: yinyang; randman with --model cuba or qif-trains)")
+    g = p.add_argument_group("spike-train family (--model cuba or qif-trains, --rule superspike)")
     g.add_argument("--rule", default="bptt", choices=RULES,
                    help="bptt: backpropagation through time with a surrogate derivative; superspike: the online "
                         "SuperSpike rule on the spike-pattern task (docs/superspike.md)")
@@ -57,7 +59,8 @@ def register(sub):
     g.add_argument("--recurrent", action="store_true", help="cuba: recurrent hidden layers")
     g.add_argument("--surrogate", default=None, choices=("superspike", "sigmoid", "linear", "exponential"),
                    help="cuba: surrogate derivative shape (default superspike)")
-    g.add_argument("--beta", type=POSITIVE_NUMBER, default=None, help="cuba: surrogate scale (default 20)")
+    g.add_argument("--beta", type=POSITIVE_NUMBER, default=None,
+                   help="cuba: surrogate scale (default 20; qif-trains: 1)")
     g.add_argument("--readout", default=None, choices=("max", "count", "first"),
                    help="cuba: readout (max-over-time membrane, spike count, first spike; default max)")
     p.add_argument("--data-root", default=None, help="folder with MNIST IDX files")
@@ -103,7 +106,8 @@ def run(args) -> dict:
     for flag, given in (("--recurrent", args.recurrent), ("--surrogate", args.surrogate), ("--beta", args.beta),
                         ("--readout", args.readout)):
         if given:
-            raise HwloopError(f"{flag} is for the spike-train family (--model cuba), not --model {args.model}")
+            raise HwloopError(f"{flag} is for the spike-train family (--model cuba or qif-trains), "
+                              f"not --model {args.model}")
     if args.dataset is None:
         args.dataset = "yinyang"
     hidden = _hidden(args)
@@ -140,19 +144,19 @@ def _hidden(args) -> tuple[int, ...] | None:
 
 
 def _run_trains(args) -> dict:
-    """--model cuba: BPTT with a surrogate derivative (hwloop.trains_training)."""
+    """--model cuba / qif-trains: BPTT with a surrogate derivative (hwloop.trains_training)."""
     import sys
 
     dataset = args.dataset or "randman"
     if dataset not in TRAINS_DATASETS:
-        raise HwloopError(f"--model cuba trains on {' | '.join(TRAINS_DATASETS)}, not {dataset!r}")
+        raise HwloopError(f"--model {args.model} trains on {' | '.join(TRAINS_DATASETS)}, not {dataset!r}")
     from ..trains_training import defaults_for, to_network, train
 
-    cfg = defaults_for(dataset, seed=args.seed, hidden=_hidden(args), epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, recurrent=args.recurrent or None, surrogate=args.surrogate, beta=args.beta,
-                       readout=args.readout, dtype=args.dtype, threads=args.threads)
+    cfg = defaults_for(dataset, model=args.model, seed=args.seed, hidden=_hidden(args), epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, recurrent=args.recurrent or None,
+                       surrogate=args.surrogate, beta=args.beta, readout=args.readout, dtype=args.dtype, threads=args.threads)
     if not args.quiet and not args.json:
-        print(f"training cuba on {cfg.dataset}: hidden {','.join(map(str, cfg.hidden))}"
+        print(f"training {cfg.model} on {cfg.dataset}: hidden {','.join(map(str, cfg.hidden))}"
               f"{' recurrent' if cfg.recurrent else ''}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
               f"surrogate {cfg.surrogate} beta {cfg.beta:g}, readout {cfg.readout}, seed {cfg.seed}", file=sys.stderr)
     result = train(cfg, progress=not args.quiet and not args.json)

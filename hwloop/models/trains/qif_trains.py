@@ -286,8 +286,8 @@ def trains_network_forward(raster: torch.Tensor, weights: Sequence[torch.Tensor]
         net = params
         params = [layer.neuron for layer in net.layers]
         if weights is None:
-            weights = [torch.as_tensor(np.asarray(w), dtype=raster.dtype) for w in net.weights()]
-            recurrent = [None if layer.recurrent is None else torch.as_tensor(layer.recurrent, dtype=raster.dtype)
+            weights = [torch.tensor(np.array(w), dtype=raster.dtype) for w in net.weights()]
+            recurrent = [None if layer.recurrent is None else torch.tensor(np.array(layer.recurrent), dtype=raster.dtype)
                          for layer in net.layers]
     params = [p.trains_params() if hasattr(p, "trains_params") else p for p in params]
     if all(isinstance(p, CubaParams) for p in params):
