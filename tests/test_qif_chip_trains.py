@@ -357,3 +357,33 @@ def test_design_rules_of_the_compiler_are_named(emu):
     assert e.value.rule == "neuron-model"
     with pytest.raises(TargetError):
         emu.run_raster(np.zeros((5, 2, 20)))  # wrong shape for the deployed network: named by checked_raster
+
+
+def test_a_readout_with_weights_beyond_the_dac_runs_scaled():
+    """The model's readout weights are 1/k larger than a hidden layer's (k = dt / tau_readout):
+    the linear readout runs at weights / sigma on the chip and is read back x sigma."""
+    rng = np.random.default_rng(9)
+    hid = qt()
+    ro = NeuronParams.qif_trains(dt=1.0, current_decay=0.2, tau_mem=100.0, spiking=False)
+    net = Network(layers=(Layer(rng.normal(0, 1.0, (20, 40)), hid), Layer(rng.normal(0, 6.0, (40, 4)), ro)),
+                  encoding=InputEncoding(n_features=20), decoding=OutputDecoding(classes=tuple("abcd"), kind="max-membrane"),
+                  t_max=60.0)
+    r = raster(np.random.default_rng(10), 16, T=60)
+    with open_target("software") as sw:
+        sw.load(net)
+        s = sw.run_raster(r, probe=True)
+    v_sw = s.probes[1]
+    top = 1.2 * float(np.abs(v_sw).max())
+    assert top > 2.0
+    with open_target(f"qif-emu?baud=0&mismatch=0&noise=0&readout_range={top:.3f}") as chip:
+        prog = chip.load(net)
+        assert prog.readout_scale[0] == 1.0 and prog.readout_scale[1] in (2.0, 4.0)
+        assert np.abs(prog.config.layers[1].codes).max() >= 15  # the DAC's range is used
+        assert prog.adc_ranges[1] == pytest.approx((-top, top), rel=1e-4)
+        np.testing.assert_allclose(prog.effective.layers[1].weight, net.layers[1].weight,
+                                   atol=prog.readout_scale[1] * 16 / 31 / prog.charge_gain[1])
+        m = chip.run_raster(r, probe=True)
+    v_chip = m.probes[1]
+    # the chip's readout follows the model's (ODE vs one Euler step per dt, the hidden layer's spikes
+    # differ a little), to a fraction of its swing
+    assert np.abs(v_chip - v_sw).mean() < 0.15 * np.abs(v_sw).mean() + 2 * prog.lsb(1)

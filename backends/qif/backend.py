@@ -64,8 +64,8 @@ def _link_options(baud: int) -> tuple[Option, ...]:
                min=1, max=255),
         Option("probe_period", "int", 1, "spike-train mode: network steps between membrane ADC samples",
                min=1, max=0xFFFF),
-        Option("readout_range", "float", None, "spike-train mode: ADC range +-r of a non-spiking readout",
-               min=0, min_exclusive=True, max=1e3, default_doc="the widest the chip has (8)"),
+        Option("readout_range", "float", None, "spike-train mode: ADC range +-r (model units) of a non-spiking readout",
+               min=0, min_exclusive=True, max=1e3, default_doc="8"),
         Option("calib", "choice", "off", "deploy with the chip's calibration from `hwloop calibrate` (on) or "
                "as the network is (off); on refuses a chip with no valid calibration", choices=("off", "on")),
     )

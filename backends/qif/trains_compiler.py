@@ -15,7 +15,10 @@ configuration (protocol 1.4, docs/qif-chip-trains.md).
    ``g = -ln(1 - cd) / cd`` before quantisation so that every input spike
    delivers the charge it has in the model (``g = 1`` at ``cd -> 0``).
 3. **DAC quantisation** as for first-spike networks (`choose_range`), the
-   recurrent matrix with a range of its own.
+   recurrent matrix with a range of its own. A non-spiking readout is linear
+   in its input, so it may run scaled: weights / sigma on the chip, the
+   membrane read back x sigma, sigma the smallest power of two that brings
+   its weights into the DAC's range (``TrainsProgram.readout_scale``).
 4. **Design-rule checks**, each a `DesignRuleError(rule, layer, limit)`:
    neuron-model, layer-count, input-count, neuron-count, fan-in, bias-count,
    step-count, dt-grid, tau-range, syn-tau-range, substeps, probe-period,
@@ -72,6 +75,8 @@ class TrainsProgram:
     adc_bits: int
     adc_ranges: tuple[tuple[float, float], ...]  # per layer: the ADC's [lo, hi] in model units
     charge_gain: tuple[float, ...]  # per layer: the weight scaling g
+    #: per layer: model membrane units per chip volt (1, or a power of two for a linear readout)
+    readout_scale: tuple[float, ...] = ()
 
     @property
     def n_steps(self) -> int:
@@ -109,9 +114,9 @@ def compile_trains(net: Network, info: ChipInfo, scale: float | None = None, dac
                    substeps: int = DEFAULT_SUBSTEPS, probe_period: int = 1,
                    readout_range: float | None = None) -> TrainsProgram:
     """Design-rule check and configuration of a qif-trains network (module docstring).
-    ``readout_range``: the ADC range +-r of a non-spiking readout (default: the widest,
-    ``info.v_peak_max``; the model's readout membrane is unbounded, so a clipped decision
-    costs more than a coarser code)."""
+    ``readout_range``: the ADC range +-r (model units) of a non-spiking readout (default
+    ``info.v_peak_max``, 8; the model's readout membrane is unbounded, and a clipped
+    decision costs more than a coarser code)."""
     lsb = float(f"{info.tdc_lsb_us:.7g}")
     max_code = (1 << (info.dac_bits - 1)) - 1
     for i, layer in enumerate(net.layers):
@@ -165,7 +170,7 @@ def compile_trains(net: Network, info: ChipInfo, scale: float | None = None, dac
                               f"dt = {dt:g} {net.time_unit} is {step_ticks} ticks")
     dt_us = step_ticks * lsb
 
-    layers, eff_layers, ranges, gains = [], [], [], []
+    layers, eff_layers, ranges, gains, sigmas = [], [], [], [], []
     for i, layer in enumerate(net.layers):
         tau_us = taus[i] * scale
         if not info.tau_min_us * (1 - 1e-6) <= tau_us <= info.tau_max_us * (1 + 1e-6):
@@ -201,23 +206,34 @@ def compile_trains(net: Network, info: ChipInfo, scale: float | None = None, dac
             if refr > info.max_refractory:
                 raise DesignRuleError("refractory-range", i, info.max_refractory, f"refractory = {refr} steps")
             v_init = _rest_point(i0)
-        else:  # the linear readout: v_peak sets only its ADC range [-v_peak, v_peak]
-            v_peak = float(info.v_peak_max if readout_range is None else readout_range)
-            if not 0 < v_peak <= info.v_peak_max:
-                raise DesignRuleError("v-peak-range", i, f"(0, {info.v_peak_max:g}]", f"readout ADC range +-{v_peak:g}")
-            i0, v_reset, refr, v_init = 0.0, -1.0, 0, 0.0
         fs_top = info.w_fs_min * 2.0 ** (info.n_ranges - 1)
+        sigma = 1.0  # model membrane units per chip volt: 1 but for a readout (below)
+        if not spiking:
+            # the linear readout: V is linear in its input, so the chip may run it scaled by
+            # 1/sigma (weights / sigma, V / sigma) and the host reads sigma x the ADC's value; sigma
+            # is the smallest power of two that brings its weights into the DAC's range (the
+            # model's readout weights are 1/k larger than a hidden layer's)
+            wmax = max(float(np.abs(layer.weight).max(initial=0.0)),
+                       float(np.abs(layer.recurrent).max(initial=0.0)) if layer.recurrent is not None else 0.0) * g
+            while wmax / sigma > fs_top * (1 + 1e-9) and sigma < 2.0**20:
+                sigma *= 2.0
+            # v_peak sets only its ADC range [-v_peak, v_peak] (chip units)
+            v_peak = float(info.v_peak_max if readout_range is None else readout_range) / sigma
+            if not 0 < v_peak <= info.v_peak_max:
+                raise DesignRuleError("v-peak-range", i, f"(0, {info.v_peak_max * sigma:g}]",
+                                      f"readout ADC range +-{v_peak * sigma:g} (x{sigma:g} on this readout)")
+            i0, v_reset, refr, v_init = 0.0, -1.0, 0, 0.0
 
         def quantise(w, what):
-            wc = w * g
+            wc = w * g / sigma
             wmax = float(np.abs(wc).max(initial=0.0))
             if wmax > fs_top * (1 + 1e-9):
                 raise DesignRuleError("weight-range", i, f"|w| <= {fs_top / g:.4g} ({fs_top:g} on chip)",
-                                      f"largest |{what}| is {wmax / g:.4g}")
+                                      f"largest |{what}| is {wmax * sigma / g:.4g}")
             k = choose_range(wc, info, dac)
             fs = info.w_fs_min * 2.0 ** k
             codes = np.clip(np.round(wc / fs * max_code), -max_code, max_code).astype(np.int8)
-            return codes, k, codes.astype(np.float64) / max_code * fs / g
+            return codes, k, codes.astype(np.float64) / max_code * fs * sigma / g
 
         codes, k, w_eff = quantise(layer.weight, "w")
         rec_codes, rec_k, rec_eff = None, 0, None
@@ -227,7 +243,9 @@ def compile_trains(net: Network, info: ChipInfo, scale: float | None = None, dac
             codes=codes, w_range=k, tau_us=_f32(tau_us), syn_tau_us=_f32(syn_tau), i0=_f32(i0), v_peak=_f32(v_peak),
             v_reset=_f32(v_reset), v_init=_f32(v_init), refractory=refr, spiking=spiking, rec_codes=rec_codes,
             rec_range=rec_k))
-        ranges.append((-1.0, float(_f32(v_peak))) if spiking else (-float(_f32(v_peak)), float(_f32(v_peak))))
+        vp = float(_f32(v_peak))
+        ranges.append((-1.0, vp) if spiking else (-vp * sigma, vp * sigma))
+        sigmas.append(sigma)
         gains.append(g)
         eff_layers.append(dataclasses.replace(layer, weight=w_eff, recurrent=rec_eff))
     config = TrainsConfig(n_inputs=n_in, n_steps=n_steps, step_ticks=step_ticks, substeps=int(substeps),
@@ -235,4 +253,4 @@ def compile_trains(net: Network, info: ChipInfo, scale: float | None = None, dac
     effective = dataclasses.replace(net, layers=tuple(eff_layers))
     return TrainsProgram(config=config, scale=scale, lsb_us=lsb, sizes=tuple(l.n_out for l in net.layers), dt=dt,
                          effective=effective, adc_bits=int(info.adc_bits), adc_ranges=tuple(ranges),
-                         charge_gain=tuple(gains))
+                         charge_gain=tuple(gains), readout_scale=tuple(sigmas))
