@@ -275,3 +275,24 @@ def test_firmware_refuses_what_it_cannot_run(small_chip):
         c._config_crc = M.config_crc(c._config)
         m = board.run_raster(np.zeros((40, 3, 10), np.uint8))
         assert m.info["recoveries"] == 1 and c.events["reconfigured"] >= 1
+
+
+def test_bench_link_measures_spike_train_traffic():
+    """bench/bench_link.py --trains: a row per probe setting, bytes that crossed, the link's bound."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_link.py"
+    spec = importlib.util.spec_from_file_location("bench_link_trains", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plain = bench.measure_trains(921600, 16, "&mismatch=0&noise=0", probe=False)
+    probed = bench.measure_trains(921600, 16, "&mismatch=0&noise=0", probe=True, probe_period=4)
+    for row in (plain, probed):
+        assert row["ok"] and row["protocol"] == "1.4" and row["samples"] == 16 and 0 < row["ratio"] < 1.2
+        assert row["bytes_per_sample"] == pytest.approx(row["request_bytes_per_sample"] + row["event_bytes_per_sample"]
+                                                        + row["probe_bytes_per_sample"], abs=0.2)
+    assert plain["probe_bytes_per_sample"] == 0
+    # every layer's 138 neurons at 8 bits, 25 of the 100 steps, plus the header share
+    assert 25 * 138 <= probed["probe_bytes_per_sample"] < 25 * 138 + 20
+    assert "ratio" in bench._fmt_trains(probed)
