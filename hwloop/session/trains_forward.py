@@ -35,12 +35,24 @@ import torch
 from hwloop.errors import HwloopError
 
 
+class _Substitute(torch.autograd.Function):
+    """Forward: the measured value, exactly; backward: the gradient passes to the simulated one."""
+
+    @staticmethod
+    def forward(ctx, simulated, measured):
+        return measured.detach().to(simulated.dtype).clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 def straight_through(simulated: torch.Tensor, measured: torch.Tensor | None) -> torch.Tensor:
-    """``measured`` forward, the gradient of ``simulated`` backward (``simulated``
-    itself where nothing was measured)."""
+    """``measured`` forward (exactly), the gradient of ``simulated`` backward
+    (``simulated`` itself where nothing was measured)."""
     if measured is None:
         return simulated
-    return simulated + (measured.to(simulated.dtype) - simulated).detach()
+    return _Substitute.apply(simulated, measured)
 
 
 @dataclass
