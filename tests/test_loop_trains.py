@@ -186,6 +186,10 @@ def test_a_short_session_on_bitexact_lowers_the_loss(tiny_net, tmp_path):
     assert losses[1] < 0.9 * losses[0], losses
     rows = [json.loads(x) for x in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
+    from hwloop.report import write_report
+
+    text = open(write_report(str(tmp_path / "s"), run_target=False)["report"]).read()
+    assert "signal `spikes+membranes`" in text and "surrogate `superspike`, beta 20" in text
 
 
 def test_resume_after_a_crash_is_exact(tiny_net, tmp_path):

@@ -66,6 +66,9 @@ def register(sub):
                    help="scale (steepness) of the surrogate derivative (default: the network's training's)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
     p.add_argument("--eval-limit", type=int, default=None, help="validation samples per evaluation (default all)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="evaluate on the validation split every N steps as well as at the end of every epoch "
+                        "(default 0: once per epoch)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--crash-after-step", type=int, default=None, help=argparse_suppress())
     p.set_defaults(func=run)
@@ -100,7 +103,7 @@ def argparse_suppress():
 CONFIG_OPTIONS = ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "lr_schedule",
                   "patience", "final_test", "seed",
                   "gradient", "spsa_pairs", "grad_at", "loss_times", "max_missing", "train_limit", "eval_limit",
-                  "ema", "input_jitter", "model", "signal", "surrogate", "surrogate_beta")
+                  "ema", "input_jitter", "eval_every", "model", "signal", "surrogate", "surrogate_beta")
 
 
 def run(args) -> dict:
