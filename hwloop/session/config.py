@@ -207,6 +207,10 @@ def resolve_family(cfg: "LoopConfig", net) -> "LoopConfig":
                            f"at the measured spikes (leave --gradient out)")
     if cfg.input_jitter:
         raise SessionError("input_jitter: for first-spike-time networks only")
+    trained_on = net.provenance.dataset
+    if trained_on and cfg.dataset != trained_on:
+        raise SessionError(f"dataset {cfg.dataset!r}: the start network was trained on {trained_on!r} "
+                           f"(pass --dataset {trained_on})")
     out.model, out.gradient = net.model, "surrogate"
     probes = target_has_probes(cfg.target)
     if out.signal is None:
