@@ -265,3 +265,24 @@ def test_ttfs_sessions_are_unchanged(tmp_path):
     run_session(tmp_path / "t", new, progress=False)
     saved = json.loads((tmp_path / "t" / "config.json").read_text())
     assert saved["model"] is None and saved["signal"] is None and saved["gradient"] == "model"
+
+
+def test_weight_bits_coarsens_only_the_stored_weights(tiny_net):
+    """``bitexact?weight_bits=N`` (the coarse step of the results): every stored
+    mantissa a multiple of 2^(9 - N), the registers those of 8 bits, and 8 the default."""
+    from hwloop.backends.loihi.trains_mapping import compile_trains
+
+    net = Network.load(tiny_net)
+    base, rep = compile_trains(net)
+    same, _ = compile_trains(net, weight_bits=8)
+    coarse, rep4 = compile_trains(net, weight_bits=4)
+    for a, b, c in zip(base, same, coarse):
+        assert np.array_equal(a.weight, b.weight)
+        assert (a.vth, a.weight_exp, a.du, a.dv) == (c.vth, c.weight_exp, c.du, c.dv)
+        assert np.all(c.weight % 32 == 0) and c.weight.min() >= -256 and c.weight.max() <= 224
+        assert not np.array_equal(a.weight, c.weight)
+    assert all(r4["weight_err_rms"] > r["weight_err_rms"] for r, r4 in zip(rep.layers, rep4.layers))
+    with open_target("bitexact?weight_bits=4") as be:
+        assert be.opts["weight_bits"] == 4
+        be.load(net)
+        assert np.array_equal(be._compiled.layers[0].weight, coarse[0].weight)
