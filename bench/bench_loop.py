@@ -19,6 +19,13 @@ pass at the measured evaluation time.
 
     python bench/bench_loop.py [--targets software bitexact qif-emu lava-sim]
                                [--steps 20] [--batch-size 50] [--baseline REV] [--repeat N]
+    python bench/bench_loop.py --trains [--targets software bitexact]
+
+``--trains``: the spike-train case (surrogate gradients in the loop,
+``hwloop loop --model cuba``): a Randman CUBA network (20-128-10, one quick
+software epoch), ``--signal spikes+membranes``; the target part is the
+target's raster run with membrane probes, I/O the rest of its call, host the
+substituted forward and its backward, the optimiser and the checkpoints.
 
 ``--baseline REV`` times every target also with the code of git revision
 REV (its ``hwloop``, ``backends`` and ``firmware_models`` assembled into a
@@ -61,11 +68,21 @@ def lif_start(directory: Path) -> str:
     return str(out)
 
 
-def bench_target(target: str, init: str, steps: int, batch: int, eval_limit: int, work: Path) -> dict:
+def cuba_start(directory: Path) -> str:
+    """A Randman CUBA network (the default 20-128-10) after one quick software epoch."""
+    from hwloop.trains_training import defaults_for, to_network, train
+
+    out = directory / "cuba-start.hwnet"
+    to_network(train(defaults_for("randman", epochs=1, seed=0, threads=1))).save(out)
+    return str(out)
+
+
+def bench_target(target: str, init: str, steps: int, batch: int, eval_limit: int, work: Path,
+                 dataset: str = DATASET) -> dict:
     d = work / target.replace("/", "_").replace("?", "_")
     if d.exists():
         shutil.rmtree(d)
-    cfg = LoopConfig(target=target, dataset=DATASET, init=init, epochs=1, batch_size=batch, lr=1e-3,
+    cfg = LoopConfig(target=target, dataset=dataset, init=init, epochs=1, batch_size=batch, lr=1e-3,
                      train_limit=steps * batch, eval_limit=eval_limit, compare_software=False)
     t0 = time.perf_counter()
     run_session(d, cfg, progress=False)
@@ -88,7 +105,7 @@ def bench_target(target: str, init: str, steps: int, batch: int, eval_limit: int
                              for r in train_rows])}
     step = sum(parts.values())
     eval_s = evals[-1]["seconds"] * (1000 / eval_limit)  # the last: the first one pays JIT warm-up
-    n_train = len(load_dataset(DATASET, "train").y)
+    n_train = len(load_dataset(dataset, "train").y)
     epoch = n_train / batch * step + eval_s
     return {"target": target, "step_seconds": step, "parts": parts, "eval_seconds_per_1000": eval_s,
             "epoch_seconds": epoch, "session_wall": wall, "steps_timed": n}
@@ -115,6 +132,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--eval-limit", type=int, default=200, help="validation samples timed (scaled to 1000)")
+    ap.add_argument("--trains", action="store_true",
+                    help="the spike-train case: a Randman CUBA network, surrogate gradients in the loop")
     ap.add_argument("--one", nargs=2, metavar=("TARGET", "INIT"), help=argparse.SUPPRESS)
     ap.add_argument("--baseline", metavar="REV", help="also time git revision REV's code, alternating with this tree's")
     ap.add_argument("--repeat", type=int, default=1, help="time every target (and baseline) this many times")
@@ -123,7 +142,8 @@ def main() -> int:
     if args.one:  # child: time one target, print its JSON
         work = Path(tempfile.mkdtemp(prefix="hwloop-bench-loop-"))
         try:
-            r = bench_target(args.one[0], args.one[1], args.steps, args.batch_size, args.eval_limit, work)
+            r = bench_target(args.one[0], args.one[1], args.steps, args.batch_size, args.eval_limit, work,
+                             dataset="randman" if args.trains else DATASET)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(json.dumps(r))
@@ -132,11 +152,17 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hwloop-bench-loop-"))
     qif_net = str(pretrained("yinyang-qif.hwnet"))
     lif_net = None
+    cuba_net = None
+    if args.trains and args.targets == ap.get_default("targets"):
+        args.targets = ["software", "bitexact"]
     pkg = assemble(args.baseline) if args.baseline else None
     results = []
     try:
         for target in args.targets:
-            if target.startswith("qif") or target == "software":
+            if args.trains:
+                cuba_net = cuba_net or cuba_start(work)
+                init = cuba_net
+            elif target.startswith("qif") or target == "software":
                 init = qif_net
             else:
                 lif_net = lif_net or lif_start(work)
@@ -151,7 +177,8 @@ def main() -> int:
                         env.update(PYTHONPATH=pkg, BENCH_LOOP_BASELINE="1")
                         cwd = tempfile.gettempdir()
                     out = subprocess.run([sys.executable, __file__, "--one", target, init, "--steps", str(args.steps),
-                                          "--batch-size", str(args.batch_size), "--eval-limit", str(args.eval_limit)],
+                                          "--batch-size", str(args.batch_size), "--eval-limit", str(args.eval_limit),
+                                          *(["--trains"] if args.trains else [])],
                                          capture_output=True, text=True, env=env, cwd=cwd)
                     if out.returncode != 0:
                         print(out.stderr[-2000:], file=sys.stderr)
@@ -163,7 +190,8 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nin-the-loop training on {DATASET}, batch {args.batch_size}; per step: shares of the step time")
+    family = "randman, spike trains (cuba, spikes+membranes)" if args.trains else DATASET
+    print(f"\nin-the-loop training on {family}, batch {args.batch_size}; per step: shares of the step time")
     print(f"{'target':<12}{'code':<12}{'s/step':>9}{'target':>9}{'I/O':>8}{'deploy':>8}{'host':>8}{'eval/1000':>11}"
           f"{'s/epoch':>10}")
     for r in results:

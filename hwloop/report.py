@@ -412,6 +412,13 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
     lines = [f"# In-the-loop session `{sd.path.name}`", "",
              f"Target `{cfg.target}`, data set `{cfg.dataset}`, gradient `{cfg.gradient}`, "
              f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}.", ""]
+    if getattr(cfg, "model", None) is not None:  # a spike-train session (surrogate gradients in the loop)
+        what = "spikes and membranes" if cfg.signal == "spikes+membranes" else "spikes"
+        readout = ("the target's measured readout membrane" if cfg.signal == "spikes+membranes"
+                   else "the model's readout membrane driven by the measured hidden spikes")
+        lines += [f"Spike-train network (`{cfg.model}`): the target's measured {what} replace the simulated ones "
+                  f"in the forward pass (signal `{cfg.signal}`); the loss reads {readout}; surrogate "
+                  f"`{cfg.surrogate}`, beta {cfg.surrogate_beta:g}.", ""]
     if evals:
         sel_step = summary.get("selected_step", _selected_step(evals))
         lines += ["Every validation figure with its sample count and Wilson 95 % interval, and against the "

@@ -90,7 +90,7 @@ def test_options_are_typed_with_defaults():
     from hwloop.backends import target_options
 
     with open_target("bitexact?steps=150") as be:
-        assert be.opts == {"steps": 150, "engine": "auto", "weight_exp": "auto"} and be.steps == 150
+        assert be.opts == {"steps": 150, "engine": "auto", "weight_exp": "auto", "weight_bits": 8} and be.steps == 150
     with open_target("software") as be:
         assert be.opts == {}
     schema = {o.name: o for o in target_options()["qif-emu"]}

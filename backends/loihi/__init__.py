@@ -65,6 +65,8 @@ class TrainsCompiled:
 STEPS = Option("steps", "int", DEFAULT_STEPS, "time steps per trial (dt = t_max / steps)", min=1, max=MAX_STEPS)
 WEIGHT_EXP = Option("weight_exp", "choice", "auto", "spike-train networks: each matrix's weight exponent chosen "
                     "(auto), or 0 for all (the integers a netx file stores)", choices=("auto", "0"))
+WEIGHT_BITS = Option("weight_bits", "int", 8, "spike-train networks: bits of every stored weight (Lava's "
+                     "num_weight_bits; fewer: a coarser weight step)", min=1, max=8)
 LAVA_OPTIONS = (
     STEPS,
     Option("timeout", "int", 0, "seconds one batch may take in the Lava worker (0: scaled with the batch size)",
@@ -82,13 +84,16 @@ class _LoihiBackend(Backend):
         self.steps = self.opts["steps"]
         exp = self.opts.get("weight_exp", "auto")
         self.weight_exp = None if exp == "auto" else int(exp)
+        self.weight_bits = self.opts.get("weight_bits", 8)
 
     def compile(self, net: Network) -> "LoihiCompiled | TrainsCompiled":
         if net.is_spike_train:
             if "steps" in self.url.options:
                 raise TargetError(f"{self.url.raw}: steps= sets the grid of first-spike-time networks; a spike-train "
                                   f"network runs on its own {net.n_steps} steps of dt={net.dt:g} {net.time_unit}")
-            return TrainsCompiled(*compile_trains(net, weight_exp=self.weight_exp))
+            return TrainsCompiled(*compile_trains(net, weight_exp=self.weight_exp, weight_bits=self.weight_bits))
+        if self.weight_bits != 8:
+            raise TargetError(f"{self.url.raw}: weight_bits= applies to spike-train networks")
         if self.weight_exp is not None:
             raise TargetError(f"{self.url.raw}: weight_exp= applies to spike-train networks; a first-spike-time "
                               f"network's exponents are chosen by its own mapping")
@@ -163,7 +168,7 @@ class BitExactBackend(_LoihiBackend):
     scheme = "bitexact"
     description = "bit-accurate integer model of the Loihi core (numba/numpy, no Lava)"
     OPTIONS = (STEPS, Option("engine", "choice", "auto", "integer kernel: numba when installed (auto), or forced",
-                             choices=("auto", "numba", "numpy")), WEIGHT_EXP)
+                             choices=("auto", "numba", "numpy")), WEIGHT_EXP, WEIGHT_BITS)
 
     def __init__(self, url: TargetURL):
         super().__init__(url)
@@ -198,7 +203,7 @@ class LavaSimBackend(_LoihiBackend):
     description = "Intel Lava's Loihi 2 simulator (Loihi2SimCfg, fixed point; ?precision=float)"
     OPTIONS = LAVA_OPTIONS[:1] + (
         Option("precision", "choice", "fixed", "Lava's fixed-point (bit-accurate) or floating-point models",
-               choices=("fixed", "float")),) + LAVA_OPTIONS[1:] + (WEIGHT_EXP,)
+               choices=("fixed", "float")),) + LAVA_OPTIONS[1:] + (WEIGHT_EXP, WEIGHT_BITS)
     run_config = "sim"
 
     def __init__(self, url: TargetURL):

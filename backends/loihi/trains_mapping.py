@@ -105,10 +105,13 @@ class TrainsReport:
         return "\n".join(lines)
 
 
-def _quantise(w_units: np.ndarray, e: int) -> np.ndarray:
-    """Ideal mantissa units ``W 2^e`` -> stored mixed-sign mantissas (even, -256..254)."""
-    m = 2.0 * np.round(np.asarray(w_units, dtype=np.float64) / (2.0 ** e) / 2.0)
-    return np.clip(m, -256, W_TOP).astype(np.int32)
+def _quantise(w_units: np.ndarray, e: int, bits: int = 8) -> np.ndarray:
+    """Ideal mantissa units ``W 2^e`` -> stored mixed-sign mantissas (even, -256..254);
+    with ``bits`` < 8 (Lava's ``num_weight_bits``), multiples of 2^(9 - bits) in
+    -256..256 - 2^(9 - bits), the values a Dense with that many weight bits keeps."""
+    step = 2.0 ** (9 - bits)
+    m = step * np.round(np.asarray(w_units, dtype=np.float64) / (2.0 ** e) / step)
+    return np.clip(m, -256, 256 - step).astype(np.int32)
 
 
 def _exponent_filling(per_unit_max: float, vth: float) -> int:
@@ -187,7 +190,7 @@ def float_trains_layers(net: Network) -> list:
 
 
 def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS,
-                   weight_exp: int | None = None) -> tuple[list[TrainLayer], TrainsReport]:
+                   weight_exp: int | None = None, weight_bits: int = 8) -> tuple[list[TrainLayer], TrainsReport]:
     """A spike-train network -> integer `TrainLayer` records for Lava's LIF + Dense,
     and the `TrainsReport`. Raises `DesignRuleError` (rule, layer, limit) for
     anything the standard fixed-point LIF cannot represent; writes nothing.
@@ -196,7 +199,12 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS,
     each matrix's exponent as above; an integer (0: what a netx file stores)
     fixes every matrix's exponent, and a spiking layer's threshold register then
     follows from it (``vth = floor(254 2^e / max|w / threshold|)``, at most
-    2^17 - 1), as does a readout's scale."""
+    2^17 - 1), as does a readout's scale. ``weight_bits`` (1..8, default 8):
+    coarser stored weights, as Lava's ``num_weight_bits`` keeps them (every
+    mantissa a multiple of 2^(9 - bits)); the registers are chosen as for 8
+    bits, so only the weight step grows (for studies of coarse synapses)."""
+    if not (isinstance(weight_bits, int) and 1 <= weight_bits <= 8):
+        raise DesignRuleError("weight-bits", None, "1..8", f"weight_bits={weight_bits!r}")
     if weight_exp is not None and not (isinstance(weight_exp, int) and
                                        fw.WEIGHT_EXP_RANGE[0] <= weight_exp <= fw.WEIGHT_EXP_RANGE[1]):
         raise DesignRuleError("weight-exponent", None, f"{fw.WEIGHT_EXP_RANGE[0]}..{fw.WEIGHT_EXP_RANGE[1]}",
@@ -241,8 +249,8 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS,
                 er = e_ if pu_r > pu_w or weight_exp is not None else _exponent_filling(pu_r, vth_)
                 ew = min(max(ew, fw.WEIGHT_EXP_RANGE[0]), fw.WEIGHT_EXP_RANGE[1])
                 er = min(max(er, fw.WEIGHT_EXP_RANGE[0]), fw.WEIGHT_EXP_RANGE[1])
-                W_ = _quantise(vth_ * w / theta, ew)
-                R_ = None if r is None else _quantise(vth_ * r / theta, er)
+                W_ = _quantise(vth_ * w / theta, ew, weight_bits)
+                R_ = None if r is None else _quantise(vth_ * r / theta, er, weight_bits)
                 return vth_, ew, er, W_, R_
 
             e_cur = e_top if weight_exp is None else weight_exp
@@ -275,8 +283,8 @@ def compile_trains(net: Network, vth_preferred: int = VTH_TRAINS,
             er = 0 if r is None else min(max(_exponent_filling(r_abs * scale / 64.0, 1.0), 0), fw.WEIGHT_EXP_RANGE[1])
             if weight_exp is not None:
                 er = weight_exp
-            W = _quantise(w * scale / 64.0, ew)
-            R = None if r is None else _quantise(r * scale / 64.0, er)
+            W = _quantise(w * scale / 64.0, ew, weight_bits)
+            R = None if r is None else _quantise(r * scale / 64.0, er, weight_bits)
             if _single_step_jump(W, ew, R, er) >= fw.UV_MAX:
                 raise DesignRuleError("current-range", li, "one step's same-sign input < 2^23",
                                       f"the readout's {fan_in} sources summed exceed the 24-bit current")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(sub):
-    p = sub.add_parser("loop", help="train in the loop: forward on the target, exact gradients at measured times",
+    p = sub.add_parser("loop", help="train in the loop: forward on the target, gradients at the measured spikes",
                        description="Run (or --resume) an in-the-loop training session in a session directory.")
     p.add_argument("--target", default=None, help="target URL (default: software)")
     p.add_argument("--dataset", default=None, help="data set (default yinyang)")
@@ -51,12 +51,46 @@ def register(sub):
                         "best.hwnet use the average (default 0: off)")
     p.add_argument("--input-jitter", type=float, default=None,
                    help="Gaussian jitter of the training input times, std in units of tau_syn (default 0)")
+    g = p.add_argument_group("spike-train networks (surrogate gradients in the loop, docs/in-the-loop.md)")
+    g.add_argument("--model", choices=_trains_models(), default=None,
+                   help="the start network's neuron model: the measured spikes (and membranes) replace the "
+                        "simulated ones in the surrogate model's forward pass (default: taken from --init; "
+                        "an error if it does not match)")
+    g.add_argument("--signal", choices=["spikes", "spikes+membranes"], default=None,
+                   help="what the target's measurements replace: spikes only, or spikes and membranes "
+                        "(default: spikes+membranes on targets with membrane probes -- software, bitexact, "
+                        "lava-sim -- spikes elsewhere)")
+    g.add_argument("--surrogate", choices=["superspike", "sigmoid", "linear", "exponential"], default=None,
+                   help="shape of the surrogate derivative (default: the network's training's)")
+    g.add_argument("--surrogate-beta", type=float, default=None,
+                   help="scale (steepness) of the surrogate derivative (default: the network's training's)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
     p.add_argument("--eval-limit", type=int, default=None, help="validation samples per evaluation (default all)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="evaluate on the validation split every N steps as well as at the end of every epoch "
+                        "(default 0: once per epoch)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--crash-after-step", type=int, default=None, help=argparse_suppress())
     p.set_defaults(func=run)
     return p
+
+
+def _trains_dataset(init: str) -> str | None:
+    """The data set a spike-train start network was trained on (None: not one, or unreadable)."""
+    from ..errors import HwloopError
+    from ..network import Network
+
+    try:
+        net = Network.load(init)
+    except HwloopError:
+        return None
+    return net.provenance.dataset if net.is_spike_train and net.provenance.dataset else None
+
+
+def _trains_models() -> list[str]:
+    from ..session.trains_forward import FORWARDS
+
+    return sorted(FORWARDS)
 
 
 def argparse_suppress():
@@ -69,7 +103,7 @@ def argparse_suppress():
 CONFIG_OPTIONS = ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "lr_schedule",
                   "patience", "final_test", "seed",
                   "gradient", "spsa_pairs", "grad_at", "loss_times", "max_missing", "train_limit", "eval_limit",
-                  "ema", "input_jitter")
+                  "ema", "input_jitter", "eval_every", "model", "signal", "surrogate", "surrogate_beta")
 
 
 def run(args) -> dict:
@@ -93,6 +127,8 @@ def run(args) -> dict:
             setattr(cfg, key, v)
     if args.max_missing is not None:
         cfg.max_missing = _fractions(args.max_missing)
+    if args.dataset is None and args.init is not None:
+        cfg.dataset = _trains_dataset(args.init) or cfg.dataset
     # options not given stay None: the session fills in the target's defaults
     # (the same as a LoopConfig built in Python gets) and records them in config.json
     cfg = checked_config(cfg)  # bad numbers and unknown targets refused before a directory is made

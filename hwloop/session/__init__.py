@@ -33,10 +33,10 @@ weights, revival, evaluator, selection), `runner` (the loop).
 from .checkpoint import CheckpointStore
 from .config import GRID_SETTINGS, GRID_TARGETS, LoopConfig, recommended_settings
 from .errors import SessionError
-from .estimators import Estimate, GradientEstimator, ModelGradient, SpsaGradient
+from .estimators import Estimate, GradientEstimator, ModelGradient, SpsaGradient, SurrogateGradient
 from .files import SessionDir
 from .runner import Session, run_session
 
 __all__ = ["LoopConfig", "run_session", "SessionError", "recommended_settings", "GRID_SETTINGS", "GRID_TARGETS",
            "SessionDir", "CheckpointStore", "Session", "Estimate", "GradientEstimator", "ModelGradient",
-           "SpsaGradient"]
+           "SpsaGradient", "SurrogateGradient"]

@@ -81,6 +81,17 @@ class LoopConfig:
     # sample whose outputs race within a few steps flips class; training on
     # jittered inputs asks for margins that survive a step either way
     input_jitter: float = 0.0
+    # spike-train networks (surrogate gradients in the loop, docs/in-the-loop.md):
+    # the neuron model of the network ("cuba"; None: a first-spike-time session,
+    # or the init network's own model, filled in when the session starts)
+    model: str | None = None
+    # what replaces the simulation in the forward pass: "spikes", or
+    # "spikes+membranes" (needs a target with membrane probes); None: the
+    # latter where the target has probes, else spikes
+    signal: str | None = None
+    # the surrogate derivative's shape and scale; None: the network's training's
+    surrogate: str | None = None
+    surrogate_beta: float | None = None
 
     def resolved(self) -> "LoopConfig":
         """A copy with every target-dependent field left unset filled in
@@ -119,7 +130,15 @@ class LoopConfig:
         _check_bool(self, "end_logit", optional=True)
         _check_bool(self, "compare_software")
         _check_bool(self, "final_test")
-        _check_choice(self, "gradient", ("model", "spsa", "node-perturbation"))
+        _check_choice(self, "gradient", ("model", "spsa", "node-perturbation", "surrogate"))
+        from .trains_forward import FORWARDS
+
+        _check_choice(self, "model", (*sorted(FORWARDS), None))
+        _check_choice(self, "signal", (*SIGNALS, None))
+        from hwloop.models.trains.functional import SHAPES
+
+        _check_choice(self, "surrogate", (*SHAPES, None))
+        _check_float(self, "surrogate_beta", 0.0, math.inf, low_open=True, optional=True)
         _check_choice(self, "lr_schedule", ("epoch", "plateau"))
         # the target-dependent fields may be unset: "the target's default" (resolved())
         _check_choice(self, "grad_at", ("measured", "model", None))
@@ -152,7 +171,64 @@ class LoopConfig:
 #: ``config.json`` (or checkpoint) is read: the behaviour that session had.
 #: A field missing here takes the dataclass default. ``final_test`` only adds
 #: figures to summary.json at the end, so old sessions get it too.
-LEGACY_VALUES: dict = {"final_test": True, "lr_schedule": "epoch", "patience": 0}
+LEGACY_VALUES: dict = {"final_test": True, "lr_schedule": "epoch", "patience": 0, "model": None, "signal": None,
+                       "surrogate": None, "surrogate_beta": None}
+
+#: what a spike-train session can substitute in the forward pass
+SIGNALS = ("spikes", "spikes+membranes")
+#: targets whose spike-train runs record membrane probes (``run_raster(probe=True)``);
+#: a backend class may also say so itself with ``MEMBRANE_PROBES = True``
+PROBE_TARGETS = ("software", "bitexact", "lava-sim")
+
+
+def target_has_probes(target: str) -> bool:
+    from hwloop.backends import backend_class, parse_target
+
+    scheme = parse_target(target).scheme
+    flag = getattr(backend_class(scheme), "MEMBRANE_PROBES", None)
+    return bool(flag) if flag is not None else scheme in PROBE_TARGETS
+
+
+def resolve_family(cfg: "LoopConfig", net) -> "LoopConfig":
+    """A new session's configuration with the spike-train fields filled in from
+    its start network ``net`` (and refused where they do not fit it)."""
+    out = dataclasses.replace(cfg)
+    if not net.is_spike_train:
+        given = [k for k in ("model", "signal", "surrogate", "surrogate_beta") if getattr(cfg, k) is not None]
+        if given or cfg.gradient == "surrogate":
+            what = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in given) or "gradient='surrogate'"
+            raise SessionError(f"{what}: for spike-train networks; {cfg.init} is a first-spike-time "
+                               f"{net.model} network")
+        return out
+    if cfg.model is not None and cfg.model != net.model:
+        raise SessionError(f"model={cfg.model!r}, but {cfg.init} is a {net.model} network")
+    if cfg.gradient not in ("model", "surrogate"):
+        raise SessionError(f"gradient={cfg.gradient!r}: a spike-train session trains with surrogate gradients "
+                           f"at the measured spikes (leave --gradient out)")
+    if cfg.input_jitter:
+        raise SessionError("input_jitter: for first-spike-time networks only")
+    trained_on = net.provenance.dataset
+    if trained_on and cfg.dataset != trained_on:
+        raise SessionError(f"dataset {cfg.dataset!r}: the start network was trained on {trained_on!r} "
+                           f"(pass --dataset {trained_on})")
+    out.model, out.gradient = net.model, "surrogate"
+    probes = target_has_probes(cfg.target)
+    if out.signal is None:
+        out.signal = "spikes+membranes" if probes else "spikes"
+    elif out.signal == "spikes+membranes" and not probes:
+        raise SessionError(f"signal='spikes+membranes': target {cfg.target} records no membranes (no probes); "
+                           f"use --signal spikes, or a target with probes ({', '.join(PROBE_TARGETS)})")
+    if out.surrogate is None or out.surrogate_beta is None:
+        from hwloop.errors import HwloopError
+        from hwloop.trains_training import config_from_network
+
+        try:
+            tc = config_from_network(net)
+        except HwloopError:  # a network built in code: the trainer's defaults
+            from hwloop.trains_training import TrainsConfig as tc
+        out.surrogate = out.surrogate if out.surrogate is not None else tc.surrogate
+        out.surrogate_beta = out.surrogate_beta if out.surrogate_beta is not None else float(tc.beta)
+    return out
 
 
 def fill_missing(d: dict) -> dict:

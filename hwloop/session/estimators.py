@@ -9,8 +9,10 @@ session applies the gradient; it never needs to know how it was obtained.
 Built: `ModelGradient` (the model's exact derivative at the measured spike
 times, "hardware forward, software backward") and `SpsaGradient` (model-free
 simultaneous perturbation) and `NodePerturbationGradient` (Fiete & Seung's node
-perturbation through per-neuron current injection). The surrogate-gradient and
-adjoint estimators of the spike-train family plug in here.
+perturbation through per-neuron current injection), and for spike-train
+networks `SurrogateGradient` (measured spikes and membranes substituted into
+the surrogate model's forward, `trains_forward`). The adjoint estimator of the
+gated-synapse family plugs in here.
 """
 
 from __future__ import annotations
@@ -158,7 +160,70 @@ class NodePerturbationGradient:
                         target_runs=self.trials + 1)
 
 
+class SurrogateGradient:
+    """Surrogate gradients in the loop for spike-train networks (hxtorch's scheme,
+    Cramer et al. 2022): the batch runs on the target as a raster (with membrane
+    probes for ``signal="spikes+membranes"``), then the differentiable forward of
+    `hwloop.session.trains_forward` in which, layer by layer and step by step, the
+    measured spikes (and membranes) replace the simulated ones (forward value
+    measured, backward the surrogate model's); the loss is the network's trains
+    loss on that forward. Recurrent weights are those of the start network (the
+    session trains the feed-forward matrices)."""
+
+    def __init__(self, template: Network, loss, signal: str, surrogate):
+        self.template, self.loss, self.signal, self.surrogate = template, loss, signal, surrogate
+        self.recurrent = [None if layer.recurrent is None else torch.tensor(layer.recurrent, dtype=torch.float64)
+                          for layer in template.layers]
+
+    def measure(self, backend, weights, xb):
+        """Deploy ``weights``, run the raster ``xb`` (T, batch, n_in): the measurement,
+        the measured spikes per layer and (with membranes) the measured membranes."""
+        import time
+
+        from hwloop.errors import TargetError
+        from hwloop.inloop import network_with
+
+        t0 = time.perf_counter()
+        backend.load(network_with(self.template, weights))
+        deploy_s = time.perf_counter() - t0
+        membranes = self.signal == "spikes+membranes"
+        m = backend.run_raster(xb.detach().cpu().numpy(), probe=membranes)
+        m.info["deploy_s"] = deploy_s
+        if m.events is None:
+            raise TargetError(f"{backend.url.raw}: the target returned no spike trains for a spike-train network")
+        dtype = weights[0].dtype
+        s_meas = [torch.as_tensor(ev.raster(np.float64), dtype=dtype) for ev in m.events]
+        v_meas = None
+        if membranes:
+            if m.probes is None:
+                raise TargetError(f"{backend.url.raw}: signal spikes+membranes needs membrane probes, and this target "
+                                  f"returned none; use --signal spikes")
+            v_meas = [torch.as_tensor(np.asarray(v), dtype=dtype) for v in m.probes]
+        return m, s_meas, v_meas
+
+    def forward(self, weights, xb, s_meas, v_meas):
+        from .trains_forward import substituted_forward
+
+        return substituted_forward(self.template.layers, weights, self.recurrent, xb.to(weights[0].dtype),
+                                   self.surrogate, s_meas, v_meas)
+
+    def estimate(self, backend, weights, xb, yb, step):
+        m, s_meas, v_meas = self.measure(backend, weights, xb)
+        out = self.forward(weights, xb, s_meas, v_meas)
+        loss = self.loss(out, yb)
+        grads = torch.autograd.grad(loss, list(weights), allow_unused=True)
+        return Estimate(grads=list(grads), loss=float(loss.detach()), measurement=m, target_runs=1, times=None)
+
+
 def make_estimator(cfg: LoopConfig, template: Network, loss) -> GradientEstimator:
+    if template.is_spike_train:
+        from hwloop.models.trains import Surrogate
+
+        tc = getattr(loss, "tc", None)
+        through_reset = bool(getattr(tc, "through_reset", False))
+        return SurrogateGradient(template, loss, cfg.signal or "spikes",
+                                 Surrogate(cfg.surrogate or "superspike", float(cfg.surrogate_beta or 20.0),
+                                           through_reset=through_reset))
     if cfg.gradient == "node-perturbation":
         return NodePerturbationGradient(template, loss, getattr(cfg, "np_sigma", 0.2),
                                         getattr(cfg, "np_trials", 8), cfg.seed)

@@ -97,7 +97,13 @@ class Session:
             self.template = Network.load(sd.init_net)
         except HwloopError as exc:
             raise SessionError(f"{sd.init_net}: {exc}") from None
-        self.loss = SessionLoss(cfg, self.template)
+        self.trains = self.template.is_spike_train
+        if self.trains:
+            from .trains_parts import TrainsLoss
+
+            self.loss = TrainsLoss(cfg, self.template)
+        else:
+            self.loss = SessionLoss(cfg, self.template)
         self.master = MasterWeights(cfg, self.template)
         self.estimator = make_estimator(cfg, self.template, self.loss)
         self.revival = Revival(cfg, self.template)
@@ -114,8 +120,14 @@ class Session:
             self._load_data()
 
     def _load_data(self) -> None:
-        self.data = TrainingData(self.cfg, self.template)
-        self.evaluator = Evaluator(self.cfg, self.template, self.data)
+        if self.template.is_spike_train:
+            from .trains_parts import TrainsData, TrainsEvaluator
+
+            self.data = TrainsData(self.cfg, self.template)
+            self.evaluator = TrainsEvaluator(self.cfg, self.template, self.data)
+        else:
+            self.data = TrainingData(self.cfg, self.template)
+            self.evaluator = Evaluator(self.cfg, self.template, self.data)
         self.steps_per_epoch = self.data.steps_per_epoch
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
 
@@ -367,8 +379,12 @@ class Session:
             self.master.end_epoch()
         m = est.measurement
         target_s = m.target_time_s
+        if m.scores is not None:  # a spike-train decoding: the target's per-class scores
+            batch_acc = float(np.mean(m.predictions() == yb.numpy()))
+        else:
+            batch_acc = classification_report(m.times[-1], yb.numpy())["accuracy"]
         row = {"step": self.step, "epoch": epoch + 1, "kind": "train", "loss": est.loss,
-               "batch_accuracy": classification_report(m.times[-1], yb.numpy())["accuracy"],
+               "batch_accuracy": batch_acc,
                "silent": [float(np.mean(~np.isfinite(t))) for t in m.times], "bumped": bumped,
                "target_runs": est.target_runs, "samples": int(len(yb)), "target_seconds": target_s,
                "host_seconds": time.perf_counter() - t0 - target_s, "io_seconds": m.host_time_s,
@@ -480,6 +496,15 @@ def checked_config(cfg: LoopConfig) -> LoopConfig:
     cfg = cfg.resolved()
     cfg.validate()
     backend_class(parse_target(cfg.target).scheme)
+    if cfg.init is not None:
+        from .config import resolve_family
+
+        try:
+            net = Network.load(cfg.init)
+        except HwloopError:
+            return cfg  # SessionDir.create names the bad file
+        cfg = resolve_family(cfg, net)
+        cfg.validate()
     return cfg
 
 

@@ -1,0 +1,151 @@
+"""The forward pass of a spike-train network in which the target's measurements
+replace the simulated values, layer by layer and step by step (what hxtorch does
+for BrainScaleS-2: Cramer et al. 2022, PNAS 119, e2109194119).
+
+For every layer and every time step the model's own step function runs on the
+model's state, and then
+
+* the spike it computes is replaced by the spike the target **measured**
+  (straight-through: the forward value is the measurement, the backward pass
+  the model's surrogate derivative of the simulated spike);
+* the reset of the next state uses the measured spike, and the recurrent input
+  of the next step is the measured spike (with its straight-through gradient);
+* with membranes (``v_meas`` given) the membrane before reset is replaced by the
+  measured one in the same way (value measured, gradient the model's), so the
+  surrogate derivative is taken at the measured distance to the threshold and
+  the next state continues from the measured membrane;
+* layer l + 1 is driven by layer l's measured spikes.
+
+When the measurement equals the simulation (the `software` target) every
+replacement adds an exact zero, so the forward value and the gradient are
+those of the plain-autograd reference loop (`cuba_step`) -- the software
+trainer's loss and gradient (tests/test_loop_trains.py holds them equal).
+
+A neuron model joins with one function of the signature of `cuba_forward` and
+one `FORWARDS` entry (`register`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from hwloop.errors import HwloopError
+
+
+class _Substitute(torch.autograd.Function):
+    """Forward: the measured value, exactly; backward: the gradient passes to the simulated one."""
+
+    @staticmethod
+    def forward(ctx, simulated, measured):
+        return measured.detach().to(simulated.dtype).clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def straight_through(simulated: torch.Tensor, measured: torch.Tensor | None) -> torch.Tensor:
+    """``measured`` forward (exactly), the gradient of ``simulated`` backward
+    (``simulated`` itself where nothing was measured)."""
+    if measured is None:
+        return simulated
+    return _Substitute.apply(simulated, measured)
+
+
+@dataclass
+class LayerResult:
+    """One layer over a trial: spikes and membranes before reset, each (T, batch, n),
+    with their values measured where measurements were given and the model's gradient."""
+
+    spikes: torch.Tensor
+    membranes: torch.Tensor
+
+
+def cuba_forward(s_in: torch.Tensor, w: torch.Tensor, w_rec: torch.Tensor | None, params, surrogate,
+                 s_meas: torch.Tensor | None, v_meas: torch.Tensor | None) -> LayerResult:
+    """One CUBA layer (`hwloop.models.trains.functional`) with the substitution.
+
+    ``s_in`` (T, batch, n_in): the input spikes (the previous layer's measured
+    spikes, carrying their gradient); ``w`` (n_in, n); ``w_rec`` (n, n) or None;
+    ``params``: the layer's `NeuronParams` (or a `CubaParams`);
+    ``s_meas`` / ``v_meas`` (T, batch, n): measured spikes / membranes before
+    reset (None: the model's own, e.g. the non-spiking readout's membrane when
+    the target has no probes)."""
+    from hwloop.models.trains.functional import integrate, refractory, reset, spike
+
+    p = params.cuba_params() if hasattr(params, "cuba_params") else params  # a NeuronParams record or CubaParams
+    T, B, n_in = s_in.shape
+    n = w.shape[1]
+    x_all = (s_in.reshape(T * B, n_in) @ w).reshape(T, B, n)
+    z = torch.zeros(B, n, dtype=x_all.dtype)
+    i, v, r, s = z, z, z, z
+    subtract = 1.0 if p.reset == "subtract" else 0.0
+    spikes, membranes = [], []
+    for t in range(T):
+        x = x_all[t] if w_rec is None else x_all[t] + s @ w_rec
+        active = (r < 0.5).to(x.dtype) if p.refractory > 0 else torch.ones_like(x)
+        i, v_pre = integrate(i, v, x, active, p.alpha, p.beta)
+        v_pre = straight_through(v_pre, None if v_meas is None else v_meas[t])
+        if not p.spiking:
+            s = torch.zeros_like(v_pre)
+            v = v_pre
+        else:
+            s = straight_through(active * spike(v_pre - p.threshold, surrogate),
+                                 None if s_meas is None else s_meas[t])
+            v = reset(v_pre, s if surrogate.through_reset else s.detach(), p.threshold, subtract)
+            if p.refractory > 0:
+                r = refractory(r, s.detach(), float(p.refractory))
+        spikes.append(s)
+        membranes.append(v_pre)
+    return LayerResult(torch.stack(spikes), torch.stack(membranes))
+
+
+#: neuron model name -> its substituted layer forward (signature of `cuba_forward`)
+FORWARDS: dict[str, Callable[..., LayerResult]] = {"cuba": cuba_forward}
+
+
+def register(model: str, forward: Callable[..., LayerResult]) -> None:
+    """Add a neuron model's substituted forward (one function, signature of `cuba_forward`)."""
+    FORWARDS[model] = forward
+
+
+def forward_of(model: str) -> Callable[..., LayerResult]:
+    try:
+        return FORWARDS[model]
+    except KeyError:
+        raise HwloopError(f"no in-the-loop forward for neuron model {model!r} (known: {', '.join(sorted(FORWARDS))})"
+                          ) from None
+
+
+@dataclass
+class SubstitutedOutput:
+    """What `substituted_forward` returns, shaped as `hwloop.models.trains.TrainsOutput`
+    (so the software trainer's readout and loss read it unchanged)."""
+
+    spikes: list[torch.Tensor]
+    membranes: list[torch.Tensor]
+    counts: list[torch.Tensor]
+
+
+def substituted_forward(layers, weights: Sequence[torch.Tensor], recurrent: Sequence[torch.Tensor | None],
+                        raster: torch.Tensor, surrogate, spikes_meas: Sequence[torch.Tensor | None],
+                        membranes_meas: Sequence[torch.Tensor | None] | None = None) -> SubstitutedOutput:
+    """The whole network: ``layers`` (the network's `Layer` records, whose
+    ``neuron.model`` picks the forward), ``raster`` (T, batch, n_in) input
+    spikes, per layer the measured spikes (None: the model's) and, when given,
+    the measured membranes (None entries: the model's)."""
+    L = len(layers)
+    membranes_meas = list(membranes_meas) if membranes_meas is not None else [None] * L
+    out = SubstitutedOutput([], [], [])
+    h = raster
+    for li, layer in enumerate(layers):
+        fwd = forward_of(layer.neuron.model)
+        res = fwd(h, weights[li], recurrent[li], layer.neuron, surrogate, spikes_meas[li], membranes_meas[li])
+        out.spikes.append(res.spikes)
+        out.membranes.append(res.membranes)
+        out.counts.append(res.spikes.sum(0))
+        h = res.spikes
+    return out
