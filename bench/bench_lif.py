@@ -37,9 +37,9 @@ import numba as nb
 import numpy as np
 import torch
 
-from hwloop.models import network_forward
-from hwloop.models.ttfs.lif_kernel import _lambertw_neg
-from hwloop.network import Layer, NeuronParams
+from hwloop.models import network_forward  # noqa: E402
+from hwloop.models.ttfs.lif_kernel import _lambertw_neg  # noqa: E402
+from hwloop.network import Layer, NeuronParams  # noqa: E402
 
 N_SAMPLES, BATCH = 5000, 150
 T_MAX = 4.0  # trial length in units of tau_s; inputs in [0, 2], bias at 0.9
