@@ -174,8 +174,7 @@ if nb is not None:
         N = x.shape[0]
         if not spiking:
             for j in range(N):
-                ij = alpha * i[j] + x[j]  # `integrate` with active = 1, in the layer's dtype
-                vj = beta * v[j] + ij
+                ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
                 i[j] = ij
                 v[j] = vj
                 vb[q, j] = vj
@@ -202,22 +201,14 @@ if nb is not None:
                 v[j] = _reset(vj, sj, theta, subtract)
                 r[j] = _refractory(r[j], sj, n_ref)
         else:
-            # `integrate` with active = 1 and `reset`, written in the layer's
-            # dtype: the step functions' float literals (1.0 - active, 1.0 -
-            # subtract) make numba compute a float32 layer in float64 and
-            # convert back per element, which keeps the loop from vectorising
-            # well (1.4x slower, measured). Same values in float64.
-            keep_t = subtract * theta
-            keep_v = one - subtract
             for j in range(N):
-                ij = alpha * i[j] + x[j]
-                vj = beta * v[j] + ij
+                ij, vj = _integrate(i[j], v[j], x[j], one, alpha, beta)
                 sj = one if vj > theta else zero
                 i[j] = ij
                 vb[q, j] = vj
                 sb[q, j] = sj
                 ab[q, j] = one
-                v[j] = vj - sj * (keep_t + keep_v * vj)
+                v[j] = _reset(vj, sj, theta, subtract)
 
     @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
     def _forward_chunk(c0, c1, nchunks, s_in, w_in, w_rec, has_rec, alpha, beta, theta, subtract, n_ref, spiking,
