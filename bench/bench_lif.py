@@ -7,9 +7,19 @@ initialisation of Göltz et al. 2021's Yin-Yang experiment). Reports
 
 * one training epoch: batches of 150, forward + backward through
   `network_forward` + Adam step, float64 (seconds);
-* inference throughput with no autograd, float64 and float32 (samples/s).
+* inference throughput with no autograd, float64 and float32 (samples/s);
+* beside them, in the same run, the **arithmetic bound** of the epoch: a
+  fused numba loop doing only the arithmetic the closed form needs --
+  per (sample, input, neuron) term one exponential and ~10 flops forward,
+  one exponential and ~15 flops backward (963 terms per sample), and one
+  Lambert W per (sample, neuron) -- with no control flow, no sorting, no
+  framework; timed on one thread and divided by ``--threads`` (perfect
+  scaling), so it is optimistic. The epoch is reported as a multiple of it.
 
-Usage: ``python bench/bench_lif.py [--threads 2] [--repeats 5] [--json]``.
+Engines: ``--engine numba`` (the fused kernel, default where it applies) or
+``torch`` (the vectorised reference path); see hwloop/models/ttfs/lif_kernel.py.
+
+Usage: ``python bench/bench_lif.py [--threads 2] [--repeats 5] [--engine auto|numba|torch] [--json]``.
 The points are uniform in the unit square (the Yin-Yang class labels do not
 matter for speed, only the input times and network shape do).
 """
@@ -18,13 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import time
+
+import numba as nb
 
 import numpy as np
 import torch
 
-from hwloop.models import network_forward
-from hwloop.network import Layer, NeuronParams
+from hwloop.models import network_forward  # noqa: E402
+from hwloop.models.ttfs.lif_kernel import _lambertw_neg  # noqa: E402
+from hwloop.network import Layer, NeuronParams  # noqa: E402
 
 N_SAMPLES, BATCH = 5000, 150
 T_MAX = 4.0  # trial length in units of tau_s; inputs in [0, 2], bias at 0.9
@@ -77,21 +92,82 @@ def inference(layers, weights, t_in) -> tuple[float, float]:
     return _timed(run)
 
 
+@nb.njit(cache=True, error_model="numpy")
+def _bound_loop(s, c, w1, w2, reps):
+    """The closed form's arithmetic on the bench's shapes (see the module
+    docstring), data-dependent so that nothing folds away."""
+    acc = 0.0
+    B = s.shape[0]
+    for _ in range(reps):
+        for b in range(B):
+            for w in (w1, w2):
+                n, n_out = w.shape
+                for j in range(n_out):
+                    a = 0.0
+                    cc = 0.0
+                    vd = 0.0
+                    gt = 0.0
+                    cj = c[b, j % c.shape[1]]
+                    for i in range(n):
+                        si = s[b, i % s.shape[1]]
+                        # forward: e^s, running sums, clamped peak, threshold test (~10 flops)
+                        x = w[i, j] * math.exp(si)
+                        a += x
+                        cc += x * si
+                        sc = min(max(1.0 + cc / (a + 1.0), si), si + 1.0)
+                        acc += (a * sc - cc) * 1e-9
+                        # backward: e^{-x}, eps, eps', V' and the two contributions (~15 flops)
+                        xm = (si - cj) * -1.0
+                        e = math.exp(xm)
+                        ne = xm * e
+                        d = (e + ne) * w[i, j]
+                        vd += d
+                        gt += ne * (cj + 0.5) + d * 0.25
+                    acc += vd * 1e-9 + gt * 1e-9
+                    acc += _lambertw_neg(-0.3 + 0.05 * math.sin(cj))
+    return acc
+
+
+def arithmetic_bound(threads: int, repeats: int) -> tuple[float, float]:
+    """(wall seconds per epoch on ``threads`` threads, CPU seconds per epoch)
+    of the arithmetic alone (5000 samples, see above)."""
+    rng = np.random.default_rng(1)
+    s = rng.uniform(0.0, 2.0, (N_SAMPLES, 5))
+    c = rng.uniform(0.0, 3.0, (N_SAMPLES, 7))
+    w1 = rng.normal(1.5, 0.8, (5, 120))
+    w2 = rng.normal(0.5, 0.8, (121, 3))
+    _bound_loop(s[:10], c[:10], w1, w2, 1)  # compile
+    wall, cpu = min(_timed(lambda: _bound_loop(s, c, w1, w2, 1)) for _ in range(repeats))
+    return wall / threads, cpu
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--engine", choices=("auto", "numba", "torch"), default="auto")
+    ap.add_argument("--torch", action="store_true", help="also time the torch path's epoch, same run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    layers, ws, t_in, labels = make_problem()
-    weights = [torch.tensor(w, requires_grad=True) for w in ws]
-    opt = torch.optim.Adam(weights, lr=0.005)
-    train_epoch(layers, weights, t_in, labels, opt)  # warm-up
-    wall, cpu = min(train_epoch(layers, weights, t_in, labels, opt) for _ in range(args.repeats))
+    def epoch(engine):
+        os.environ["HWLOOP_LIF_ENGINE"] = engine
+        layers, ws, t_in, labels = make_problem()
+        weights = [torch.tensor(w, requires_grad=True) for w in ws]
+        opt = torch.optim.Adam(weights, lr=0.005)
+        train_epoch(layers, weights, t_in, labels, opt)  # warm-up
+        return min(train_epoch(layers, weights, t_in, labels, opt) for _ in range(args.repeats))
 
-    result = {"threads": args.threads, "epoch_s": wall, "epoch_cpu_s": cpu}
+    load0 = os.getloadavg()[0]
+    wall, cpu = epoch(args.engine)
+    bound, bound_cpu = arithmetic_bound(args.threads, args.repeats)
+    result = {"threads": args.threads, "engine": args.engine, "epoch_s": wall, "epoch_cpu_s": cpu,
+              "bound_epoch_s": bound, "epoch_over_bound": wall / bound,
+              "bound_epoch_cpu_s": bound_cpu, "epoch_cpu_over_bound_cpu": cpu / bound_cpu}
+    if args.torch:
+        result["torch_epoch_s"], result["torch_epoch_cpu_s"] = epoch("torch")
+    os.environ["HWLOOP_LIF_ENGINE"] = args.engine
     for dtype in (torch.float64, torch.float32):
         name = str(dtype).split(".")[-1]
         layers, ws, t_in, _ = make_problem(dtype=dtype)
@@ -100,13 +176,20 @@ def main(argv=None) -> dict:
         wall, cpu = min(inference(layers, weights, t_in) for _ in range(args.repeats))
         result[f"inference_{name}_samples_per_s"] = N_SAMPLES / wall
         result[f"inference_{name}_samples_per_cpu_s"] = N_SAMPLES / cpu
+    result["load_avg"] = (load0, os.getloadavg()[0])
     if args.json:
         print(json.dumps(result))
     else:
         r = result
-        print(f"threads: {r['threads']} (best of {args.repeats}; CPU time in brackets)")
+        print(f"threads: {r['threads']}, engine {r['engine']} (best of {args.repeats}; CPU time in brackets; "
+              f"load average {r['load_avg'][0]:.2f} at the start, {r['load_avg'][1]:.2f} at the end)")
         print(f"training epoch (5000 samples, batch {BATCH}, float64): {r['epoch_s']:.3f} s "
-              f"[{r['epoch_cpu_s']:.3f} s]")
+              f"[{r['epoch_cpu_s']:.3f} s]; arithmetic bound {r['bound_epoch_s']:.3f} s on {r['threads']} "
+              f"thread(s) [{r['bound_epoch_cpu_s']:.3f} CPU-s]: {r['epoch_over_bound']:.2f}x the bound "
+              f"[{r['epoch_cpu_over_bound_cpu']:.2f}x in CPU-s]")
+        if args.torch:
+            print(f"torch path epoch: {r['torch_epoch_s']:.3f} s [{r['torch_epoch_cpu_s']:.3f} s]: the kernel "
+                  f"{r['torch_epoch_s'] / r['epoch_s']:.1f}x faster [{r['torch_epoch_cpu_s'] / r['epoch_cpu_s']:.1f}x]")
         for name in ("float64", "float32"):
             print(f"inference {name}: {r[f'inference_{name}_samples_per_s']:,.0f} samples/s "
                   f"[{r[f'inference_{name}_samples_per_cpu_s']:,.0f} per CPU-s]")

@@ -54,6 +54,7 @@ import torch
 
 from ...errors import NetworkSpecError
 from ...network import NeuronParams
+from . import lif_kernel
 from .lambertw import lambertw_neg
 
 #: relative tolerance when deciding tau_m == tau_s or tau_m == 2 tau_s
@@ -156,12 +157,17 @@ class LIF:
 
     # ------------------------------------------------------------ forward
     def spike_times(self, t_in: torch.Tensor, w: torch.Tensor, params: NeuronParams,
-                    t_max: float) -> torch.Tensor:
+                    t_max: float, engine: str | None = None) -> torch.Tensor:
         """First spike time of each neuron, (B, n_src), (n_src, n_out) -> (B, n_out).
 
         ``inf`` for a neuron that does not reach threshold by ``t_max``. Input
         times that are inf, NaN or >= t_max are silent inputs (a spike at or
         after the trial end cannot move the membrane within the trial).
+
+        ``engine``: ``"numba"`` (the fused kernel, `lif_kernel`), ``"torch"``
+        (this module's vectorised path, the reference) or ``"auto"`` / None
+        (environment variable ``HWLOOP_LIF_ENGINE``, default: the kernel for
+        CPU tensors). Both give the same times to rounding.
         """
         kind = _ratio_kind(params)
         _check_shapes(t_in, w)
@@ -175,6 +181,8 @@ class LIF:
             n_out = w.shape[1]
             if B == 0 or n_out == 0:
                 return t.new_full((B, n_out), math.inf)
+            if lif_kernel.use_kernel(engine, t, w):
+                return lif_kernel.spike_times(t, w, params, t_max, kind == "equal", out_dtype)
             active = t < t_max
             t_ref = torch.where(active, t, math.inf).amin(1, keepdim=True)
             t_ref = torch.where(t_ref < math.inf, t_ref, 0.0)
@@ -282,16 +290,20 @@ class LIF:
 
     # ----------------------------------------------------------- backward
     def vjp(self, t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out: torch.Tensor,
-            params: NeuronParams, t_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+            params: NeuronParams, t_max: float, engine: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(grad_out . dt_out/dt_in, grad_out . dt_out/dw)`` at the given ``t_out``.
 
         ``t_out`` may be any times (the model's, or measured on a target);
         the causal set of each output is the inputs strictly before it.
         Silent (non-finite) outputs and silent inputs get zero gradient.
+        ``engine`` as in `spike_times`.
         """
         kind = _ratio_kind(params)
         _check_shapes(t_in, w)
         dtype = _work_dtype(t_in)
+        if lif_kernel.use_kernel(engine, t_in, w):
+            g_in, g_w = lif_kernel.vjp(t_in, w, t_out, grad_out, params, kind == "equal", self.vdot_floor, dtype)
+            return g_in.to(t_in.dtype), g_w.to(w.dtype)
         with torch.no_grad():
             t = t_in.to(dtype)
             # NaN or -inf input times are silent inputs, like +inf

@@ -1,0 +1,421 @@
+"""Fused numba kernel for the LIF first-spike-time layer (forward and vjp).
+
+Computes what the torch path of `hwloop.models.ttfs.lif.LIF` computes (its
+module docstring has the model and the algorithm), one sample at a time:
+
+* **Forward.** Each sample takes its delivered inputs (``t < t_max``), sorts
+  them (insertion sort: layers have few inputs per sample), and walks them in
+  time order keeping, per neuron, the two running sums of the closed form
+  (``A = sum w e^s``, ``C = sum w s e^s`` for tau_m = tau_s; ``a``, ``2b`` for
+  tau_m = 2 tau_s). After each input it asks the torch path's question --
+  does the membrane restricted to the inputs so far reach threshold inside
+  the interval up to the next input? -- by its value at its peak clamped into
+  the interval, and a neuron that says yes gets its closed-form time (Lambert
+  W or the square root) and leaves the walk. The walk stops when every
+  neuron has spiked. The same sums, in the same order, as the torch path's
+  cumulative sums: times agree to rounding.
+* **Backward.** At the given output times (the model's or measured ones),
+  per (sample, neuron) with a nonzero upstream gradient: one pass over the
+  causal inputs for ``V'(t*)`` (clamped from below at ``vdot_floor theta /
+  tau_m``, as in the torch path), a second for the contributions to the input
+  and weight gradients. No (batch, inputs, neurons) tensor is ever formed.
+* **Samples in parallel** over plain threads (`qif_kernel._run_chunks`: as
+  many as torch uses), in a fixed number of chunks, each chunk with its own
+  weight-gradient accumulator summed in a fixed order: results do not depend
+  on the thread count.
+
+The kernel computes in float64 whatever the input dtype (float32 inputs get
+float32 outputs, rounded from float64 results: at least as accurate as the
+torch path, which works in float32 where the time span allows).
+
+Engine choice: environment variable ``HWLOOP_LIF_ENGINE`` = ``auto``
+(default: this kernel for CPU tensors), ``numba`` or ``torch``; the
+``engine=`` argument of `LIF.spike_times` / `LIF.vjp` overrides it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from ...errors import NetworkSpecError
+from . import qif_kernel
+
+ENV_VAR = "HWLOOP_LIF_ENGINE"
+_ENGINES = ("auto", "numba", "torch")
+#: samples are split into this many chunks (weight gradients are summed per
+#: chunk, chunks in a fixed order): fixed, so results do not depend on threads
+_FWD_CHUNKS = 16
+_BWD_CHUNKS = 8
+#: below this many (sample x input x neuron) terms the calling thread does the
+#: whole call (a training batch: 150 x 600 terms); splitting it costs more than it
+#: saves, and on busy cores a second thread waits behind torch's OpenMP workers
+#: (a 2-thread Yin-Yang epoch took 4x longer, measured at load 5)
+_MIN_PARALLEL_TERMS = 400_000
+
+try:
+    import numba as nb
+except ImportError as exc:  # pragma: no cover
+    nb = None
+    _import_error = str(exc)
+else:
+    _import_error = None
+
+
+def _engine(engine: str | None) -> str:
+    e = (engine if engine is not None else os.environ.get(ENV_VAR, "auto")).strip().lower() or "auto"
+    if e not in _ENGINES:
+        where = "engine argument" if engine is not None else f"environment variable {ENV_VAR}"
+        raise NetworkSpecError(f"lif: {where} must be one of {list(_ENGINES)}, got {e!r}")
+    return e
+
+
+def available() -> bool:
+    """Whether numba imports on this machine."""
+    return nb is not None
+
+
+def use_kernel(engine: str | None, *tensors: torch.Tensor) -> bool:
+    """Torch path or kernel for one call: the kernel serves CPU tensors;
+    ``engine="numba"`` insists (and says why it cannot)."""
+    e = _engine(engine)
+    if e == "torch":
+        return False
+    fits = all(t.device.type == "cpu" for t in tensors)
+    if e == "numba":
+        if not fits:
+            raise NetworkSpecError(f"lif: the numba kernel needs CPU tensors, got {tensors[0].device}")
+        if not available():
+            raise NetworkSpecError(f"lif: the numba kernel is not available ({_import_error})")
+        return True
+    return fits and available()
+
+
+# 1/e in two words, and the Pade guess of lambertw.py (float64 path)
+_C_HI, _C_LO = 0.36787944117144233, -1.2428753672788363e-17
+_INV_E = math.exp(-1.0)
+
+if nb is not None:
+    _jit = dict(cache=True, nogil=True, error_model="numpy")
+
+    @nb.njit(cache=True, inline="always", error_model="numpy")
+    def _lambertw_neg(z):
+        """W0(z) on [-1/e, 0]: the scalar form of `lambertw.lambertw_neg`
+        (same guess, same single Fritsch step; two divisions fewer)."""
+        p = ((z + _C_HI) + _C_LO) * (2.0 * math.e)
+        p = math.sqrt(p) if p > 0.0 else 0.0
+        num = ((p * -0.00277847475644394 + 0.06995017264856546) * p + 1.3642270435745671) * p + 2.718281828459045
+        den = ((p * 0.09446737819773184 + 0.6942709795116475) * p + 1.5018710824211807) * p + 1.0
+        w = num * z / den
+        if p < 5e-3 or z == 0.0:
+            return w
+        zn = math.log(z / w) - w
+        w1 = w + 1.0
+        q = (w1 + zn * (2.0 / 3.0)) * w1
+        return (q - 0.5 * zn) * zn / ((q - zn) * w1) * w + w
+
+    @nb.njit(**_jit)
+    def _forward_chunks(c0, c1, t, w, tau_s, t_max, equal, nchunks, out, spans):
+        B, n = t.shape
+        n_out = w.shape[1]
+        sv = np.empty(n)  # s of the delivered inputs, in input order
+        iv = np.empty(n, dtype=np.int64)
+        ss = np.empty(n + 1)  # the same, sorted, then s_end
+        idx = np.empty(n, dtype=np.int64)
+        cnt = np.empty(n + 1, dtype=np.int64)  # counting sort of wide layers
+        bkt = np.empty(n, dtype=np.int64)
+        tv = np.empty(n)
+        ti_ = np.empty(n, dtype=np.int64)
+        e1 = np.empty(n + 1)  # e^s (equal) / e^{s/2} (double), of ss
+        eh = np.empty(n + 1)  # e^{-s/2} (double): the interval bounds of y
+        A = np.empty(n_out)
+        C = np.empty(n_out)
+        done = np.empty(n_out, dtype=np.bool_)
+        for ch in range(c0, c1):
+            span = 0.0
+            for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
+                t_ref = math.inf
+                t_hi = -math.inf
+                for i in range(n):
+                    ti = t[b, i]
+                    if ti < t_max:
+                        if ti < t_ref:
+                            t_ref = ti
+                        if ti > t_hi:
+                            t_hi = ti
+                if t_ref == math.inf:
+                    t_ref = 0.0
+                else:
+                    span = max(span, (t_hi - t_ref) / tau_s)
+                m = 0
+                for i in range(n):
+                    ti = t[b, i]
+                    if ti < t_max:
+                        sv[m] = (ti - t_ref) / tau_s
+                        iv[m] = i
+                        m += 1
+                if m > 32:
+                    # wide layer: counting sort into m buckets by value (s >= 0), so
+                    # the insertion sort below only moves elements within a bucket
+                    # (numba's argsort took 7 us for 121 inputs, most of the layer)
+                    smax = 0.0
+                    for q in range(m):
+                        smax = max(smax, sv[q])
+                    sc_b = (m - 1) / smax if smax > 0.0 else 0.0
+                    for q in range(m + 1):
+                        cnt[q] = 0
+                    for q in range(m):
+                        bk = min(m - 1, int(sv[q] * sc_b))
+                        bkt[q] = bk
+                        cnt[bk + 1] += 1
+                    for q in range(m):
+                        cnt[q + 1] += cnt[q]
+                    for q in range(m):
+                        pos = cnt[bkt[q]]
+                        cnt[bkt[q]] = pos + 1
+                        tv[pos] = sv[q]
+                        ti_[pos] = iv[q]
+                    for q in range(m):
+                        sv[q] = tv[q]
+                        iv[q] = ti_[q]
+                # insertion sort (stable; few inputs, or nearly sorted after the buckets)
+                for q in range(m):
+                    s = sv[q]
+                    k = q
+                    while k > 0 and ss[k - 1] > s:
+                        ss[k] = ss[k - 1]
+                        idx[k] = idx[k - 1]
+                        k -= 1
+                    ss[k] = s
+                    idx[k] = iv[q]
+                ss[m] = (t_max - t_ref) / tau_s
+                for j in range(n_out):
+                    A[j] = 0.0
+                    C[j] = 0.0
+                    done[j] = False
+                    out[b, j] = math.inf
+                left = n_out
+                if equal:
+                    for k in range(m + 1):
+                        e1[k] = math.exp(ss[k])
+                else:
+                    for k in range(m + 1):
+                        e1[k] = math.exp(0.5 * ss[k])
+                        eh[k] = math.exp(-0.5 * ss[k])
+                for k in range(m):
+                    i = idx[k]
+                    lo = ss[k]
+                    hi = ss[k + 1]
+                    ek = e1[k]
+                    for j in range(n_out):
+                        if done[j]:
+                            continue
+                        x = w[i, j] * ek
+                        if equal:
+                            # A = sum w e^s, C holds -sum w s e^s (as the torch path);
+                            # V >= theta at the clamped peak sc <=> nC + A sc >= e^sc
+                            A[j] += x
+                            C[j] += x * (-lo)
+                            a = A[j]
+                            nc = C[j]
+                            sc = 1.0 - nc / a
+                            if sc <= lo:  # e^sc known at the interval ends
+                                sc = lo
+                                ex = ek
+                            elif sc >= hi:
+                                sc = hi
+                                ex = e1[k + 1]
+                            else:
+                                if nc + a * sc < ek:  # e^sc > e^lo: cannot reach
+                                    continue
+                                ex = math.exp(sc)  # NaN stays NaN: no hit
+                            if not (nc + a * sc >= ex):
+                                continue
+                            if a <= 0.0:
+                                s_star = hi
+                            else:
+                                bb = -nc / a
+                                z = -(math.exp(bb) / a)
+                                if z < -_INV_E:
+                                    z = -_INV_E
+                                s_star = bb - _lambertw_neg(z)
+                        else:
+                            # a = sum w e^{s/2}, C holds 2b = sum 2 w e^s
+                            A[j] += x
+                            C[j] += x * (2.0 * ek)
+                            a = A[j]
+                            b2 = C[j]
+                            y = a / b2
+                            if y < eh[k + 1]:
+                                y = eh[k + 1]
+                            if y > eh[k]:
+                                y = eh[k]
+                            if not ((a + (-0.5) * b2 * y) * y >= 1.0):
+                                continue
+                            bk = b2 * 0.5
+                            if a <= 0.0 or bk <= 0.0:
+                                s_star = hi
+                            else:
+                                d = (bk + (-0.25) * a * a) * -4.0
+                                root = math.sqrt(d) if d > 0.0 else 0.0
+                                s_star = math.log(bk * 2.0 / (root + a)) * 2.0
+                        if s_star < lo:
+                            s_star = lo
+                        if s_star > hi:
+                            s_star = hi
+                        out[b, j] = t_ref + tau_s * s_star
+                        done[j] = True
+                        left -= 1
+                    if left == 0:
+                        break
+            spans[ch] = span
+
+    @nb.njit(**_jit)
+    def _backward_chunks(c0, c1, t, w, to, g, tau_m, scale, equal, floor, nchunks, g_in, parts):
+        """Per sample: e^{-(t*_j - t_i)/tau_m} = F_j E_i with E_i = e^{(t_i -
+        t_ref)/tau_m}, F_j = e^{-(t*_j - t_ref)/tau_m} (n + n_out exponentials
+        instead of n n_out), unless the sample spans too many tau_m for that
+        (then one exponential per term); loops over neurons innermost."""
+        B, n = t.shape
+        n_out = w.shape[1]
+        tl = np.empty(n)  # input times, silent ones (NaN, +-inf) as +inf
+        E = np.empty(n)
+        F = np.empty(n_out)
+        ts = np.empty(n_out)  # output times, -inf where no gradient flows
+        vd = np.empty(n_out)
+        c = np.empty(n_out)
+        inv = -1.0 / tau_m
+        for ch in range(c0, c1):
+            gw = parts[ch]
+            for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
+                t_ref = math.inf
+                t_top = -math.inf
+                for i in range(n):
+                    ti = t[b, i]
+                    if abs(ti) < math.inf:
+                        tl[i] = ti
+                        t_ref = min(t_ref, ti)
+                        t_top = max(t_top, ti)
+                    else:
+                        tl[i] = math.inf
+                if t_ref == math.inf:
+                    continue  # no causal input anywhere
+                any_out = False
+                for j in range(n_out):
+                    tj = to[b, j]
+                    if abs(tj) < math.inf and g[b, j] != 0.0:
+                        ts[j] = tj
+                        t_top = max(t_top, tj)
+                        any_out = True
+                    else:
+                        ts[j] = -math.inf
+                    vd[j] = 0.0
+                if not any_out:
+                    continue
+                direct = (t_top - t_ref) * -inv > 300.0  # F or E would leave the safe range
+                if not direct:
+                    for i in range(n):
+                        E[i] = math.exp((tl[i] - t_ref) * -inv) if tl[i] < math.inf else 0.0
+                    for j in range(n_out):
+                        F[j] = math.exp((ts[j] - t_ref) * inv) if ts[j] > -math.inf else 0.0
+                # pass 1: V'(t*) of every neuron
+                for i in range(n):
+                    ti = tl[i]
+                    if ti == math.inf:
+                        continue
+                    for j in range(n_out):
+                        if ti < ts[j]:
+                            x = (ts[j] - ti) * inv
+                            e = math.exp(x) if direct else F[j] * E[i]
+                            if equal:
+                                vd[j] += (e + x * e) * w[i, j]
+                            else:
+                                vd[j] += (e * e - 0.5 * e) * w[i, j]
+                for j in range(n_out):
+                    v = vd[j] * scale
+                    if v < floor:
+                        v = floor
+                    c[j] = g[b, j] / v if ts[j] > -math.inf else 0.0
+                # pass 2: the contributions, -eps c to dw and w eps' c to dt_in
+                for i in range(n):
+                    ti = tl[i]
+                    if ti == math.inf:
+                        continue
+                    acc = 0.0
+                    for j in range(n_out):
+                        if ti < ts[j]:
+                            x = (ts[j] - ti) * inv
+                            e = math.exp(x) if direct else F[j] * E[i]
+                            if equal:
+                                ne = x * e
+                                d = (e + ne) * w[i, j]
+                            else:
+                                e2 = e * e
+                                ne = e2 - e
+                                d = (e2 - 0.5 * e) * w[i, j]
+                            gw[i, j] += ne * c[j]
+                            acc += d * c[j]
+                    g_in[b, i] = acc * scale
+
+
+def _chunking(B: int, terms: int, nchunks: int):
+    """(chunks, threads) for a call: threads only where the work pays for them."""
+    chunks = max(1, min(B, nchunks))
+    return chunks, (1 if terms < _MIN_PARALLEL_TERMS else None)
+
+
+def _run(kernel, chunks: int, threads, *args) -> None:
+    if threads == 1:
+        kernel(0, chunks, *args)
+    else:
+        qif_kernel._run_chunks(kernel, chunks, *args)
+
+
+def _np64(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float64).numpy())
+
+
+def spike_times(t_in: torch.Tensor, w: torch.Tensor, params, t_max: float, equal: bool,
+                out_dtype: torch.dtype) -> torch.Tensor:
+    """(B, n_out) first spike times; checks already done by `LIF.spike_times`."""
+    t = _np64(t_in)
+    wd = _np64(w) / params.threshold  # threshold is 1 from here on
+    B, n = t.shape
+    n_out = wd.shape[1]
+    out = np.empty((B, n_out))
+    chunks, threads = _chunking(B, B * n * n_out, _FWD_CHUNKS)
+    spans = np.zeros(chunks)
+    _run(_forward_chunks, chunks, threads, t, wd, float(params.tau_syn), float(t_max), equal, chunks, out, spans)
+    span = float(spans.max()) if chunks else 0.0
+    if span > 700.0:
+        raise NetworkSpecError(
+            f"lif: input spike times spread over {span:.4g} tau_syn within one sample; "
+            "the closed form supports at most 700 (exp overflow)")
+    return torch.from_numpy(out).to(out_dtype)
+
+
+def vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out: torch.Tensor, params,
+        equal: bool, vdot_floor: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_out . dt_out/dt_in, grad_out . dt_out/dw) at the given t_out."""
+    t = _np64(t_in)
+    wd = _np64(w)
+    to = _np64(t_out)
+    g = _np64(grad_out)
+    B, n = t.shape
+    n_out = wd.shape[1]
+    chunks, threads = _chunking(B, B * n * n_out, _BWD_CHUNKS)
+    g_in = np.zeros((B, n))
+    parts = np.zeros((chunks, n, n_out))
+    if B and n and n_out:
+        floor = vdot_floor * params.threshold / params.tau_mem
+        # the time scale of eps': 1/tau_m (tau_m = tau_s) or 1/tau_s (tau_m = 2 tau_s)
+        scale = 1.0 / (params.tau_mem if equal else params.tau_syn)
+        _run(_backward_chunks, chunks, threads, t, wd, to, g, float(params.tau_mem), scale, equal, float(floor),
+             chunks, g_in, parts)
+    return torch.from_numpy(g_in).to(t_in.dtype), torch.from_numpy(parts.sum(0)).to(w.dtype)
+
+
+__all__ = ["ENV_VAR", "available", "spike_times", "use_kernel", "vjp"]

@@ -1,0 +1,232 @@
+"""The numba LIF kernel against the torch path (the reference implementation,
+itself checked against solve_ivp, finite differences and an independent IFT
+gradient in test_lif_model.py) and, on both engines, against the ODE.
+
+Both engines are called on the same inputs through `LIF`'s ``engine=``
+argument; equality is to rounding: times to 1e-9 in float64 with identical
+silent sets, gradients to 1e-7 relative (to the largest entry).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hwloop.errors import NetworkSpecError
+from hwloop.models import network_forward
+from hwloop.models.ttfs import lif_kernel
+from hwloop.models.ttfs.lif import LIF
+from hwloop.network import Layer, NeuronParams
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ode_lif import first_spike_times_ode  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not lif_kernel.available(), reason="numba not importable")
+
+MODEL = LIF()
+ENGINES = ("numba", "torch")
+
+
+def params(ratio=1.0, tau_syn=1.0, threshold=1.0):
+    return NeuronParams(model="lif", tau_syn=tau_syn, tau_mem=ratio * tau_syn, threshold=threshold)
+
+
+def _assert_times_equal(a, b, atol=1e-9):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert torch.equal(torch.isinf(a), torch.isinf(b)), "different silent sets"
+    assert not torch.isnan(a).any()
+    fin = torch.isfinite(b)
+    np.testing.assert_allclose(a[fin].numpy(), b[fin].numpy(), rtol=0, atol=atol)
+
+
+def _assert_grads_equal(ga, gb, rtol=1e-7):
+    for a, b in zip(ga, gb):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        scale = float(b.abs().max()) if b.numel() else 0.0
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=rtol, atol=rtol * max(scale, 1e-12))
+
+
+@st.composite
+def layers(draw):
+    """A layer and a batch with what makes the closed form branch: ties
+    (quantised times), bias spikes (same time in every sample), silent inputs
+    (inf, nan, at or after t_max), mixed-sign weights, wide and narrow layers
+    (the insertion sort and the argsort path: more than 32 inputs)."""
+    B = draw(st.integers(1, 6))
+    S = draw(st.sampled_from([1, 2, 5, 12, 40]))
+    n = draw(st.integers(1, 9))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    t_max = draw(st.sampled_from([2.0, 4.0, 6.0]))
+    t = rng.uniform(0.0, 3.0, (B, S))
+    if draw(st.booleans()):
+        t = np.round(t * 4) / 4
+    special = draw(st.lists(st.tuples(st.integers(0, B - 1), st.integers(0, S - 1),
+                                      st.sampled_from([math.inf, math.nan, 0.0, t_max, 0.5])), max_size=6))
+    for b, i, v in special:
+        t[b, i] = v
+    if draw(st.booleans()):
+        t[:, S - 1] = 0.9  # bias spike
+    mean = draw(st.sampled_from([-0.3, 0.5, 1.5]))
+    scale = draw(st.sampled_from([0.3, 1.0, 2.5]))
+    w = rng.normal(mean, scale, (S, n)) * (3.0 / max(1.0, S ** 0.5))
+    return torch.tensor(t), torch.tensor(w), t_max
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer=layers(), ratio=st.sampled_from([1.0, 2.0]), tau_syn=st.sampled_from([0.5, 1.0, 1.7]),
+       theta=st.sampled_from([0.6, 1.0, 1.4]))
+def test_kernel_equals_torch_path(layer, ratio, tau_syn, theta):
+    t, w, t_max = layer
+    p = params(ratio, tau_syn, theta)
+    a = MODEL.spike_times(t, w, p, t_max, engine="numba")
+    b = MODEL.spike_times(t, w, p, t_max, engine="torch")
+    _assert_times_equal(a, b)
+    g = torch.tensor(np.random.default_rng(1).normal(size=b.shape))
+    _assert_grads_equal(MODEL.vjp(t, w, b, g, p, t_max, engine="numba"),
+                        MODEL.vjp(t, w, b, g, p, t_max, engine="torch"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(layer=layers(), ratio=st.sampled_from([1.0, 2.0]), shift=st.sampled_from([-0.7, 0.0, 0.3, 5.0]))
+def test_vjp_at_measured_times_equals_torch_path(layer, ratio, shift):
+    """At times that are not the model's (measured on a target): before any
+    input, between inputs, long after; silent, NaN and -inf ones."""
+    t, w, t_max = layer
+    p = params(ratio)
+    rng = np.random.default_rng(2)
+    to = torch.tensor(rng.uniform(0.0, 4.0, (t.shape[0], w.shape[1])) + shift)
+    to[0, 0] = math.inf
+    if to.numel() > 2:
+        to.view(-1)[1] = -math.inf
+        to.view(-1)[2] = math.nan
+    g = torch.tensor(rng.normal(size=to.shape))
+    _assert_grads_equal(MODEL.vjp(t, w, to, g, p, t_max, engine="numba"),
+                        MODEL.vjp(t, w, to, g, p, t_max, engine="torch"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_against_ode_on_both_engines(engine, ratio, seed):
+    tau_syn = (0.7, 1.0, 1.3)[seed]
+    theta = (1.0, 0.8, 1.2)[seed]
+    p = params(ratio, tau_syn, theta)
+    rng = np.random.default_rng(seed)
+    n, n_out, w_mean = (12, 8, 0.6) if seed % 2 == 0 else (6, 14, 1.2)
+    t_in = rng.uniform(0.0, 3.0 * tau_syn, (6, n))
+    t_in[rng.random(t_in.shape) < 0.2] = np.inf
+    t_in[0, :3] = t_in[0, 3]  # simultaneous inputs
+    w = rng.normal(w_mean, 1.0, (n, n_out))
+    t_max = 5.0 * tau_syn
+    ref = first_spike_times_ode(t_in, w, tau_syn, p.tau_mem, theta, t_max)
+    got = MODEL.spike_times(torch.tensor(t_in), torch.tensor(w), p, t_max, engine=engine).numpy()
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    spiking = np.isfinite(ref)
+    assert 0.3 < spiking.mean() < 1.0
+    np.testing.assert_allclose(got[spiking], ref[spiking], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+def test_float32_in_float32_out(ratio):
+    """float32 in, float32 out; the kernel computes in float64, so it is the
+    torch path's float64 answer rounded to float32."""
+    rng = np.random.default_rng(5)
+    t = torch.tensor(rng.uniform(0, 3, (20, 10)), dtype=torch.float32)
+    w = torch.tensor(rng.normal(0.8, 1.0, (10, 7)), dtype=torch.float32)
+    p = params(ratio)
+    a = MODEL.spike_times(t, w, p, 5.0, engine="numba")
+    ref = MODEL.spike_times(t.double(), w.double(), p, 5.0, engine="torch")
+    assert a.dtype == torch.float32
+    _assert_times_equal(a, ref.float(), atol=1e-6)
+    gt, gw = MODEL.vjp(t, w, a, torch.ones_like(a), p, 5.0, engine="numba")
+    assert gt.dtype == torch.float32 and gw.dtype == torch.float32
+
+
+def test_results_do_not_depend_on_thread_count(monkeypatch):
+    """Chunks are fixed and summed in order: 1 and 2 threads, the parallel
+    split forced, give identical bits."""
+    rng = np.random.default_rng(7)
+    t = torch.tensor(rng.uniform(0, 2, (300, 5)))
+    w = torch.tensor(rng.normal(1.5, 0.8, (5, 40)))
+    p = params()
+    monkeypatch.setattr(lif_kernel, "_MIN_PARALLEL_TERMS", 0)
+    old = torch.get_num_threads()
+    try:
+        res = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            o = MODEL.spike_times(t, w, p, 4.0, engine="numba")
+            res.append((o, *MODEL.vjp(t, w, o, torch.ones_like(o), p, 4.0, engine="numba")))
+    finally:
+        torch.set_num_threads(old)
+    for x, y in zip(*res):
+        assert torch.equal(x, y)
+
+
+def test_network_training_step_same_on_both_engines(monkeypatch):
+    """A Yin-Yang-shaped two-layer step through autograd: same loss and same
+    weight gradients on both engines (the engine chosen by the environment)."""
+    rng = np.random.default_rng(0)
+    neuron = params()
+    layers_ = [Layer(weight=rng.normal(1.5, 0.8, (5, 30)), neuron=neuron, bias_times=(0.9,)),
+               Layer(weight=rng.normal(0.5, 0.8, (31, 3)), neuron=neuron, bias_times=(0.9,))]
+    t_in = torch.tensor(rng.uniform(0, 2, (40, 4)))
+    grads = []
+    for engine in ENGINES:
+        monkeypatch.setenv(lif_kernel.ENV_VAR, engine)
+        ws = [torch.tensor(lay.weight, requires_grad=True) for lay in layers_]
+        out = network_forward(layers_, ws, t_in, 4.0)[-1]
+        loss = torch.where(torch.isfinite(out), out, 4.0).sum()
+        loss.backward()
+        grads.append((out.detach(), [x.grad for x in ws]))
+    _assert_times_equal(grads[0][0], grads[1][0])
+    _assert_grads_equal(grads[0][1], grads[1][1])
+
+
+def test_engine_switch():
+    t = torch.rand(3, 4, dtype=torch.float64)
+    w = torch.rand(4, 2, dtype=torch.float64)
+    assert lif_kernel.use_kernel(None, t, w)  # auto: the kernel on the CPU
+    assert lif_kernel.use_kernel("numba", t, w)
+    assert not lif_kernel.use_kernel("torch", t, w)
+    with pytest.raises(NetworkSpecError, match="engine argument"):
+        MODEL.spike_times(t, w, params(), 4.0, engine="fast")
+
+
+def test_engine_from_environment(monkeypatch):
+    t = torch.rand(3, 4, dtype=torch.float64)
+    w = torch.rand(4, 2, dtype=torch.float64)
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "torch")
+    assert not lif_kernel.use_kernel(None, t, w)
+    monkeypatch.setenv(lif_kernel.ENV_VAR, "bogus")
+    with pytest.raises(NetworkSpecError, match=lif_kernel.ENV_VAR):
+        lif_kernel.use_kernel(None, t, w)
+
+
+def test_kernel_refuses_huge_time_span_like_torch_path():
+    t = torch.tensor([[0.0, 800.0]], dtype=torch.float64)
+    w = torch.ones(2, 1, dtype=torch.float64)
+    for engine in ENGINES:
+        with pytest.raises(NetworkSpecError, match="spread over"):
+            MODEL.spike_times(t, w, params(), 1000.0, engine=engine)
+
+
+def test_vjp_far_from_inputs_uses_direct_exponentials():
+    """An output time hundreds of tau after the first input (where the
+    factorised exponentials would leave the safe range): same as torch."""
+    t = torch.tensor([[0.0, 0.5, 350.0]], dtype=torch.float64)
+    w = torch.tensor([[1.0, 2.0], [1.0, 0.5], [3.0, 3.0]], dtype=torch.float64)
+    to = torch.tensor([[351.0, 350.4]], dtype=torch.float64)
+    g = torch.ones_like(to)
+    a = MODEL.vjp(t, w, to, g, params(), 400.0, engine="numba")
+    b = MODEL.vjp(t, w, to, g, params(), 400.0, engine="torch")
+    assert a[0][0, 2] != 0 and a[1][2, 0] != 0
+    _assert_grads_equal(a, b)
