@@ -159,7 +159,73 @@ def test_a_perturbed_measurement_is_the_forward_value_and_the_gradient_stays_the
 
 
 def test_the_registry_takes_a_model_with_one_function():
-    assert "cuba" in FORWARDS
+    assert "cuba" in FORWARDS and "qif-trains" in FORWARDS
+
+
+def _qif_layers(recurrent: bool, refractory: int = 0):
+    from hwloop.models.trains.qif_trains import QifTrainsParams
+    from hwloop.network import Layer, NeuronParams
+
+    g = torch.Generator().manual_seed(5)
+    hid = QifTrainsParams(dt=1.0, current_decay=0.2, tau_mem=5.0, i0=0.2, refractory=refractory)
+    out = QifTrainsParams(dt=1.0, current_decay=0.2, tau_mem=10.0, spiking=False)
+    w1 = torch.randn(6, 9, generator=g, dtype=torch.float64) * 4.0
+    w2 = torch.randn(9, 3, generator=g, dtype=torch.float64) * 2.0
+    r1 = torch.randn(9, 9, generator=g, dtype=torch.float64) * 1.0 if recurrent else None
+    layers = [Layer(weight=w1.numpy(), neuron=NeuronParams.from_qif_trains_params(hid),
+                    recurrent=None if r1 is None else r1.numpy()),
+              Layer(weight=w2.numpy(), neuron=NeuronParams.from_qif_trains_params(out))]
+    raster = (torch.rand(40, 5, 6, generator=g) < 0.25).to(torch.float64)
+    return layers, [hid, out], [w1, w2], [r1, None], raster
+
+
+@pytest.mark.parametrize("variant", [dict(recurrent=False), dict(recurrent=True, refractory=2)])
+def test_qif_trains_substituted_forward_with_simulated_measurements_is_the_models(variant):
+    """The qif-trains entry: measurements equal to the model's own give the
+    plain-autograd forward of `hwloop.models.trains.qif_trains` (loss and
+    gradient to rounding); a flipped spike is the forward value."""
+    from hwloop.models.trains.qif_trains import trains_network_forward
+
+    layers, params, ws, rec, raster = _qif_layers(**variant)
+    sg = Surrogate("superspike", 1.0)
+    w_a = [w.clone().requires_grad_(True) for w in ws]
+    ref = trains_network_forward(raster, w_a, params, sg, rec, engine="torch", record="all")
+    spikes = [s.detach() for s in ref.spikes]
+    assert float(spikes[0].sum()) > 0
+    w_b = [w.clone().requires_grad_(True) for w in ws]
+    sub = substituted_forward(layers, w_b, rec, raster, sg, spikes, [v.detach() for v in ref.membranes])
+    la = sum((v ** 2).mean() for v in ref.membranes) + ref.counts[0].sum() * 0.01
+    lb = sum((v ** 2).mean() for v in sub.membranes) + sub.counts[0].sum() * 0.01
+    assert float(lb.detach()) == pytest.approx(float(la.detach()), rel=1e-12)
+    for ga, gb in zip(torch.autograd.grad(la, w_a), torch.autograd.grad(lb, w_b)):
+        assert float(ga.abs().max()) > 0
+        torch.testing.assert_close(gb, ga, rtol=1e-9, atol=1e-12)
+    flip = torch.zeros_like(spikes[0], dtype=torch.bool)
+    flip[5, 0, 0] = True
+    s_meas = torch.where(flip, 1.0 - spikes[0], spikes[0])
+    w_c = [w.clone().requires_grad_(True) for w in ws]
+    per = substituted_forward(layers, w_c, rec, raster, sg, [s_meas, None])
+    assert torch.equal(per.spikes[0], s_meas)
+
+
+def test_a_qif_trains_session_uses_the_trainers_per_layer_learning_rate():
+    """Adam steps a qif-trains layer with lr / k (k = dt / tau_mem), as the
+    software trainer does (`trains_training.lr_scale`); TTFS and CUBA: one group."""
+    from types import SimpleNamespace
+
+    from hwloop.session.parts import MasterWeights
+    from hwloop.trains_training import lr_scale
+
+    layers, params, _, _, _ = _qif_layers(recurrent=False)
+    net = SimpleNamespace(layers=layers, is_spike_train=True, weights=lambda: [la.weight for la in layers])
+    cfg = LoopConfig(dataset="randman", init="x.hwnet", lr=1e-3)
+    m = MasterWeights(cfg, net)
+    assert [g["lr"] for g in m.opt.param_groups] == pytest.approx([1e-3 * lr_scale(p) for p in params])
+    assert lr_scale(params[0]) == pytest.approx(5.0) and m.lr == pytest.approx(1e-3)
+    st = m.state()
+    m.decay()
+    m.restore(st)
+    assert [g["lr"] for g in m.opt.param_groups] == pytest.approx([1e-3 * lr_scale(p) for p in params])
 
 
 def _session_cfg(init, **kw) -> LoopConfig:

@@ -93,7 +93,16 @@ class MasterWeights:
         self.averaged = [w.detach().clone() for w in self.weights]  # the EMA (used when cfg.ema > 0)
         self.ema, self.max_grad_norm, self.lr_gamma = cfg.ema, cfg.max_grad_norm, cfg.lr_gamma
         self.per_epoch = cfg.lr_schedule == "epoch"
-        self.opt = torch.optim.Adam(self.weights, lr=cfg.lr)
+        #: per weight tensor, the factor on the learning rate: 1, except for the
+        #: layers of a spike-train neuron whose weights are in other units (a
+        #: qif-trains layer: ``hwloop.trains_training.lr_scale``, as its software
+        #: trainer does); one Adam group per tensor only where a factor is not 1
+        self.lr_factors = _lr_factors(template)
+        if all(f == 1.0 for f in self.lr_factors):
+            self.opt = torch.optim.Adam(self.weights, lr=cfg.lr)
+        else:
+            self.opt = torch.optim.Adam([{"params": [w], "lr": cfg.lr * f}
+                                         for w, f in zip(self.weights, self.lr_factors)], lr=cfg.lr)
 
     def deployed(self) -> list[torch.Tensor]:
         """The weights that are evaluated and saved as the session's result."""
@@ -101,7 +110,9 @@ class MasterWeights:
 
     @property
     def lr(self) -> float:
-        return self.opt.param_groups[0]["lr"]
+        """The session's learning rate (before any per-layer factor)."""
+        g = self.opt.param_groups[0]
+        return g["lr"] if len(self.opt.param_groups) == 1 else g["lr"] / self.lr_factors[0]
 
     def apply(self, grads: Sequence[torch.Tensor | None]) -> None:
         """One optimiser step along ``grads`` (clipped to ``max_grad_norm``)."""
@@ -178,13 +189,23 @@ class MasterWeights:
                         "exp_avg_sq": a["exp_avg_sq"].clone()}
         sd = self.opt.state_dict()
         sd["state"] = state
-        for group in sd["param_groups"]:
-            group["lr"] = lr
+        groups = sd["param_groups"]
+        for k, group in enumerate(groups):
+            group["lr"] = lr if len(groups) == 1 else lr * self.lr_factors[k]
         with torch.no_grad():
             for w, saved in zip(self.weights, weights):
                 w.copy_(saved)
         self.averaged = [a.clone() for a in averaged]
         self.opt.load_state_dict(sd)
+
+
+def _lr_factors(template: Network) -> list[float]:
+    """One learning-rate factor per weight tensor of ``template`` (see `MasterWeights`)."""
+    if not template.is_spike_train:
+        return [1.0] * len(template.layers)
+    from hwloop.trains_training import lr_scale
+
+    return [float(lr_scale(layer.neuron.trains_params())) for layer in template.layers]
 
 
 def _adam_step_dtype() -> torch.dtype:

@@ -103,8 +103,43 @@ def cuba_forward(s_in: torch.Tensor, w: torch.Tensor, w_rec: torch.Tensor | None
     return LayerResult(torch.stack(spikes), torch.stack(membranes))
 
 
+def qif_trains_forward(s_in: torch.Tensor, w: torch.Tensor, w_rec: torch.Tensor | None, params, surrogate,
+                       s_meas: torch.Tensor | None, v_meas: torch.Tensor | None) -> LayerResult:
+    """One qif-trains layer (`hwloop.models.trains.qif_trains`, docs/models-qif-trains.md)
+    with the substitution; arguments as `cuba_forward`. The spike is taken at
+    the membrane's distance to ``v_peak``; a measured membrane (the chip's ADC,
+    sampled at the end of the step) replaces the one before reset."""
+    from hwloop.models.trains.functional import refractory, spike
+    from hwloop.models.trains.qif_trains import QifState, qif_active, qif_integrate, qif_reset
+
+    p = params.qif_trains_params() if hasattr(params, "qif_trains_params") else params
+    T, B, n_in = s_in.shape
+    n = w.shape[1]
+    x_all = (s_in.reshape(T * B, n_in) @ w).reshape(T, B, n)
+    i, v, r, s = QifState.initial(B, n, p, dtype=x_all.dtype)
+    spikes, membranes = [], []
+    for t in range(T):
+        x = x_all[t] if w_rec is None else x_all[t] + s @ w_rec
+        i, v_pre = qif_integrate(i, v, r if p.refractory > 0 else None, x, p)
+        v_pre = straight_through(v_pre, None if v_meas is None else v_meas[t])
+        if not p.spiking:
+            s = torch.zeros_like(v_pre)
+            v = v_pre
+        else:
+            sim = spike(v_pre - p.v_peak, surrogate)
+            if p.refractory > 0:
+                sim = qif_active(r).to(x.dtype) * sim
+            s = straight_through(sim, None if s_meas is None else s_meas[t])
+            v = qif_reset(v_pre, s if surrogate.through_reset else s.detach(), p)
+            if p.refractory > 0:
+                r = refractory(r, s.detach(), float(p.refractory))
+        spikes.append(s)
+        membranes.append(v_pre)
+    return LayerResult(torch.stack(spikes), torch.stack(membranes))
+
+
 #: neuron model name -> its substituted layer forward (signature of `cuba_forward`)
-FORWARDS: dict[str, Callable[..., LayerResult]] = {"cuba": cuba_forward}
+FORWARDS: dict[str, Callable[..., LayerResult]] = {"cuba": cuba_forward, "qif-trains": qif_trains_forward}
 
 
 def register(model: str, forward: Callable[..., LayerResult]) -> None:

@@ -118,10 +118,11 @@ class TrainsEvaluator:
         self.compare_software = cfg.compare_software
 
     def _software_accuracy(self, weights) -> float:
-        from hwloop.models.trains import Surrogate, cuba_network_forward
+        from hwloop.models.trains import Surrogate
+        from hwloop.models.trains.qif_trains import trains_network_forward
 
         layers = self.template.layers
-        params = [layer.neuron.cuba_params() for layer in layers]
+        params = [layer.neuron.trains_params() for layer in layers]
         rec = [None if layer.recurrent is None else torch.tensor(layer.recurrent, dtype=DTYPE) for layer in layers]
         ws = [w.detach().to(DTYPE) for w in weights]
         kind, window = self.template.decoding.kind, self.template.decoding.window or (0, self.template.n_steps)
@@ -129,7 +130,7 @@ class TrainsEvaluator:
         with torch.no_grad():
             for b in range(0, self.data.val.labels.shape[0], EVAL_BATCH):
                 r = self.data.val.raster[:, b:b + EVAL_BATCH].to(DTYPE)
-                out = cuba_network_forward(r, ws, params, Surrogate(), rec, record="output")
+                out = trains_network_forward(r, ws, params, Surrogate(), rec, record="output")
                 if kind == "max-membrane":
                     scores = out.membranes[-1][window[0]:window[1]].max(dim=0).values
                 elif kind == "spike-count":
