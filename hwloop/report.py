@@ -413,8 +413,9 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
              f"Target `{cfg.target}`, data set `{cfg.dataset}`, gradient `{cfg.gradient}`, "
              f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}.", ""]
     if getattr(cfg, "model", None) is not None:  # a spike-train session (surrogate gradients in the loop)
-        what = "spikes and membranes" if cfg.signal == "spikes+membranes" else "spikes"
-        readout = ("the target's measured readout membrane" if cfg.signal == "spikes+membranes"
+        what = {"spikes+membranes": "spikes and membranes",
+                "spikes+readout": "spikes and readout membrane"}.get(cfg.signal, "spikes")
+        readout = ("the target's measured readout membrane" if cfg.signal in ("spikes+membranes", "spikes+readout")
                    else "the model's readout membrane driven by the measured hidden spikes")
         lines += [f"Spike-train network (`{cfg.model}`): the target's measured {what} replace the simulated ones "
                   f"in the forward pass (signal `{cfg.signal}`); the loss reads {readout}; surrogate "

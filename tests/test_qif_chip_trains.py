@@ -316,6 +316,31 @@ def test_probes_only_when_asked_and_max_membrane_scores(emu):
     assert np.abs(b.probes[1] - s.probes[1]).mean() < 0.3
 
 
+def test_probes_of_chosen_layers_only(emu):
+    """probe=[layer, ...]: only those layers are sampled and sent (what an
+    in-the-loop session with signal spikes+readout asks for); the others are None."""
+    from hwloop.session.config import default_signal, target_has_probes
+
+    net = trains_net(kind="max-membrane")
+    emu.load(net)
+    r = raster(np.random.default_rng(8), 16, T=60)
+    emu.run_index = 0
+    only = emu.run_raster(r, probe=[1])
+    emu.run_index = 0
+    every = emu.run_raster(r, probe=True)
+    assert only.probes[0] is None and only.probes[1].shape == (60, 16, 4)
+    assert only.info["probe_bytes"] < every.info["probe_bytes"] / 5
+    np.testing.assert_array_equal(only.probes[1], every.probes[1])  # same run seed: the same ADC samples
+    np.testing.assert_array_equal(only.scores, every.scores)
+    hid = emu.run_raster(r, probe=[0])
+    # the max-membrane readout is sampled for the decision anyway, so it comes back too
+    assert hid.probes[0].shape == (60, 16, 40) and hid.probes[1].shape == (60, 16, 4)
+    with pytest.raises(TargetError, match="probe layer 2"):
+        emu.run_raster(r, probe=[2])
+    assert target_has_probes("qif-emu") and default_signal("qif-emu") == "spikes+readout"
+    assert default_signal("bitexact") == "spikes+membranes"
+
+
 def test_the_chip_runs_a_net_close_to_the_software_model(emu):
     net = trains_net(seed=3, rec=False, kind="spike-count", n_out=4)
     emu.load(net)

@@ -77,6 +77,11 @@ class QifSerialBackend(Backend):
     OPTIONS = _link_options(baud=115200)
     takes_path = True
     SPIKE_TRAINS = True  # qif-trains networks (protocol 1.4 firmware)
+    MEMBRANE_PROBES = True  # the membrane ADC (run_raster(probe=True); hwloop.session.config.target_has_probes)
+    #: in-the-loop sessions measure the readout's membrane only by default: the
+    #: hidden layers' ADC samples (one byte per neuron and step) are ~95 % of the
+    #: traffic of a probed run (docs/qif-chip-trains.md)
+    DEFAULT_SIGNAL = "spikes+readout"
 
     def __init__(self, url: TargetURL):
         super().__init__(url)  # checks every option before anything is opened
@@ -219,7 +224,9 @@ class QifSerialBackend(Backend):
         every spike of every layer (`Measurement.events`, binned to the network's dt), the
         first-spike view, the readout's decision variable, and with ``probe=True`` the
         membranes the ADC sampled (`Measurement.probes`, model units; rows are the steps
-        ``info['probe_steps']``, every step at probe_period=1)."""
+        ``info['probe_steps']``, every step at probe_period=1). ``probe`` may also be a
+        sequence of layer indices: only those layers are sampled and sent (the link
+        carries one byte per neuron and step probed), the others' entries are None."""
         import time
 
         net = self.network
@@ -243,15 +250,19 @@ class QifSerialBackend(Backend):
         mask = self._probe_mask(probe)
         layers = [li for li in range(L) if mask >> li & 1]
         v = prog.codes_to_v(codes, layers) if mask else []
+        by_layer = dict(zip(layers, v))
         kind, w = net.decoding.kind, net.decoding.window or (0, net.n_steps)
         scores = None
         if kind == "max-membrane":
             steps = prog.probe_steps
             sel = (steps >= w[0]) & (steps < w[1])
-            scores = v[-1][sel].max(axis=0)
+            scores = by_layer[L - 1][sel].max(axis=0)
         elif kind == "spike-count":
             scores = counts[w[0]:w[1], :, sum(prog.sizes[:-1]):].sum(0).astype(np.float64)
-        probes = v if probe else None
+        if isinstance(probe, bool) or probe is None:
+            probes = v if probe else None
+        else:
+            probes = [by_layer.get(li) for li in range(L)]
         total = time.perf_counter() - t0
         target_s = float(stats["chip_s"])
         info = dict(stats, scale_us_per_unit=prog.scale, probe_steps=prog.probe_steps.tolist(),
@@ -260,9 +271,17 @@ class QifSerialBackend(Backend):
                            host_time_s=max(0.0, total - target_s), info=info, events=events, probes=probes,
                            scores=scores, dt=net.dt)
 
-    def _probe_mask(self, probe: bool) -> int:
+    def _probe_mask(self, probe) -> int:
         L = len(self._deployed.sizes)
-        mask = (1 << L) - 1 if probe else 0
+        if isinstance(probe, bool) or probe is None:
+            mask = (1 << L) - 1 if probe else 0
+        else:
+            mask = 0
+            for li in probe:
+                if isinstance(li, bool) or not isinstance(li, (int, np.integer)) or not -L <= int(li) < L:
+                    raise TargetError(f"{self.url.raw}: probe layer {li!r} is not a layer index of this "
+                                      f"{L}-layer network")
+                mask |= 1 << (int(li) % L)
         if self.network.decoding.kind == "max-membrane":
             mask |= 1 << (L - 1)  # the readout's decision needs its membrane
         return mask

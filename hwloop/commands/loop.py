@@ -56,10 +56,11 @@ def register(sub):
                    help="the start network's neuron model: the measured spikes (and membranes) replace the "
                         "simulated ones in the surrogate model's forward pass (default: taken from --init; "
                         "an error if it does not match)")
-    g.add_argument("--signal", choices=["spikes", "spikes+membranes"], default=None,
-                   help="what the target's measurements replace: spikes only, or spikes and membranes "
-                        "(default: spikes+membranes on targets with membrane probes -- software, bitexact, "
-                        "lava-sim -- spikes elsewhere)")
+    g.add_argument("--signal", choices=["spikes", "spikes+membranes", "spikes+readout"], default=None,
+                   help="what the target's measurements replace: spikes only, spikes and every layer's "
+                        "membranes, or spikes and the readout's membrane (default: spikes+membranes on "
+                        "software, bitexact, lava-sim; spikes+readout on the QIF chip, whose link would "
+                        "carry every hidden membrane; spikes on targets without probes)")
     g.add_argument("--surrogate", choices=["superspike", "sigmoid", "linear", "exponential"], default=None,
                    help="shape of the surrogate derivative (default: the network's training's)")
     g.add_argument("--surrogate-beta", type=float, default=None,

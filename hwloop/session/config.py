@@ -175,7 +175,7 @@ LEGACY_VALUES: dict = {"final_test": True, "lr_schedule": "epoch", "patience": 0
                        "surrogate": None, "surrogate_beta": None}
 
 #: what a spike-train session can substitute in the forward pass
-SIGNALS = ("spikes", "spikes+membranes")
+SIGNALS = ("spikes", "spikes+membranes", "spikes+readout")
 #: targets whose spike-train runs record membrane probes (``run_raster(probe=True)``);
 #: a backend class may also say so itself with ``MEMBRANE_PROBES = True``
 PROBE_TARGETS = ("software", "bitexact", "lava-sim")
@@ -187,6 +187,15 @@ def target_has_probes(target: str) -> bool:
     scheme = parse_target(target).scheme
     flag = getattr(backend_class(scheme), "MEMBRANE_PROBES", None)
     return bool(flag) if flag is not None else scheme in PROBE_TARGETS
+
+
+def default_signal(target: str) -> str:
+    """The signal of a spike-train session on a target with probes: the backend
+    class's ``DEFAULT_SIGNAL`` (a serial chip says ``spikes+readout``: every hidden
+    membrane would multiply the link's traffic), else ``spikes+membranes``."""
+    from hwloop.backends import backend_class, parse_target
+
+    return getattr(backend_class(parse_target(target).scheme), "DEFAULT_SIGNAL", None) or "spikes+membranes"
 
 
 def resolve_family(cfg: "LoopConfig", net) -> "LoopConfig":
@@ -214,10 +223,10 @@ def resolve_family(cfg: "LoopConfig", net) -> "LoopConfig":
     out.model, out.gradient = net.model, "surrogate"
     probes = target_has_probes(cfg.target)
     if out.signal is None:
-        out.signal = "spikes+membranes" if probes else "spikes"
-    elif out.signal == "spikes+membranes" and not probes:
-        raise SessionError(f"signal='spikes+membranes': target {cfg.target} records no membranes (no probes); "
-                           f"use --signal spikes, or a target with probes ({', '.join(PROBE_TARGETS)})")
+        out.signal = default_signal(cfg.target) if probes else "spikes"
+    elif out.signal in ("spikes+membranes", "spikes+readout") and not probes:
+        raise SessionError(f"signal={out.signal!r}: target {cfg.target} records no membranes (no probes); "
+                           f"use --signal spikes, or a target with probes ({', '.join(PROBE_TARGETS)}, qif-emu)")
     if out.surrogate is None or out.surrogate_beta is None:
         from hwloop.errors import HwloopError
         from hwloop.trains_training import config_from_network

@@ -186,8 +186,12 @@ class SurrogateGradient:
         t0 = time.perf_counter()
         backend.load(network_with(self.template, weights))
         deploy_s = time.perf_counter() - t0
-        membranes = self.signal == "spikes+membranes"
-        m = backend.run_raster(xb.detach().cpu().numpy(), probe=membranes)
+        membranes = self.signal in ("spikes+membranes", "spikes+readout")
+        L = len(self.template.layers)
+        # spikes+readout: only the readout's membrane is asked for (on a serial
+        # chip the hidden layers' ADC samples are most of the link's traffic)
+        probe = [L - 1] if self.signal == "spikes+readout" else membranes
+        m = backend.run_raster(xb.detach().cpu().numpy(), probe=probe)
         m.info["deploy_s"] = deploy_s
         if m.events is None:
             raise TargetError(f"{backend.url.raw}: the target returned no spike trains for a spike-train network")
@@ -198,7 +202,12 @@ class SurrogateGradient:
             if m.probes is None:
                 raise TargetError(f"{backend.url.raw}: signal spikes+membranes needs membrane probes, and this target "
                                   f"returned none; use --signal spikes")
-            v_meas = [torch.as_tensor(np.asarray(v), dtype=dtype) for v in m.probes]
+            v_meas = [None if v is None else torch.as_tensor(np.asarray(v), dtype=dtype) for v in m.probes]
+            if self.signal == "spikes+readout":
+                v_meas = [None] * (L - 1) + [v_meas[-1]]
+            if v_meas[-1] is None:
+                raise TargetError(f"{backend.url.raw}: signal {self.signal} needs the readout's membrane, and "
+                                  f"the target returned none")
         return m, s_meas, v_meas
 
     def forward(self, weights, xb, s_meas, v_meas):

@@ -131,6 +131,11 @@ def qif_trains_forward(s_in: torch.Tensor, w: torch.Tensor, w_rec: torch.Tensor 
                 sim = qif_active(r).to(x.dtype) * sim
             s = straight_through(sim, None if s_meas is None else s_meas[t])
             v = qif_reset(v_pre, s if surrogate.through_reset else s.detach(), p)
+            if s_meas is not None and v_meas is None:
+                # the model crossed v_peak where the target did not fire: held at
+                # v_peak (no gradient), since the quadratic term would run the
+                # unreset Euler membrane off to inf within a few steps
+                v = torch.clamp(v, max=p.v_peak)
             if p.refractory > 0:
                 r = refractory(r, s.detach(), float(p.refractory))
         spikes.append(s)
