@@ -277,14 +277,15 @@ def test_resume_after_a_crash_is_exact(tiny_net, tmp_path):
 
 
 def test_membranes_on_a_target_without_probes_are_refused(tiny_net, tmp_path, capsys):
+    # lava-hw (a Loihi chip through lava-loihi) has no membrane probes in hwloop
     with pytest.raises(SessionError, match="records no membranes"):
-        run_session(tmp_path / "s", _session_cfg(tiny_net, target="qif-emu", signal="spikes+membranes"),
+        run_session(tmp_path / "s", _session_cfg(tiny_net, target="lava-hw", signal="spikes+membranes"),
                     progress=False)
     assert not (tmp_path / "s").exists()
     from hwloop.cli import main
 
-    rc = main(["loop", "--dir", str(tmp_path / "c"), "--target", "qif-emu", "--init", tiny_net,
-               "--signal", "spikes+membranes", "--quiet"])
+    rc = main(["loop", "--dir", str(tmp_path / "c"), "--target", "lava-hw", "--init", tiny_net,
+               "--signal", "spikes+readout", "--quiet"])
     err = capsys.readouterr().err
     assert rc != 0 and "records no membranes" in err and "use --signal spikes" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
