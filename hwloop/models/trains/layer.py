@@ -117,6 +117,21 @@ class TrainsOutput:
 RECORD = ("all", "output")
 
 
+def check_network_args(raster, weights, params, recurrent, record: str) -> list:
+    """The checks every spike-train network forward makes on its arguments
+    (`NetworkSpecError` naming the mismatch); the recurrent list, filled with None."""
+    if record not in RECORD:
+        raise NetworkSpecError(f"record must be one of {list(RECORD)}, got {record!r}")
+    if len(weights) != len(params):
+        raise NetworkSpecError(f"{len(params)} layer parameter records but {len(weights)} weight matrices")
+    recurrent = list(recurrent) if recurrent is not None else [None] * len(weights)
+    if len(recurrent) != len(weights):
+        raise NetworkSpecError(f"{len(weights)} layers but {len(recurrent)} recurrent entries")
+    if raster.ndim != 3:
+        raise NetworkSpecError(f"input raster must be (T, batch, n_in), got shape {tuple(raster.shape)}")
+    return recurrent
+
+
 def cuba_network_forward(raster: torch.Tensor, weights: Sequence[torch.Tensor],
                          params: Sequence[CubaParams], sg: Surrogate,
                          recurrent: Sequence[torch.Tensor | None] | None = None,
@@ -130,15 +145,7 @@ def cuba_network_forward(raster: torch.Tensor, weights: Sequence[torch.Tensor],
     last layer's only (hidden layers give their counts; what training
     needs, and on the numba kernel much less memory traffic).
     """
-    if record not in RECORD:
-        raise NetworkSpecError(f"record must be one of {list(RECORD)}, got {record!r}")
-    if len(weights) != len(params):
-        raise NetworkSpecError(f"{len(params)} layer parameter records but {len(weights)} weight matrices")
-    recurrent = list(recurrent) if recurrent is not None else [None] * len(weights)
-    if len(recurrent) != len(weights):
-        raise NetworkSpecError(f"{len(weights)} layers but {len(recurrent)} recurrent entries")
-    if raster.ndim != 3:
-        raise NetworkSpecError(f"input raster must be (T, batch, n_in), got shape {tuple(raster.shape)}")
+    recurrent = check_network_args(raster, weights, params, recurrent, record)
     n_prev = raster.shape[2]
     for li, (w, p, wr) in enumerate(zip(weights, params, recurrent)):
         if w.ndim != 2 or w.shape[0] != n_prev:

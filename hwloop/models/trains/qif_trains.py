@@ -280,7 +280,7 @@ def trains_network_forward(raster: torch.Tensor, weights: Sequence[torch.Tensor]
     CUBA layers through `cuba_layer`, QIF layers through `qif_layer`.
     Returns a `TrainsOutput`."""
     from .functional import CubaParams
-    from .layer import RECORD, TrainsOutput, cuba_layer, cuba_network_forward
+    from .layer import TrainsOutput, check_network_args, cuba_layer, cuba_network_forward
 
     if hasattr(params, "layers") and hasattr(params, "is_spike_train"):  # a hwloop.Network
         net = params
@@ -292,15 +292,7 @@ def trains_network_forward(raster: torch.Tensor, weights: Sequence[torch.Tensor]
     params = [p.trains_params() if hasattr(p, "trains_params") else p for p in params]
     if all(isinstance(p, CubaParams) for p in params):
         return cuba_network_forward(raster, weights, params, sg, recurrent, engine=engine, record=record)
-    if record not in RECORD:
-        raise NetworkSpecError(f"record must be one of {list(RECORD)}, got {record!r}")
-    if len(weights) != len(params):
-        raise NetworkSpecError(f"{len(params)} layer parameter records but {len(weights)} weight matrices")
-    recurrent = list(recurrent) if recurrent is not None else [None] * len(weights)
-    if len(recurrent) != len(weights):
-        raise NetworkSpecError(f"{len(weights)} layers but {len(recurrent)} recurrent entries")
-    if raster.ndim != 3:
-        raise NetworkSpecError(f"input raster must be (T, batch, n_in), got shape {tuple(raster.shape)}")
+    recurrent = check_network_args(raster, weights, params, recurrent, record)
     n_prev = raster.shape[2]
     for li, (w, p, wr) in enumerate(zip(weights, params, recurrent)):
         if not isinstance(p, (CubaParams, QifTrainsParams)):
