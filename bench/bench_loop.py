@@ -19,12 +19,13 @@ pass at the measured evaluation time.
 
     python bench/bench_loop.py [--targets software bitexact qif-emu lava-sim]
                                [--steps 20] [--batch-size 50] [--baseline REV] [--repeat N]
-    python bench/bench_loop.py --trains [--targets software bitexact]
+    python bench/bench_loop.py --trains [--targets software bitexact qif-emu]
 
 ``--trains``: the spike-train case (surrogate gradients in the loop,
 ``hwloop loop --model cuba``): a Randman CUBA network (20-128-10, one quick
-software epoch), ``--signal spikes+membranes``; the target part is the
-target's raster run with membrane probes, I/O the rest of its call, host the
+software epoch), ``--signal spikes+membranes``; on the QIF chip a qif-trains
+network of the same shape with the chip's default ``spikes+readout``; the
+target part is the target's raster run with membrane probes, I/O the rest of its call, host the
 substituted forward and its backward, the optimiser and the checkpoints.
 
 ``--baseline REV`` times every target also with the code of git revision
@@ -68,12 +69,14 @@ def lif_start(directory: Path) -> str:
     return str(out)
 
 
-def cuba_start(directory: Path) -> str:
-    """A Randman CUBA network (the default 20-128-10) after one quick software epoch."""
+def trains_start(directory: Path, model: str = "cuba") -> str:
+    """A Randman spike-train network (the default 20-128-10) of ``model`` (cuba for
+    the Loihi targets and software, qif-trains for the QIF chip) after one quick
+    software epoch."""
     from hwloop.trains_training import defaults_for, to_network, train
 
-    out = directory / "cuba-start.hwnet"
-    to_network(train(defaults_for("randman", epochs=1, seed=0, threads=1))).save(out)
+    out = directory / f"{model}-start.hwnet"
+    to_network(train(defaults_for("randman", model=model, epochs=1, seed=0, threads=1))).save(out)
     return str(out)
 
 
@@ -133,7 +136,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--eval-limit", type=int, default=200, help="validation samples timed (scaled to 1000)")
     ap.add_argument("--trains", action="store_true",
-                    help="the spike-train case: a Randman CUBA network, surrogate gradients in the loop")
+                    help="the spike-train case: a Randman CUBA network (a qif-trains one on the QIF chip), "
+                         "surrogate gradients in the loop")
     ap.add_argument("--one", nargs=2, metavar=("TARGET", "INIT"), help=argparse.SUPPRESS)
     ap.add_argument("--baseline", metavar="REV", help="also time git revision REV's code, alternating with this tree's")
     ap.add_argument("--repeat", type=int, default=1, help="time every target (and baseline) this many times")
@@ -152,16 +156,18 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hwloop-bench-loop-"))
     qif_net = str(pretrained("yinyang-qif.hwnet"))
     lif_net = None
-    cuba_net = None
+    trains_nets: dict[str, str] = {}
     if args.trains and args.targets == ap.get_default("targets"):
-        args.targets = ["software", "bitexact"]
+        args.targets = ["software", "bitexact", "qif-emu"]
     pkg = assemble(args.baseline) if args.baseline else None
     results = []
     try:
         for target in args.targets:
             if args.trains:
-                cuba_net = cuba_net or cuba_start(work)
-                init = cuba_net
+                model = "qif-trains" if target.startswith("qif") else "cuba"
+                if model not in trains_nets:
+                    trains_nets[model] = trains_start(work, model)
+                init = trains_nets[model]
             elif target.startswith("qif") or target == "software":
                 init = qif_net
             else:
@@ -190,7 +196,8 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    family = "randman, spike trains (cuba, spikes+membranes)" if args.trains else DATASET
+    family = ("randman, spike trains (cuba on software/bitexact/lava-sim, spikes+membranes; qif-trains on the "
+              "QIF chip, spikes+readout)" if args.trains else DATASET)
     print(f"\nin-the-loop training on {family}, batch {args.batch_size}; per step: shares of the step time")
     print(f"{'target':<12}{'code':<12}{'s/step':>9}{'target':>9}{'I/O':>8}{'deploy':>8}{'host':>8}{'eval/1000':>11}"
           f"{'s/epoch':>10}")
