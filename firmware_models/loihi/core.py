@@ -237,7 +237,7 @@ def numba_available() -> bool:
     return True
 
 
-def _layer_numba(layer: CoreLayer, in_steps: np.ndarray, steps: int) -> np.ndarray:
+def _layer_numba(layer: CoreLayer, in_steps: np.ndarray, steps: int, kind: str | None = None) -> np.ndarray:
     kernel = _build_numba()
     in_steps = np.ascontiguousarray(in_steps, dtype=np.int64)
     out = np.empty((in_steps.shape[0], layer.n_out), np.int64)
@@ -251,7 +251,7 @@ def _layer_numba(layer: CoreLayer, in_steps: np.ndarray, steps: int) -> np.ndarr
     kernel(
         in_steps, layer.weight.astype(np.int64), layer.weight_exp, layer.bias_input(steps), bias_step,
         last_input, eff_bias, bool(eff_bias.any()), DECAY_UNITY - (layer.du + 1), DECAY_UNITY - layer.dv,
-        layer.du + 1, layer.vth << VTH_SHIFT, steps, 4, out,
+        layer.du + 1, layer.vth << VTH_SHIFT, steps, out, kind=kind,
     )
     return out
 
