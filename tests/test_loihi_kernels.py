@@ -100,3 +100,19 @@ def test_an_unknown_kernel_kind_is_refused():
     layer = CoreLayer(weight=np.zeros((2, 3), np.int32), weight_exp=0, du=1, dv=1, vth=10)
     with pytest.raises(ValueError, match="unknown kernel kind"):
         _layer_numba(layer, np.zeros((4, 2), np.int64), 10, kind="dense")
+
+
+def test_spike_steps_become_the_same_times_by_lookup():
+    # LoihiCompiled.to_times looks a batch up in a table: the values of the formula, bit for bit
+    from hwloop.backends import open_target
+    from hwloop.network import Network
+    from hwloop.pretrained import path
+
+    with open_target("bitexact?steps=100") as be:
+        c = be.load(Network.load(path("yinyang-lif.hwnet")))
+    k = np.random.default_rng(1).integers(-1, c.steps, (50, 7))
+    want = np.where(k >= 0, (k + 0.5) * c.dt, np.inf)
+    got = c.to_times(k)
+    assert got.dtype == np.float64 and got.shape == k.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(c.to_times(np.array([c.steps + 3, -5])), [(c.steps + 3.5) * c.dt, np.inf])

@@ -10,8 +10,13 @@ on the module's name: when the module was renamed (to
 entries, which name the old module, were loaded and failed to import. Any
 edit to this file invalidates them, as this paragraph did.
 
-Threads: the kernel is serial and releases the GIL (``nogil``); `layer_kernel`
-splits the batch over plain Python threads. It used numba's parallel loops
+Two kernels (`layer_kernel` picks one per layer): `layer_block_samples`
+(blocks of samples, SIMD over their live neurons, float64 lanes holding exact
+integers) and `layer_samples` (one neuron at a time, integers); see
+docs/loihi.md, "bitexact engines".
+
+Threads: the kernels are serial and release the GIL (``nogil``); `layer_kernel`
+splits the batch over plain Python threads, which claim shares of it in turn. It used numba's parallel loops
 (``prange``) before, and once numba's OpenMP pool had started in a process,
 its workers spin-waited after every kernel on the cores torch's own OpenMP
 pool needs (a second OpenMP runtime: numba's ``omp`` layer is not the copy

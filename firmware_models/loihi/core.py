@@ -27,8 +27,10 @@ offset, see `docs/loihi.md`.)
 
 Two engines compute the same thing: ``numpy`` (a direct, step-by-step,
 vectorised transcription of the equations above; the readable reference) and
-``numba`` (fused per-sample loops that skip neurons that have fired and stop a
-neuron as soon as it provably cannot fire again; ~100x faster). Tests check
+``numba`` (two fused kernels, `_numba_kernel.py`: SIMD over the live neurons
+of blocks of samples for wide layers, one neuron at a time for narrow ones;
+both skip neurons that have fired and stop a neuron as soon as it provably
+cannot fire again; ~200x faster). Tests check
 both against Lava itself.
 """
 
