@@ -61,10 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.tx_fifo <= 1 << 20:
         print("emulator: --tx-fifo must be in 0..1048576", file=sys.stderr)
         return 2
-    # the firmware's UART thread must get the interpreter back within the TX FIFO's
-    # time (256 bytes: 2.8 ms at 921600 baud) while the compute thread runs the
-    # integrator; Python's default switch interval (5 ms) let the line run dry
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     master, slave, path = open_pty()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stopping.set())
@@ -84,9 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         os.close(slave)
     return 0
 
-
-#: seconds a thread holds the interpreter before another may take it (Python's default: 0.005)
-SWITCH_INTERVAL_S = 0.0005
 
 #: how often the watchdog looks at the parent, and how long a SIGTERM may take
 WATCH_S = 0.1
