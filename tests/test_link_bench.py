@@ -26,7 +26,7 @@ def test_a_row_names_the_die_it_ran_on(bench, die, name):
     assert row["die"] == name and row["ok"] and row["line"] == "direct"
     assert row["samples"] == 16 and 0 < row["ratio"] and row["bytes_per_sample_1_2"] == 2 * 4 + 2 * (8 + 3)
     # protocol 1.3: the bound is that of the compact reply, what the host received per sample
-    assert row["protocol"] == "1.4" and 2 * 4 < row["bytes_per_sample"] < row["bytes_per_sample_1_2"]
+    assert row["protocol"] == "1.5" and 2 * 4 < row["bytes_per_sample"] < row["bytes_per_sample_1_2"]
 
 
 def test_a_noisy_row_checks_its_results_against_the_clean_run(bench):

@@ -162,7 +162,7 @@ def test_a_chip_of_another_major_version_is_refused_at_once(lying_chip):
 def test_an_honest_chip_passes_and_reports_its_protocol_version(lying_chip):
     path = lying_chip()
     with open_target(f"qif://{path}?baud=0") as board:
-        assert board.chip_info.protocol == f"{M.PROTOCOL_VERSION}.{M.PROTOCOL_MINOR}" == "1.4"
+        assert board.chip_info.protocol == f"{M.PROTOCOL_VERSION}.{M.PROTOCOL_MINOR}" == "1.5"
         board.load(tiny_net())
         assert board.run(np.full((2, 4), 0.5)).output.shape == (2, 3)
 

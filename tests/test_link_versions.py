@@ -172,8 +172,8 @@ def test_a_host_of_another_major_version_is_refused():
     with open_target("qif-emu?baud=0&mismatch=0&noise=0") as chip:
         with pytest.raises(RemoteError) as e:
             chip.client.request(M.HELLO, M.pack_hello(2, 1024, 0), (M.HELLO_REPLY,))
-        assert e.value.name == "UNSUPPORTED_VERSION" and "v2" in e.value.text and "v1.4" in e.value.text
-        assert chip.client.hello().protocol == "1.4"  # and it still talks 1.x
+        assert e.value.name == "UNSUPPORTED_VERSION" and "v2" in e.value.text and "v1.5" in e.value.text
+        assert chip.client.hello().protocol == "1.5"  # and it still talks 1.x
 
 
 # ------------------------------------------------------------------ 1.4 (spike trains) meets 1.3
@@ -229,7 +229,7 @@ def test_old_1_3_host_keeps_working_and_gets_a_clear_version_error_for_spike_tra
         with open_target(f"qif://{path}?baud=0") as board:
             board.client.hello_minor = 3  # a host that speaks 1.3
             info = board.client.hello()
-            assert info.protocol == "1.4" and info.has_trains
+            assert info.protocol == "1.5" and info.has_trains
             board.load(net())
             out, _ = board.client.run(ticks, sum(prog.sizes), SEED)
             np.testing.assert_array_equal(out, want)  # first-spike traffic: unchanged

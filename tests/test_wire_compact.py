@@ -102,7 +102,7 @@ def test_a_1_2_host_gets_plain_results_and_a_1_3_host_compact_ones_with_the_same
             return m
 
         client.link.recv = spy
-        assert client.info.protocol == "1.4"
+        assert client.info.protocol == "1.5"
         new, st_new = client.run(ticks, sum(prog.sizes), 77)
         got_new = set(seen)
         seen.clear()

@@ -118,7 +118,7 @@ def test_hello_reply_1_4_carries_the_train_limits_and_is_checked():
     back = M.ChipInfo.unpack(info.pack()).validate()
     for f in M.ChipInfo._TRAIN_FIELDS:
         assert np.float32(getattr(back, f)) == np.float32(getattr(info, f)), f
-    assert back.has_trains and back.adc_bits == 8 and back.train_max_steps == 4096 and back.protocol == "1.4"
+    assert back.has_trains and back.adc_bits == 8 and back.train_max_steps == 4096 and back.protocol == "1.5"
     # a 1.3 reply (no limits) reads as a chip without the mode
     import dataclasses
 
@@ -289,7 +289,7 @@ def test_bench_link_measures_spike_train_traffic():
     plain = bench.measure_trains(921600, 16, "&mismatch=0&noise=0", probe=False)
     probed = bench.measure_trains(921600, 16, "&mismatch=0&noise=0", probe=True, probe_period=4)
     for row in (plain, probed):
-        assert row["ok"] and row["protocol"] == "1.4" and row["samples"] == 16 and 0 < row["ratio"] < 1.2
+        assert row["ok"] and row["protocol"] == "1.5" and row["samples"] == 16 and 0 < row["ratio"] < 1.2
         assert row["bytes_per_sample"] == pytest.approx(row["request_bytes_per_sample"] + row["event_bytes_per_sample"]
                                                         + row["probe_bytes_per_sample"], abs=0.2)
     assert plain["probe_bytes_per_sample"] == 0

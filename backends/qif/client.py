@@ -215,12 +215,27 @@ class ChipClient:
         out = np.full((n, n_neurons), M.NO_SPIKE, dtype=np.uint16)
         state = {"done": 0, "chip_s": 0.0, "compute_s": 0.0, "result_bytes": 0}
         history: list[str] = []
+        # (1.5) the next part's request goes out while this part streams: the chip queues it
+        pipeline = info.protocol_minor >= M.PIPELINE_MINOR and self.hello_minor >= M.PIPELINE_MINOR
+        queued = None  # (req, start, end) of a request sent ahead
         while state["done"] < n:
             try:
-                self._run_part(ticks, state, min(n, state["done"] + per_req), seed, out, inject)
+                a = state["done"]
+                end = min(n, a + per_req)
+                if queued is not None and queued[1:] == (a, end):
+                    req = queued[0]
+                else:
+                    req = self._send_run(ticks, a, end, seed, inject)
+                queued = None
+                if pipeline and end < n:
+                    nxt = min(n, end + per_req)
+                    queued = (self._send_run(ticks, end, nxt, seed, inject), end, nxt)
+                    self.events["runs_queued"] += 1
+                self._run_part(ticks, state, end, seed, out, inject, req=req)
             except PortError:
                 raise
             except (LinkError, ProtocolError, RemoteError) as exc:
+                queued = None  # the recovery's HELLO cancels it; its replies are stale
                 if isinstance(exc, RemoteError) and exc.code not in RECOVERABLE:
                     raise
                 history.append(f"{type(exc).__name__}: {exc}")
@@ -359,8 +374,8 @@ class ChipClient:
         out[:, first:first + cnt.size] = 0
         np.add.at(out, (idx // m, s, idx % m), 1)
 
-    def _run_part(self, ticks, state, end, seed, out, inject=None) -> None:
-        start = state["done"]
+    def _send_run(self, ticks, start, end, seed, inject=None) -> int:
+        """Send the RUN (or RUN_INJECT) of samples start..end-1; returns its request id."""
         req = self._next_req()
         if inject is None:
             self.link.send(M.RUN, req, M.pack_run(seed, start, ticks[start:end]))
@@ -368,6 +383,14 @@ class ChipClient:
             dc, ps = inject
             self.link.send(M.RUN_INJECT, req, M.pack_run_inject(
                 seed, start, ticks[start:end], dc, None if ps is None else ps[start:end]))
+        return req
+
+    def _run_part(self, ticks, state, end, seed, out, inject=None, req=None) -> None:
+        """Receive the results of samples state["done"]..end-1: of request ``req``
+        if it was sent already, else of a RUN sent now."""
+        start = state["done"]
+        if req is None:
+            req = self._send_run(ticks, start, end, seed, inject)
         while True:
             m = self._wait(req, (M.RESULT, M.RESULT_COMPACT, M.RUN_DONE), self.reply_timeout)
             if m.type == M.RUN_DONE:

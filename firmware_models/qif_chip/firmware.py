@@ -20,7 +20,11 @@ at most ``spec.max_batch`` samples. Every failure becomes a typed ERROR reply,
 never a dead firmware. A RUN streams its results in messages of one frame
 each while the next block is computed in the background (like a chip whose
 DMA drains the TDC FIFO while the array runs). A new request arriving while a
-RUN streams cancels that RUN: the host only sends one when it gave up on it.
+RUN streams cancels that RUN: the host only sends one when it gave up on it;
+except (protocol 1.5) that a host whose HELLO said minor >= 5 may send its
+next RUN or RUN_INJECT while the last one streams: it waits in the receive
+queue and is served after the RUN_DONE, so the line carries no gap between
+runs (any other request still cancels).
 If the host stops acknowledging, the link's retries run out and the firmware
 returns to idle; a host that speaks protocol 1.1 is then told so at once
 (ERROR LINK_RESET for the request being answered), so it asks again instead
@@ -89,6 +93,8 @@ class Firmware:
         self.host_minor = 0  # protocol minor version of the host, from its last HELLO
         self.t_boot = time.monotonic()
         self._pool = ThreadPoolExecutor(max_workers=1)
+        #: (1.5) (message, parsed RUN, future of its first chunk) of a queued RUN computed ahead
+        self._ahead = None
 
     # ------------------------------------------------------------ loop
     def serve(self, should_stop=lambda: False) -> None:
@@ -105,6 +111,12 @@ class Firmware:
 
     def handle(self, msg: M.Message) -> None:
         req = msg.req
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is not msg:
+            # computed ahead for a RUN that is not the one served now: never leave it
+            # running into another command (it may reconfigure the core)
+            self._ahead = None
+            ahead[2].cancel() or ahead[2].exception()
         try:
             if isinstance(msg, Oversized):
                 return self.error(req, M.E_BUFFER_OVERFLOW,
@@ -197,9 +209,50 @@ class Firmware:
         inject = np.broadcast_to(total, (ticks.shape[0], m))
         self.on_run(req, None, (seed, first, ticks), inject)
 
+    def _compute(self, ticks, seed, first, inject, a, b):
+        c0 = time.perf_counter()
+        res = self.core.run(ticks[a:b], seed, first + a, None if inject is None else inject[a:b])
+        return res, time.perf_counter() - c0
+
+    def _compute_ahead(self) -> None:
+        """(1.5) Start the first chunk of a RUN queued behind the one streaming, so
+        that its results can leave right after this RUN_DONE. The noise depends
+        only on (seed, sample index), so computing early changes no result; a RUN
+        that would be refused (bad shape, too large) is left to `on_run`."""
+        if self.host_minor < M.PIPELINE_MINOR or self._ahead is not None or not self.link.inbox:
+            return
+        m = self.link.inbox[0]
+        if isinstance(m, Oversized) or m.type != M.RUN or self.core.cfg is None:
+            return
+        try:
+            seed, first, ticks = M.unpack_run(m.payload)
+        except ProtocolError:
+            return
+        n = ticks.shape[0]
+        if n == 0 or n > self.spec.max_batch or ticks.shape[1] != self.core.cfg.n_inputs:
+            return
+        self._ahead = (m, (seed, first, ticks),
+                       self._pool.submit(self._compute, ticks, seed, first, None, 0, min(n, self.FIRST_CHUNK)))
+
+    def _moved_on(self) -> bool:
+        """A message arrived while a RUN streams: the host gave up on the RUN, unless
+        it pipelines (its HELLO said minor >= 5) and every message waiting is a RUN
+        or RUN_INJECT, queued to be served after this one."""
+        if not self.link.inbox:
+            return False
+        if self.host_minor < M.PIPELINE_MINOR:
+            return True
+        return any(isinstance(m, Oversized) or m.type not in (M.RUN, M.RUN_INJECT) for m in self.link.inbox)
+
     def on_run(self, req: int, payload: bytes | None, parsed=None, inject=None) -> None:
         if self.core.cfg is None:
             return self.error(req, M.E_NOT_CONFIGURED, "RUN before CONFIG (chip was reset or restarted)")
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and payload is not None and ahead[0].payload is payload:
+            parsed = ahead[1]
+        elif ahead is not None:
+            ahead[2].cancel() or ahead[2].exception()
+            ahead = None
         seed, first, ticks = M.unpack_run(payload) if parsed is None else parsed
         cfg = self.core.cfg
         n = ticks.shape[0]
@@ -222,11 +275,13 @@ class Firmware:
         compute_s = 0.0
 
         def compute(a, b):
-            c0 = time.perf_counter()
-            res = self.core.run(ticks[a:b], seed, first + a, None if inject is None else inject[a:b])
-            return res, time.perf_counter() - c0
+            return self._compute(ticks, seed, first, inject, a, b)
 
-        fut = self._pool.submit(compute, *bounds[0]) if bounds else None
+        fut = None
+        if ahead is not None and bounds and bounds[0] == (0, min(n, self.FIRST_CHUNK)):
+            fut = ahead[2]  # this RUN's first chunk, computed while the last one streamed
+        elif bounds:
+            fut = self._pool.submit(compute, *bounds[0])
         try:
             for i, (a, b) in enumerate(bounds):
                 res, cs = fut.result()
@@ -235,8 +290,10 @@ class Firmware:
                 pieces = (compact_pieces(res, self.link.max_payload) if compact
                           else range(0, b - a, per_msg))
                 for k in pieces:
-                    if self.link.inbox:  # the host moved on: cancel this run
+                    if self._moved_on():  # the host gave up on this run: cancel it
                         return
+                    if fut is None and self._ahead is None:
+                        self._compute_ahead()  # the integrator is free while the last chunk streams
                     if compact:
                         k0, k1 = k
                         self.link.send(M.RESULT_COMPACT, req, M.pack_result_compact(first + a + k0, res[k0:k1]))

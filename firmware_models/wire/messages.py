@@ -26,10 +26,14 @@ PROTOCOL_VERSION = 1
 #: 1.2: RUN_INJECT, per-neuron injected current, and ``inject_max`` in HELLO_REPLY;
 #: 1.3: RESULT_COMPACT, only the fired neurons' ticks, sent to hosts whose HELLO says minor >= 3;
 #: 1.4: spike-train mode -- TRAIN_CONFIG, RUN_TRAINS, TRAIN_EVENTS, PROBE_CODES -- and the spike-train
-#: limits appended to HELLO_REPLY; served only to hosts whose HELLO says minor >= 4)
-PROTOCOL_MINOR = 4
+#: limits appended to HELLO_REPLY; served only to hosts whose HELLO says minor >= 4;
+#: 1.5: RUN pipelining -- a RUN or RUN_INJECT that arrives while a RUN streams waits its turn
+#: instead of cancelling it, for hosts whose HELLO says minor >= 5)
+PROTOCOL_MINOR = 5
 #: the first minor version that has the spike-train messages
 TRAINS_MINOR = 4
+#: the first minor version whose chips queue a RUN behind the one streaming
+PIPELINE_MINOR = 5
 NO_SPIKE = 0xFFFF  # tick value meaning "no spike in this trial"
 MAX_TICK = 0xFFFE
 
