@@ -1,6 +1,11 @@
 """bitexact vs Lava: the same network and the same samples, one run.
 
     .venv/bin/python bench/bench_loihi.py [--net NET.hwnet] [--samples 1000] [--steps 100] [--bitexact-only]
+    .venv/bin/python bench/bench_loihi.py --net NET.hwnet --kernel-baseline REV [--threads 1]
+
+``--kernel-baseline REV`` only times the numba kernels of git revision REV
+against this tree's on the same layers and inputs, alternating (both layers,
+no backend), and checks that their spikes agree.
 
 Without ``--net`` a Yin-Yang-shaped LIF network (4-120-3 + bias spikes) is
 initialised at random (seeded). Inputs are the Yin-Yang test split through
@@ -177,6 +182,75 @@ def run_lava_fastest(layers, steps: int, in_steps: np.ndarray) -> dict:
         os.unlink(f.name)
 
 
+def compare_kernels(net: Network, t: np.ndarray, steps: int, rev: str, threads: int, rounds: int = 15) -> dict:
+    """The numba kernel file of git revision ``rev`` against this tree's, the same
+    layers and inputs, ``rounds`` alternating timings of both layers' kernels (no
+    backend, no conversions to times): min and median wall and CPU ms per batch."""
+    import importlib.util
+    import inspect
+
+    from hwloop.firmware_models.loihi import _numba_kernel as new_k
+
+    src = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:firmware_models/loihi/_numba_kernel.py"],
+                         capture_output=True, text=True, check=True).stdout
+    d = tempfile.mkdtemp(prefix="bitexact_kernel_")
+    path = os.path.join(d, f"kernel_{rev}.py")
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location(f"kernel_{rev}", path)
+    old_k = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old_k)
+    old_prune = "prune_every" in inspect.signature(old_k.layer_kernel).parameters
+    with open_target(f"bitexact?steps={steps}") as be:
+        core = be.load(net).core
+        k_in = be._compiled.to_steps(t)
+
+    def prep(layer):
+        valid = layer.bias_steps[(layer.bias_steps >= 0) & (layer.bias_steps < steps)]
+        bias_step = np.zeros(steps, np.bool_)
+        bias_step[valid] = True
+        eff = layer.effective_bias.astype(np.int64)
+        return (layer.weight.astype(np.int64), layer.weight_exp, layer.bias_input(steps), bias_step,
+                int(valid.max()) if valid.size else -1, eff, bool(eff.any()), 4096 - (layer.du + 1), 4096 - layer.dv,
+                layer.du + 1, layer.vth << 6, steps)
+
+    regs = [prep(layer) for layer in core.layers]
+
+    def run(kernel, prune):
+        x = np.where((k_in >= 0) & (k_in < steps), k_in, steps).astype(np.int64)
+        outs = []
+        for layer, r in zip(core.layers, regs):
+            o = np.empty((x.shape[0], layer.n_out), np.int64)
+            kernel.layer_kernel(x, *r, *((4,) if prune else ()), o, threads=threads)
+            outs.append(o)
+            x = np.where(o >= 0, o, steps)
+        return outs
+
+    agree = all(np.array_equal(a, b) for a, b in zip(run(old_k, old_prune), run(new_k, False)))
+    times = {"baseline": [], "this tree": []}
+    for _ in range(rounds):
+        for name, (k, pr) in (("baseline", (old_k, old_prune)), ("this tree", (new_k, False))):
+            t0, c0 = time.perf_counter(), time.process_time()
+            run(k, pr)
+            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    res = {"baseline": rev, "threads": threads, "samples": int(t.shape[0]), "agree": agree}
+    for name, v in times.items():
+        w, c = sorted(x[0] for x in v), sorted(x[1] for x in v)
+        res[name] = {"wall_ms_min": w[0] * 1e3, "wall_ms_median": w[len(w) // 2] * 1e3,
+                     "cpu_ms_min": c[0] * 1e3, "cpu_ms_median": c[len(c) // 2] * 1e3}
+    b, n = res["baseline"], res["this tree"]
+    res["speedup_wall_median"] = b["wall_ms_median"] / n["wall_ms_median"]
+    res["speedup_cpu_median"] = b["cpu_ms_median"] / n["cpu_ms_median"]
+    for name in ("baseline", "this tree"):
+        r = res[name]
+        print(f"{name:>10} ({rev if name == 'baseline' else 'HEAD+'}): wall {r['wall_ms_min']:.2f} min / "
+              f"{r['wall_ms_median']:.2f} median ms, CPU {r['cpu_ms_min']:.2f} / {r['cpu_ms_median']:.2f} ms "
+              f"per {res['samples']} samples, {threads} thread(s)")
+    print(f"kernels   : this tree {res['speedup_wall_median']:.2f}x wall, {res['speedup_cpu_median']:.2f}x CPU "
+          f"(medians of {rounds} alternating rounds); spikes agree: {agree}")
+    return res
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--net", default=None)
@@ -185,6 +259,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=5, help="bitexact timing: best of N")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--bitexact-only", action="store_true", help="skip Lava (no ratio, no agreement check)")
+    ap.add_argument("--kernel-baseline", metavar="REV",
+                    help="only compare the numba kernels with git revision REV's, side by side (no Lava)")
+    ap.add_argument("--threads", type=int, default=None, help="--kernel-baseline: kernel threads (default: all)")
     ap.add_argument("--lava-fastest-child", help=argparse.SUPPRESS)  # internal: one Lava run in its own process
     args = ap.parse_args(argv)
     if args.lava_fastest_child:
@@ -193,6 +270,12 @@ def main(argv=None) -> dict:
     net = Network.load(args.net) if args.net else random_yinyang_net()
     t = inputs(net, args.samples)
     S = args.samples
+    if args.kernel_baseline:
+        res = compare_kernels(net, t, args.steps, args.kernel_baseline, args.threads)
+        res["agree_spike_for_spike"] = res["agree"]
+        if args.json:
+            print(json.dumps(res))
+        return res
 
     with open_target(f"bitexact?steps={args.steps}") as be:
         compiled = be.load(net)
