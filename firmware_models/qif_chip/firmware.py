@@ -278,10 +278,9 @@ class Firmware:
             return self._compute(ticks, seed, first, inject, a, b)
 
         fut = None
-        if ahead is not None and bounds and bounds[0] == (0, min(n, self.FIRST_CHUNK)):
-            fut = ahead[2]  # this RUN's first chunk, computed while the last one streamed
-        elif bounds:
-            fut = self._pool.submit(compute, *bounds[0])
+        if bounds:
+            # the first chunk, (0, FIRST_CHUNK) as `_compute_ahead` computed it while the last RUN streamed
+            fut = ahead[2] if ahead is not None else self._pool.submit(compute, *bounds[0])
         try:
             for i, (a, b) in enumerate(bounds):
                 res, cs = fut.result()
