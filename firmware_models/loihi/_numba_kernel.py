@@ -73,35 +73,24 @@ def layer_samples(b0, b1, in_steps, w, weight_exp, bias_in, bias_step, last_inpu
     n = w.shape[1]
     if b0 >= b1:
         return
-    start = np.empty(steps + 2, np.int64)
-    order = np.empty(n_src, np.int64)
+    # acc[k, j]: the summed weights of the sample's sources that spiked at step k
+    # (zero again after each sample: only the rows it wrote are cleared)
+    acc = np.zeros((steps, n), np.int64)
     first_bias = steps
     for k in range(steps):
         if bias_step[k]:
             first_bias = k
             break
     for b in range(b0, b1):
-        # counting sort of this sample's source spikes by step:
-        # sources of step k are order[start[k]:start[k + 1]]
-        for k in range(steps + 2):
-            start[k] = 0
         last = last_input
         first = first_bias
         for i in range(n_src):
             s = in_steps[b, i]
             if 0 <= s < steps:
-                start[s + 2] += 1
-                if s > last:
-                    last = s
-                if s < first:
-                    first = s
-        for k in range(2, steps + 2):
-            start[k] += start[k - 1]
-        for i in range(n_src):
-            s = in_steps[b, i]
-            if 0 <= s < steps:
-                order[start[s + 1]] = i
-                start[s + 1] += 1
+                for j in range(n):
+                    acc[s, j] += w[i, j]
+                last = max(last, s)
+                first = min(first, s)
         # with no constant bias, u = v = 0 until the first input: nothing happens
         k0 = 0 if eb_any else first
         for j in range(n):
@@ -110,19 +99,13 @@ def layer_samples(b0, b1, in_steps, w, weight_exp, bias_in, bias_step, last_inpu
             v = np.int64(0)
             res = -1
             for k in range(k0, steps):
-                e0 = start[k]
-                e1 = start[k + 1]
-                if e0 < e1 or bias_step[k]:
-                    acc = np.int64(0)
-                    for e in range(e0, e1):
-                        acc += w[order[e], j]
-                    if weight_exp >= 0:
-                        acc = ((acc << weight_exp) + bias_in[k, j]) << 6
-                    else:
-                        acc = ((acc >> (-weight_exp)) + bias_in[k, j]) << 6
-                    u = wrap24(trunc_decay(u, fu) + acc)
+                # on a step without input a is 0 and the wrap a no-op (|u| only shrinks)
+                a = acc[k, j]
+                if weight_exp >= 0:
+                    a = ((a << weight_exp) + bias_in[k, j]) << 6
                 else:
-                    u = trunc_decay(u, fu)  # no input: |u| only shrinks, no wrap possible
+                    a = ((a >> (-weight_exp)) + bias_in[k, j]) << 6
+                u = wrap24(trunc_decay(u, fu) + a)
                 v = clip24(trunc_decay(v, fv) + u + eb)
                 if v > vth:
                     res = k  # one spike per trial: the neuron is done
@@ -135,6 +118,11 @@ def layer_samples(b0, b1, in_steps, w, weight_exp, bias_in, bias_step, last_inpu
                     if vp * du1 + up * fu <= vth * du1:
                         break
             out[b, j] = res
+        for i in range(n_src):
+            s = in_steps[b, i]
+            if 0 <= s < steps:
+                for j in range(n):
+                    acc[s, j] = 0
 
 
 # ------------------------------------------------------------------ the block kernel
