@@ -30,8 +30,8 @@ vectorised transcription of the equations above; the readable reference) and
 ``numba`` (two fused kernels, `_numba_kernel.py`: SIMD over the live neurons
 of blocks of samples for wide layers, one neuron at a time for narrow ones;
 both skip neurons that have fired and stop a neuron as soon as it provably
-cannot fire again; 75x the numpy engine's speed on the Yin-Yang network,
-1000 samples, one thread: 4.0 against 299 ms CPU). Tests check
+cannot fire again; 87x the numpy engine's speed on the Yin-Yang network,
+1000 samples, one thread: 3.5 against 304 ms CPU). Tests check
 both against Lava itself.
 """
 
