@@ -45,7 +45,8 @@ def trunc_decay(x, factor):
 
 @nb.njit(cache=True, inline="always")
 def wrap24(d):
-    # u is a 24-bit register: one wrap suffices, |d| < 3 * 2**23
+    # u is a 24-bit register: one wrap suffices, |d| < 3 * 2**23 (an int, or a float
+    # holding one: the block kernel's)
     if d > 8388608:
         d -= 16777216
     elif d <= -8388608:
@@ -134,16 +135,6 @@ PRUNE_PERIOD = 32
 _LIM = 8388607.0  # +-(2**23 - 1), v's clip
 
 
-@nb.njit(cache=True, inline="always")
-def wrap24f(d):
-    # `wrap24` on a float holding an integer
-    if d > 8388608.0:
-        d -= 16777216.0
-    elif d <= -8388608.0:
-        d += 16777216.0
-    return d
-
-
 # The block kernel's u and v are float64 holding integers: every value is an
 # integer below 2**53 in magnitude (24-bit state, 12-bit decay factors, products
 # below 2**36), so each product, sum and comparison is exact, and
@@ -154,53 +145,40 @@ def wrap24f(d):
 # wraparound, which would stop the vectoriser.
 
 @nb.njit(cache=True, inline="always")
+def _v_next(v, gv, uu, ebx, eb_any):
+    if eb_any:
+        return min(max(np.trunc(v * gv) + uu + ebx, -_LIM), _LIM)
+    # no constant bias: no upper clip needed, v above the limit fires either way
+    return max(np.trunc(v * gv) + uu, -_LIM)
+
+
+@nb.njit(cache=True, inline="always")
 def _step_input(x0, x1, k, u, v, eb, fs, jj, row, n, eb_any, gu, gv, fvth):
     """One step of slots x0..x1-1, all of one sample, with input ``row[neuron]``;
-    returns how many fired now (their step goes to ``fs``)."""
+    returns how many fired now (their step goes to ``fs``). (``eb_any`` is the
+    same on every iteration: the compiler moves the test out of the loops.)"""
     nf = 0
     if x1 - x0 == n:
         # all of the sample's neurons are live: its slots are neurons 0..n-1 (no gather)
         base = np.uint64(x0)
-        if eb_any:
-            for t in range(np.uint64(n)):
-                x = base + t
-                uu = wrap24f(np.trunc(u[x] * gu) + row[t])
-                u[x] = uu
-                vv = min(max(np.trunc(v[x] * gv) + uu + eb[x], -_LIM), _LIM)
-                v[x] = vv
-                f = (vv > fvth) & (fs[x] < 0)
-                fs[x] = k if f else fs[x]
-                nf += f
-        else:
-            for t in range(np.uint64(n)):
-                x = base + t
-                uu = wrap24f(np.trunc(u[x] * gu) + row[t])
-                u[x] = uu
-                # no constant bias: no upper clip needed, v above the limit fires either way
-                vv = max(np.trunc(v[x] * gv) + uu, -_LIM)
-                v[x] = vv
-                f = (vv > fvth) & (fs[x] < 0)
-                fs[x] = k if f else fs[x]
-                nf += f
+        for t in range(np.uint64(n)):
+            x = base + t
+            uu = wrap24(np.trunc(u[x] * gu) + row[t])
+            u[x] = uu
+            vv = _v_next(v[x], gv, uu, eb[x], eb_any)
+            v[x] = vv
+            f = (vv > fvth) & (fs[x] < 0)
+            fs[x] = k if f else fs[x]
+            nf += f
         return nf
-    if eb_any:
-        for x in range(np.uint64(x0), np.uint64(x1)):
-            uu = wrap24f(np.trunc(u[x] * gu) + row[jj[x]])
-            u[x] = uu
-            vv = min(max(np.trunc(v[x] * gv) + uu + eb[x], -_LIM), _LIM)
-            v[x] = vv
-            f = (vv > fvth) & (fs[x] < 0)
-            fs[x] = k if f else fs[x]
-            nf += f
-    else:
-        for x in range(np.uint64(x0), np.uint64(x1)):
-            uu = wrap24f(np.trunc(u[x] * gu) + row[jj[x]])
-            u[x] = uu
-            vv = max(np.trunc(v[x] * gv) + uu, -_LIM)
-            v[x] = vv
-            f = (vv > fvth) & (fs[x] < 0)
-            fs[x] = k if f else fs[x]
-            nf += f
+    for x in range(np.uint64(x0), np.uint64(x1)):
+        uu = wrap24(np.trunc(u[x] * gu) + row[jj[x]])
+        u[x] = uu
+        vv = _v_next(v[x], gv, uu, eb[x], eb_any)
+        v[x] = vv
+        f = (vv > fvth) & (fs[x] < 0)
+        fs[x] = k if f else fs[x]
+        nf += f
     return nf
 
 
@@ -208,24 +186,14 @@ def _step_input(x0, x1, k, u, v, eb, fs, jj, row, n, eb_any, gu, gv, fvth):
 def _step_free(x0, x1, k, u, v, eb, fs, eb_any, gu, gv, fvth):
     """One step of slots x0..x1-1 (any samples) with no input: |u| only shrinks, no wrap."""
     nf = 0
-    if eb_any:
-        for x in range(np.uint64(x0), np.uint64(x1)):
-            uu = np.trunc(u[x] * gu)
-            u[x] = uu
-            vv = min(max(np.trunc(v[x] * gv) + uu + eb[x], -_LIM), _LIM)
-            v[x] = vv
-            f = (vv > fvth) & (fs[x] < 0)
-            fs[x] = k if f else fs[x]
-            nf += f
-    else:
-        for x in range(np.uint64(x0), np.uint64(x1)):
-            uu = np.trunc(u[x] * gu)
-            u[x] = uu
-            vv = max(np.trunc(v[x] * gv) + uu, -_LIM)
-            v[x] = vv
-            f = (vv > fvth) & (fs[x] < 0)
-            fs[x] = k if f else fs[x]
-            nf += f
+    for x in range(np.uint64(x0), np.uint64(x1)):
+        uu = np.trunc(u[x] * gu)
+        u[x] = uu
+        vv = _v_next(v[x], gv, uu, eb[x], eb_any)
+        v[x] = vv
+        f = (vv > fvth) & (fs[x] < 0)
+        fs[x] = k if f else fs[x]
+        nf += f
     return nf
 
 
