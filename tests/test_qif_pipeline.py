@@ -13,20 +13,10 @@ import pytest
 from hwloop.backends.base import parse_target
 from hwloop.backends.qif import QifSerialBackend
 from hwloop.firmware_models.wire import messages as M
-from hwloop.network import InputEncoding, Layer, Network, NeuronParams, OutputDecoding
-
 from linkproxy import LinkProxy
+from test_qif_chip_link import same, small_net  # the link tests' network and comparison
 
-QIF = NeuronParams(model="qif", tau_syn=1.0, tau_mem=1.0, threshold=1.0, options={"i0": 1.25, "v0": 0.5})
 PER_RUN = 40  # samples per RUN the host is told the chip buffers: 300 samples make 8 RUNs
-
-
-def small_net(seed=0):
-    rng = np.random.default_rng(seed)
-    return Network(
-        layers=(Layer(rng.normal(0, 0.6, (5, 20)), QIF, bias_times=(0.3,)), Layer(rng.normal(0, 0.6, (21, 3)), QIF, bias_times=(0.1,))),
-        encoding=InputEncoding(n_features=4), decoding=OutputDecoding(classes=("a", "b", "c")), t_max=3.0,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +40,6 @@ def run(be, x, minor):
     be.run_index = 0  # the same run seed every time
     m = be.run(x)
     return m, c.events["runs_queued"] - queued
-
-
-def same(a, b):
-    return all(np.array_equal(p, q) for p, q in zip(a.times, b.times))
 
 
 def test_pipelined_runs_give_the_results_of_one_run_at_a_time(rig):

@@ -155,24 +155,16 @@ def _v_next(v, gv, uu, ebx, eb_any):
 @nb.njit(cache=True, inline="always")
 def _step_input(x0, x1, k, u, v, eb, fs, jj, row, n, eb_any, gu, gv, fvth):
     """One step of slots x0..x1-1, all of one sample, with input ``row[neuron]``;
-    returns how many fired now (their step goes to ``fs``). (``eb_any`` is the
-    same on every iteration: the compiler moves the test out of the loops.)"""
+    returns how many fired now (their step goes to ``fs``). When all of the
+    sample's neurons are live its slots are neurons 0..n-1 and the row is read
+    in order, no gather (``full`` and ``eb_any`` are the same on every
+    iteration: the compiler moves both tests out of the loop)."""
     nf = 0
-    if x1 - x0 == n:
-        # all of the sample's neurons are live: its slots are neurons 0..n-1 (no gather)
-        base = np.uint64(x0)
-        for t in range(np.uint64(n)):
-            x = base + t
-            uu = wrap24(np.trunc(u[x] * gu) + row[t])
-            u[x] = uu
-            vv = _v_next(v[x], gv, uu, eb[x], eb_any)
-            v[x] = vv
-            f = (vv > fvth) & (fs[x] < 0)
-            fs[x] = k if f else fs[x]
-            nf += f
-        return nf
-    for x in range(np.uint64(x0), np.uint64(x1)):
-        uu = wrap24(np.trunc(u[x] * gu) + row[jj[x]])
+    full = x1 - x0 == n
+    base = np.uint64(x0)
+    for t in range(np.uint64(x1 - x0)):
+        x = base + t
+        uu = wrap24(np.trunc(u[x] * gu) + row[t if full else jj[x]])
         u[x] = uu
         vv = _v_next(v[x], gv, uu, eb[x], eb_any)
         v[x] = vv
