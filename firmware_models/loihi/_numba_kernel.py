@@ -153,6 +153,18 @@ def _v_next(v, gv, uu, ebx, eb_any):
 
 
 @nb.njit(cache=True, inline="always")
+def _slot_update(x, k, uu, u, v, eb, fs, eb_any, gv, fvth):
+    """Slot x at step k, given its new u: store u and v; True if it fired now
+    (its step goes to ``fs``; a slot that fired before does not fire again)."""
+    u[x] = uu
+    vv = _v_next(v[x], gv, uu, eb[x], eb_any)
+    v[x] = vv
+    f = (vv > fvth) & (fs[x] < 0)
+    fs[x] = k if f else fs[x]
+    return f
+
+
+@nb.njit(cache=True, inline="always")
 def _step_input(x0, x1, k, u, v, eb, fs, jj, row, n, eb_any, gu, gv, fvth):
     """One step of slots x0..x1-1, all of one sample, with input ``row[neuron]``;
     returns how many fired now (their step goes to ``fs``). When all of the
@@ -164,13 +176,7 @@ def _step_input(x0, x1, k, u, v, eb, fs, jj, row, n, eb_any, gu, gv, fvth):
     base = np.uint64(x0)
     for t in range(np.uint64(x1 - x0)):
         x = base + t
-        uu = wrap24(np.trunc(u[x] * gu) + row[t if full else jj[x]])
-        u[x] = uu
-        vv = _v_next(v[x], gv, uu, eb[x], eb_any)
-        v[x] = vv
-        f = (vv > fvth) & (fs[x] < 0)
-        fs[x] = k if f else fs[x]
-        nf += f
+        nf += _slot_update(x, k, wrap24(np.trunc(u[x] * gu) + row[t if full else jj[x]]), u, v, eb, fs, eb_any, gv, fvth)
     return nf
 
 
@@ -179,13 +185,7 @@ def _step_free(x0, x1, k, u, v, eb, fs, eb_any, gu, gv, fvth):
     """One step of slots x0..x1-1 (any samples) with no input: |u| only shrinks, no wrap."""
     nf = 0
     for x in range(np.uint64(x0), np.uint64(x1)):
-        uu = np.trunc(u[x] * gu)
-        u[x] = uu
-        vv = _v_next(v[x], gv, uu, eb[x], eb_any)
-        v[x] = vv
-        f = (vv > fvth) & (fs[x] < 0)
-        fs[x] = k if f else fs[x]
-        nf += f
+        nf += _slot_update(x, k, np.trunc(u[x] * gu), u, v, eb, fs, eb_any, gv, fvth)
     return nf
 
 
