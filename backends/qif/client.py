@@ -236,29 +236,32 @@ class ChipClient:
                 raise
             except (LinkError, ProtocolError, RemoteError) as exc:
                 queued = None  # the recovery's HELLO cancels it; its replies are stale
-                if isinstance(exc, RemoteError) and exc.code not in RECOVERABLE:
-                    raise
-                history.append(f"{type(exc).__name__}: {exc}")
-                self.events["recoveries"] += 1
-                if len(history) > self.max_recoveries:
-                    raise LinkError(
-                        f"{self.name}: gave up after {self.max_recoveries} recoveries at sample "
-                        f"{state['done']} of {n}; errors: " + " | ".join(history)
-                    ) from None
-                try:
-                    self._recover()
-                except (RemoteError, PortError, ChipLimitError):
-                    raise
-                except HandshakeFailed as exc2:
-                    history.append(f"{type(exc2).__name__}: {exc2}")
-                    raise LinkError(
-                        f"{self.name}: gave up at sample {state['done']} of {n}: the chip did not answer a "
-                        f"handshake within {self.connect_timeout:g} s; errors: " + " | ".join(history)
-                    ) from None
-                except (LinkError, ProtocolError) as exc2:
-                    history.append(f"{type(exc2).__name__}: {exc2}")  # the next attempt starts over
+                self._recover_or_give_up(exc, history, state["done"], n)
         return out, {"chip_s": state["chip_s"], "compute_s": state["compute_s"], "recoveries": len(history),
                      "errors": history, "result_bytes": state["result_bytes"]}
+
+    def _recover_or_give_up(self, exc: Exception, history: list[str], done: int, n: int) -> None:
+        """After ``exc`` stopped a run at sample ``done`` of ``n``: re-raise it if the
+        chip's answer is final, give up (LinkError) past ``max_recoveries`` or when
+        the chip does not answer a handshake, else recover (`_recover`) so that the
+        caller's next attempt resumes; ``history`` collects the errors."""
+        if isinstance(exc, RemoteError) and exc.code not in RECOVERABLE:
+            raise exc
+        history.append(f"{type(exc).__name__}: {exc}")
+        self.events["recoveries"] += 1
+        if len(history) > self.max_recoveries:
+            raise LinkError(f"{self.name}: gave up after {self.max_recoveries} recoveries at sample {done} of {n}; "
+                            f"errors: " + " | ".join(history)) from None
+        try:
+            self._recover()
+        except (RemoteError, PortError, ChipLimitError):
+            raise
+        except HandshakeFailed as exc2:
+            history.append(f"{type(exc2).__name__}: {exc2}")
+            raise LinkError(f"{self.name}: gave up at sample {done} of {n}: the chip did not answer a handshake "
+                            f"within {self.connect_timeout:g} s; errors: " + " | ".join(history)) from None
+        except (LinkError, ProtocolError) as exc2:
+            history.append(f"{type(exc2).__name__}: {exc2}")  # the next attempt starts over
 
     def _recover(self) -> None:
         """Handshake again and re-send the configuration if the chip lost it. A
@@ -301,25 +304,7 @@ class ChipClient:
             except PortError:
                 raise
             except (LinkError, ProtocolError, RemoteError) as exc:
-                if isinstance(exc, RemoteError) and exc.code not in RECOVERABLE:
-                    raise
-                history.append(f"{type(exc).__name__}: {exc}")
-                self.events["recoveries"] += 1
-                if len(history) > self.max_recoveries:
-                    raise LinkError(
-                        f"{self.name}: gave up after {self.max_recoveries} recoveries at sample "
-                        f"{state['done']} of {n}; errors: " + " | ".join(history)) from None
-                try:
-                    self._recover()
-                except (RemoteError, PortError, ChipLimitError):
-                    raise
-                except HandshakeFailed as exc2:
-                    history.append(f"{type(exc2).__name__}: {exc2}")
-                    raise LinkError(
-                        f"{self.name}: gave up at sample {state['done']} of {n}: the chip did not answer a "
-                        f"handshake within {self.connect_timeout:g} s; errors: " + " | ".join(history)) from None
-                except (LinkError, ProtocolError) as exc2:
-                    history.append(f"{type(exc2).__name__}: {exc2}")
+                self._recover_or_give_up(exc, history, state["done"], n)
         return out, codes, {"chip_s": state["chip_s"], "compute_s": state["compute_s"], "recoveries": len(history),
                             "errors": history, "result_bytes": state["result_bytes"],
                             "probe_bytes": state["probe_bytes"], "request_bytes": state["request_bytes"]}
