@@ -42,6 +42,13 @@ RUN_TRAINS request (the input events, bit-packed) plus its TRAIN_EVENTS
     bound        = (baud / 10) / bytes/sample          samples/s
 
     .venv/bin/python bench/bench_link.py --trains --baud 921600
+
+``--timeline`` says where a run's time goes (host timestamps of every reply):
+per RUN the silence after the previous RUN_DONE and the line share of its
+results, for a host that pipelines its RUNs (protocol 1.5) and one that does
+not (1.4), alternating:
+
+    .venv/bin/python bench/bench_link.py --timeline --baud 921600 [--repeat 2]
 """
 
 from __future__ import annotations
@@ -176,6 +183,57 @@ def measure(baud: int, samples: int, hidden: int, die: str, ber: float | None, e
     if not same:
         row["error"] = "results differ from the clean run"
     return row
+
+
+def timeline(baud: int, samples: int, hidden: int, die: str, minor: int | None = None) -> dict:
+    """Where a run's time goes: the host's arrival time of every reply message of
+    one ``qif-emu`` run (default link options, no proxy), per RUN the silence
+    after the previous RUN_DONE before its first result, and the share of the
+    line its results used while they streamed. ``minor``: the protocol minor
+    the host announces (4: one RUN at a time, as before protocol 1.5)."""
+    from hwloop.backends.qif.client import ChipClient
+    from hwloop.firmware_models.wire import messages as M
+
+    net = yin_yang_sized_net(hidden)
+    x = np.random.default_rng(1).uniform(0, 1, (samples, 4))
+    log = []
+    real = ChipClient._wait
+
+    def wait(self, req, expect, timeout):
+        m = real(self, req, expect, timeout)
+        log.append((time.perf_counter(), m.type, len(m.payload)))
+        return m
+
+    chip, _ = open_chip(baud, die, False, [])
+    try:
+        if minor is not None:
+            chip.client.hello_minor = minor
+            chip.client.connect()
+        chip.load(net)
+        chip.run(x[:8])
+        ChipClient._wait = wait
+        chip.run_index = 10
+        t0 = time.perf_counter()
+        m = chip.run(x)
+        wall = time.perf_counter() - t0
+    finally:
+        ChipClient._wait = real
+        chip.close()
+    runs, prev, first = [], 0.0, None
+    part_bytes = 0
+    for t, mtype, size in log:
+        t -= t0
+        if mtype == M.RUN_DONE:
+            runs.append({"gap_s": round(first - prev, 3), "stream_s": round(t - first, 3), "bytes": part_bytes,
+                         "line_share": round(part_bytes / max(t - first, 1e-9) / (baud / 10), 3)})
+            prev, first, part_bytes = t, None, 0
+            continue
+        if first is None:
+            first = t
+        part_bytes += size
+    return {"baud": baud, "samples": samples, "protocol": chip.chip_info.protocol if minor is None else f"1.{minor}",
+            "wall_s": round(wall, 3), "samples_per_s": round(samples / wall, 1), "chip_compute_s": round(m.info["compute_s"], 3),
+            "gaps_s": round(sum(r["gap_s"] for r in runs[1:]), 3), "runs": runs}  # the first RUN's wait is not between RUNs
 
 
 def randman_sized_trains_net(seed: int = 0, n_in: int = 20, hidden: int = 128, n_out: int = 10, steps: int = 100) -> Network:
@@ -341,6 +399,9 @@ def main(argv=None) -> int:
     p.add_argument("--trains", action="store_true",
                    help="only the spike-train traffic (protocol 1.4): run_raster without and with probes")
     p.add_argument("--probe-period", type=int, default=1, help="--trains: steps between membrane samples")
+    p.add_argument("--timeline", action="store_true",
+                   help="where the time goes: per RUN, the silence before its first result and the line share "
+                        "of its results (host timestamps), with protocol 1.5 pipelining and without (1.4)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one row as JSON (for --baseline)
     args = p.parse_args(argv)
@@ -356,6 +417,24 @@ def main(argv=None) -> int:
                   f"trials ({r['wall_s']} s)", file=out, flush=True)
         if args.json:
             print(json.dumps({"bench": "link-in-memory", "rows": rows}))
+        return 0
+    if args.timeline:
+        rows = []
+        for baud in args.baud:
+            n = args.samples or max(64, int(6 * baud / 10 / (8 + (args.hidden + 3))))
+            for _ in range(args.repeat):
+                for minor in (4, None):
+                    r = timeline(baud, n, args.hidden, die, minor)
+                    rows.append(r)
+                    print(f"protocol {r['protocol']}  baud {baud:>7}  {n} samples in {r['wall_s']} s "
+                          f"({r['samples_per_s']}/s), chip compute {r['chip_compute_s']} s, silence between RUNs "
+                          f"{r['gaps_s']} s", file=out, flush=True)
+                    for i, run in enumerate(r["runs"]):
+                        print(f"    RUN {i}: first result {run['gap_s']:.3f} s after the last RUN_DONE, then "
+                              f"{run['bytes']} B in {run['stream_s']:.3f} s: {100 * run['line_share']:.1f} % of the line",
+                              file=out, flush=True)
+        if args.json:
+            print(json.dumps({"bench": "link-timeline", "rows": rows}))
         return 0
     if args.trains:
         rows = []
