@@ -9,6 +9,20 @@ pattern; the calibration itself never does), then the network evaluated on
 the chip as is and with ``calib=on``, beside its software accuracy.
 
     python bench/bench_calibration.py [--chips 1,2,3] [--net hwloop/pretrained/yinyang-qif.hwnet] [--limit N]
+
+``--loop`` instead measures the sample cost of in-the-loop training from each
+start: per chip, two sessions with the same settings (the docs' `qif-emu`
+recipe, shortened), one on ``calib=off`` and one on ``calib=on``, validation
+accuracy on the chip every ``--eval-every`` steps, and the training target
+samples (samples x target runs, as `bench_gradients.py` counts them) until
+the validation accuracy reaches software - 0.5 points (software: the start
+network on the same validation samples). Validation is noisy (1000 samples:
+about +-0.5 points), so a threshold counts as reached at an evaluation only
+when the next evaluation is at or above it too (two in a row; the samples
+are counted up to the second). The calibrated start is charged its
+calibration's samples as well.
+
+    python bench/bench_calibration.py --loop [--chips 1,2,3] [--epochs 4] [--eval-every 20] [--out runs/bench-cal-loop]
 """
 
 from __future__ import annotations
@@ -27,7 +41,14 @@ def main(argv=None):
     ap.add_argument("--net", default="hwloop/pretrained/yinyang-qif.hwnet")
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: the whole split)")
     ap.add_argument("--neurons", type=int, default=None, help="neurons to calibrate (default: all)")
+    ap.add_argument("--loop", action="store_true", help="sample cost of in-the-loop training, uncalibrated vs calibrated")
+    ap.add_argument("--epochs", type=int, default=4, help="--loop: epochs per session (the cap)")
+    ap.add_argument("--eval-every", type=int, default=20, help="--loop: steps between validation runs")
+    ap.add_argument("--margin", type=float, default=0.005, help="--loop: threshold = software - margin")
+    ap.add_argument("--out", default="runs/bench-cal-loop", help="--loop: session directories")
     a = ap.parse_args(argv)
+    if a.loop:
+        return loop_cost(a)
     os.environ.setdefault("HWLOOP_CALIBRATION_DIR", tempfile.mkdtemp(prefix="hwloop-cal-"))
 
     from hwloop.backends import open_target
@@ -42,7 +63,7 @@ def main(argv=None):
     print(f"network {a.net} ({ds}); software accuracy {100 * sw:.1f} %")
     print("fit columns: rms error of the fit / spread (std) of the truth")
     print(f"{'chip':>5} {'runs':>5} {'samples':>7} | "
-          f"{'tau gain':>12} {'D':>12} {'u0':>12} {'syn gain':>12} {'row gain':>12} | "
+          f"{'tau gain':>12} {'D':>12} {'u0':>12} {'syn gain':>12} {'row gain':>12} {'row (l 1)':>12} | "
           f"{'as is':>6} {'calib':>6} {'software':>8}")
     for chip in (int(c, 0) for c in a.chips.split(",")):
         base = f"qif-emu?baud=0&chip_id={chip}"
@@ -52,6 +73,9 @@ def main(argv=None):
         n = cal.g.size
         tr = truth_of(chip, DEFAULT_MISMATCH, n)
         errs = []
+        # only row x column is observable and the calibration normalises the first layer's rows
+        # to mean 1: the true columns carry that mean
+        tr["col"] = tr["col"] * np.mean(tr["row0"][: cal.row0.size])
         for k in ("g", "D", "u0", "col"):
             e = getattr(cal, k) - tr[k]
             errs.append(f"{np.sqrt(np.mean(e ** 2)):.4f}/{np.std(tr[k]):.3f}")
@@ -59,9 +83,83 @@ def main(argv=None):
         true_rows = tr["row0"][: cal.row0.size] / np.mean(tr["row0"][: cal.row0.size])
         e = cal.row0[:rows] - true_rows[:rows]
         errs.append(f"{np.sqrt(np.mean(e ** 2)):.4f}/{np.std(true_rows):.3f}")
+        if cal.row1 is not None:
+            r1 = tr["row1"][: cal.row1.size] / np.mean(tr["row1"][: cal.row1.size])
+            errs.append(f"{np.sqrt(np.mean((cal.row1 - r1) ** 2)):.4f}/{np.std(r1):.3f}")
+        else:
+            errs.append("-")
         acc = [evaluate_network(net, ds, "test", f"{base}&calib={c}", a.limit)["accuracy"] for c in ("off", "on")]
         print(f"{chip:>5} {cal.chip_runs:>5} {cal.samples:>7} | " + " ".join(f"{x:>12}" for x in errs)
               + f" | {100 * acc[0]:>5.1f}% {100 * acc[1]:>5.1f}% {100 * sw:>7.1f}%", flush=True)
+    return 0
+
+
+def reached(points, threshold: float):
+    """Target samples at the second of the first two evaluations in a row at or above
+    ``threshold`` (None: never); ``points`` = (step, samples so far, accuracy)."""
+    for (_, _, a0), (_, used, a1) in zip(points, points[1:]):
+        if a0 >= threshold and a1 >= threshold:
+            return used
+    return None
+
+
+def loop_cost(a) -> int:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from hwloop.backends import open_target
+    from hwloop.calibration import calibrate
+    from hwloop.evaluation import evaluate_network
+    from hwloop.network import Network
+    from hwloop.session import LoopConfig, run_session
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_gradients import curve
+
+    net = Network.load(a.net)
+    ds = net.provenance.dataset or "yinyang"
+    sw = evaluate_network(net, ds, "val", "software")["accuracy"]
+    th = sw - a.margin
+    print(f"network {a.net}; software validation accuracy {100 * sw:.1f} %, threshold {100 * th:.1f} % "
+          f"(two evaluations in a row); {a.epochs} epochs, validation every {a.eval_every} steps", flush=True)
+    rows = []
+    for chip in (int(c, 0) for c in a.chips.split(",")):
+        base = f"qif-emu?chip_id={chip}"
+        with open_target(base + "&baud=0") as b:
+            cal = calibrate(b, quiet=True)
+        cal.save(os.path.join(os.environ["HWLOOP_CALIBRATION_DIR"], f"qif-{chip:#x}-fw{cal.fw_version}.json"))
+        row = {"chip": chip, "calibration_samples": cal.samples}
+        for mode in ("off", "on"):
+            d = Path(a.out) / f"chip{chip}-calib-{mode}"
+            if d.exists():
+                shutil.rmtree(d)
+            cfg = LoopConfig(target=f"{base}&calib={mode}", dataset=ds, init=a.net, epochs=a.epochs, batch_size=50,
+                             lr=0.002, lr_gamma=0.9, ema=0.98, seed=0, eval_every=a.eval_every,
+                             compare_software=False, final_test=False)
+            run_session(d, cfg, progress=False)
+            pts = curve(d)
+            got = reached(pts, th)
+            row[mode] = {"start_val": pts[0][2], "final_val": pts[-1][2], "best_val": max(p[2] for p in pts),
+                         "samples_cap": pts[-1][1], "samples_to_threshold": got,
+                         "curve": [(s, u, round(v, 4)) for s, u, v in pts]}
+        off, on = row["off"]["samples_to_threshold"], row["on"]["samples_to_threshold"]
+        on_total = None if on is None else on + cal.samples
+        if off is not None and on_total is not None:
+            ratio = f"{on_total / off:.3f}" if off else "-"
+        elif on_total is not None:
+            ratio = f"< {on_total / row['off']['samples_cap']:.3f}"
+        else:
+            ratio = "-"
+        row["ratio"] = ratio
+        rows.append(row)
+        fmt = lambda v, cap: f">{cap}" if v is None else str(v)  # noqa: E731
+        print(f"chip {chip}: uncalibrated {100 * row['off']['start_val']:.1f} -> best {100 * row['off']['best_val']:.1f} %, "
+              f"samples to {100 * th:.1f} %: {fmt(off, row['off']['samples_cap'])}; calibrated "
+              f"{100 * row['on']['start_val']:.1f} -> best {100 * row['on']['best_val']:.1f} %, samples "
+              f"{fmt(on, row['on']['samples_cap'])} + {cal.samples} calibration; ratio {ratio}", flush=True)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "summary.json").write_text(json.dumps({"software_val": sw, "threshold": th, "rows": rows}, indent=1))
     return 0
 
 

@@ -14,7 +14,9 @@ def register(sub):
                                    "calib=on to the target URL.")
     p.add_argument("target", help="qif-emu?... or qif:///dev/tty...")
     p.add_argument("--neurons", type=POSITIVE, default=None, help="calibrate the first N neurons (default: all)")
-    p.add_argument("--repeats", type=POSITIVE, default=8, help="samples per search point (averages the noise)")
+    p.add_argument("--repeats", type=POSITIVE, default=8, help="samples per search point (a majority decides each step)")
+    p.add_argument("--measure-repeats", type=POSITIVE, default=64,
+                   help="samples per measured latency the fit and the gains come from (averages the noise)")
     p.add_argument("--out", default=None, help="calibration file (default: the store, $HWLOOP_CALIBRATION_DIR)")
     p.add_argument("--plot", default=None, help="write a PNG of the parameter spread and the compensation")
     p.add_argument("--quiet", action="store_true", help="no progress")
@@ -32,7 +34,7 @@ def run(args) -> dict:
         if not hasattr(chip, "client"):
             raise TargetError(f"{args.target}: calibration is for QIF chips (qif://, qif-emu)")
         try:
-            cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats, quiet=args.quiet or args.json)
+            cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats, measure_repeats=args.measure_repeats, quiet=args.quiet or args.json)
         except WireError as exc:
             raise CalibrationError(f"{args.target}: calibration interrupted ({exc}); nothing was written, "
                                    f"run it again") from None
