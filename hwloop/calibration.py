@@ -219,6 +219,10 @@ def calibrate(backend, n_neurons: int | None = None, repeats: int = 8, steps: in
     if info.protocol_minor < 2:
         raise CalibrationError(f"the chip's firmware {info.fw_version} speaks protocol {info.protocol}; "
                                f"calibration injects current, which needs protocol 1.2")
+    if not 1 <= int(repeats) <= info.max_batch // len(TARGETS):
+        raise CalibrationError(f"repeats must be 1..{info.max_batch // len(TARGETS)}, got {repeats}")
+    if not 1 <= int(measure_repeats) <= info.max_batch // len(TARGETS):
+        raise CalibrationError(f"measure_repeats must be 1..{info.max_batch // len(TARGETS)}, got {measure_repeats}")
     client = backend.client
     n = int(n_neurons or info.max_neurons)
     lsb = float(f"{info.tdc_lsb_us:.7g}")
@@ -253,8 +257,6 @@ def calibrate(backend, n_neurons: int | None = None, repeats: int = 8, steps: in
     I_hit = (lo + hi) / 2
     # the latency at the currents found, averaged over more repeats (the fit's data)
     R = int(measure_repeats)
-    if R < 1 or K * R > info.max_batch:
-        raise CalibrationError(f"measure_repeats must be 1..{info.max_batch // K}, got {measure_repeats}")
     t_hit = run(cfg, np.full((K * R, 1), NO_SPIKE, dtype=np.uint16), np.repeat(I_hit, R, axis=0)).reshape(K, R, n)
     T = np.where(np.isfinite(t_hit).all(axis=1), np.mean(np.where(np.isfinite(t_hit), t_hit, 0), axis=1), np.inf)
     g, D, u0 = np.empty(n), np.empty(n), np.empty(n)
