@@ -46,10 +46,12 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=20, help="--loop: steps between validation runs")
     ap.add_argument("--margin", type=float, default=0.005, help="--loop: threshold = software - margin")
     ap.add_argument("--out", default="runs/bench-cal-loop", help="--loop: session directories")
+    ap.add_argument("--train-limit", type=int, default=None, help="--loop: first N training samples (smoke runs)")
+    ap.add_argument("--eval-limit", type=int, default=None, help="--loop: first N validation samples (smoke runs)")
     a = ap.parse_args(argv)
+    os.environ.setdefault("HWLOOP_CALIBRATION_DIR", tempfile.mkdtemp(prefix="hwloop-cal-"))
     if a.loop:
         return loop_cost(a)
-    os.environ.setdefault("HWLOOP_CALIBRATION_DIR", tempfile.mkdtemp(prefix="hwloop-cal-"))
 
     from hwloop.backends import open_target
     from hwloop.calibration import calibrate, truth_of
@@ -119,7 +121,7 @@ def loop_cost(a) -> int:
 
     net = Network.load(a.net)
     ds = net.provenance.dataset or "yinyang"
-    sw = evaluate_network(net, ds, "val", "software")["accuracy"]
+    sw = evaluate_network(net, ds, "val", "software", a.eval_limit)["accuracy"]
     th = sw - a.margin
     print(f"network {a.net}; software validation accuracy {100 * sw:.1f} %, threshold {100 * th:.1f} % "
           f"(two evaluations in a row); {a.epochs} epochs, validation every {a.eval_every} steps", flush=True)
@@ -136,7 +138,8 @@ def loop_cost(a) -> int:
                 shutil.rmtree(d)
             cfg = LoopConfig(target=f"{base}&calib={mode}", dataset=ds, init=a.net, epochs=a.epochs, batch_size=50,
                              lr=0.002, lr_gamma=0.9, ema=0.98, seed=0, eval_every=a.eval_every,
-                             compare_software=False, final_test=False)
+                             compare_software=False, final_test=False, train_limit=a.train_limit,
+                             eval_limit=a.eval_limit)
             run_session(d, cfg, progress=False)
             pts = curve(d)
             got = reached(pts, th)
