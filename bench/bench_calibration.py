@@ -23,6 +23,16 @@ are counted up to the second). The calibrated start is charged its
 calibration's samples as well.
 
     python bench/bench_calibration.py --loop [--chips 1,2,3] [--epochs 4] [--eval-every 20] [--out runs/bench-cal-loop]
+
+``--ablation`` asks where the calibrated accuracy comes from, on the
+emulator's analog core in-process (one noise seed; the truth read from the
+die's mismatch pattern): the network on an ideal die with 6-bit and with
+finer codes, then on each chip compensated with the true parameters through
+the old single-line compile (with and without an exact initial voltage) and
+through `compile_calibrated`, and with the fitted parameters (and the fitted
+ones with the true second-layer rows).
+
+    python bench/bench_calibration.py --ablation [--chips 2]
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ def main(argv=None):
     ap.add_argument("--net", default="hwloop/pretrained/yinyang-qif.hwnet")
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: the whole split)")
     ap.add_argument("--neurons", type=int, default=None, help="neurons to calibrate (default: all)")
+    ap.add_argument("--ablation", action="store_true", help="where the calibrated accuracy comes from (in-process)")
     ap.add_argument("--loop", action="store_true", help="sample cost of in-the-loop training, uncalibrated vs calibrated")
     ap.add_argument("--epochs", type=int, default=4, help="--loop: epochs per session (the cap)")
     ap.add_argument("--eval-every", type=int, default=20, help="--loop: steps between validation runs")
@@ -52,6 +63,8 @@ def main(argv=None):
     os.environ.setdefault("HWLOOP_CALIBRATION_DIR", tempfile.mkdtemp(prefix="hwloop-cal-"))
     if a.loop:
         return loop_cost(a)
+    if a.ablation:
+        return ablation(a)
 
     from hwloop.backends import open_target
     from hwloop.calibration import calibrate, truth_of
@@ -163,6 +176,70 @@ def loop_cost(a) -> int:
               f"{fmt(on, row['on']['samples_cap'])} + {cal.samples} calibration; ratio {ratio}", flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "summary.json").write_text(json.dumps({"software_val": sw, "threshold": th, "rows": rows}, indent=1))
+    return 0
+
+
+def ablation(a) -> int:
+    import dataclasses
+
+    from hwloop.backends import open_target
+    from hwloop.backends.qif.compiler import compile_calibrated, compile_network
+    from hwloop.calibration import Calibration, calibrate, compensate, truth_of
+    from hwloop.data import load_dataset
+    from hwloop.data.decoding import classification_report
+    from hwloop.firmware_models.qif_chip.core import AnalogCore
+    from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE, DEFAULT_SPEC
+    from hwloop.network import Network
+
+    net = Network.load(a.net)
+    d = load_dataset(net.provenance.dataset or "yinyang", "test")
+    x, y = net.encoding.encode(d.x[: a.limit]), d.y[: a.limit]
+
+    def acc(prog, chip, mismatch, noise, spec=DEFAULT_SPEC, v0_fix=None):
+        core = AnalogCore(spec, chip, mismatch, noise)
+        core.configure(prog.config)
+        if v0_fix is not None:  # the bench's oracle: every neuron's initial voltage set exactly
+            first = 0
+            for L in core._layers:
+                k = L["w"].shape[1]
+                L["v0"] = L["v0"] + v0_fix[first:first + k]
+                first += k
+        inj = None if prog.dc is None else np.broadcast_to(prog.dc, (x.shape[0], prog.dc.size)).copy()
+        out = core.run(prog.input_ticks(x), 12345, 0, inject=inj)
+        return 100 * classification_report(prog.decode(out)[-1], y)["accuracy"]
+
+    with open_target("qif-emu?baud=0") as b:
+        info = b.chip_info
+    plain = compile_network(net, info)
+    print(f"ideal die, 6-bit DAC: {acc(plain, 0, 0.0, 0.0):.1f} %")
+    fine = dataclasses.replace(info, dac_bits=8)
+    spec8 = dataclasses.replace(DEFAULT_SPEC, dac_bits=8)
+    for name, bits in (("first layer 8-bit", (8, 6)), ("output layer 8-bit", (6, 8)), ("both 8-bit", (8, 8))):
+        layers = tuple(compile_network(net, dataclasses.replace(info, dac_bits=bb)).effective.layers[i]
+                       for i, bb in enumerate(bits))
+        p = compile_network(dataclasses.replace(net, layers=layers), fine)  # represented exactly in 8 bits
+        print(f"ideal die, {name}: {acc(p, 0, 0.0, 0.0, spec8):.1f} %")
+    n = sum(layer.n_out for layer in net.layers)
+    for chip in (int(c, 0) for c in a.chips.split(",")):
+        tr = truth_of(chip, DEFAULT_MISMATCH, DEFAULT_SPEC.max_neurons)
+        with open_target(f"qif-emu?baud=0&chip_id={chip}") as b:
+            fit = calibrate(b, quiet=True)
+        m0, m1 = np.mean(tr["row0"][: fit.row0.size]), np.mean(tr["row1"][: fit.row1.size])
+        true = Calibration(chip_id=chip, fw_version="x", g=tr["g"], D=tr["D"], u0=tr["u0"], col=tr["col"] * m0,
+                           row0=tr["row0"][: fit.row0.size] / m0, row1=tr["row1"][: fit.row1.size] / m0)
+        comp, dc, _ = compensate(net, true)
+        old = dataclasses.replace(compile_network(comp, info, scale=plain.scale), dc=dc)
+        cells = {
+            "as is": acc(plain, chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
+            "true, single-line compile": acc(old, chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
+            "true, single-line, exact v0": acc(old, chip, DEFAULT_MISMATCH, DEFAULT_NOISE, v0_fix=-tr["u0"][:n]),
+            "true, compile_calibrated": acc(compile_calibrated(net, info, true), chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
+            "fitted, compile_calibrated": acc(compile_calibrated(net, info, fit), chip, DEFAULT_MISMATCH,
+                                              DEFAULT_NOISE),
+            "fitted, true layer-1 rows": acc(compile_calibrated(net, info, dataclasses.replace(
+                fit, row1=tr["row1"][: fit.row1.size] / m1)), chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
+        }
+        print(f"chip {chip}: " + "; ".join(f"{k} {v:.1f} %" for k, v in cells.items()), flush=True)
     return 0
 
 

@@ -23,9 +23,11 @@ the column gains and the row gains of the first layer.
 Compensation (``compensate``): with ``u = g u'`` the neuron becomes
 ``tau du'/dt = u'^2 + (D + I)/g^2``, a nominal neuron if ``I = g^2 D_nom - D``
 (a DC injection) and if every input weight is programmed as ``w g / gain``.
-What cannot be compensated is reported: the initial-voltage offset (v0 is one
-setting per layer), row gains of layers after the first (not measured), DAC
-clipping and quantisation.
+`hwloop.backends.qif.compiler.compile_calibrated` (what ``calib=on`` deploys)
+adds to that a finer DAC (a row spread over several chip lines) and the
+initial-voltage offset cancelled by a tick-0 bias spike; what is left is
+reported (row gains of layers after the second, which are not measured, the
+output layer's rounding).
 """
 
 from __future__ import annotations

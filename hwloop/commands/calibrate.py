@@ -34,7 +34,8 @@ def run(args) -> dict:
         if not hasattr(chip, "client"):
             raise TargetError(f"{args.target}: calibration is for QIF chips (qif://, qif-emu)")
         try:
-            cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats, measure_repeats=args.measure_repeats, quiet=args.quiet or args.json)
+            cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats,
+                            measure_repeats=args.measure_repeats, quiet=args.quiet or args.json)
         except WireError as exc:
             raise CalibrationError(f"{args.target}: calibration interrupted ({exc}); nothing was written, "
                                    f"run it again") from None
