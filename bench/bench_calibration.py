@@ -15,7 +15,8 @@ start: per chip, two sessions with the same settings (the docs' `qif-emu`
 recipe, shortened), one on ``calib=off`` and one on ``calib=on``, validation
 accuracy on the chip every ``--eval-every`` steps, and the training target
 samples (samples x target runs, as `bench_gradients.py` counts them) until
-the validation accuracy reaches software - 0.5 points (software: the start
+the validation accuracy reaches software - 0.5 points (and, with
+``--margins``, lower thresholds; software: the start
 network on the same validation samples). Validation is noisy (1000 samples:
 about +-0.5 points), so a threshold counts as reached at an evaluation only
 when the next evaluation is at or above it too (two in a row; the samples
@@ -55,7 +56,9 @@ def main(argv=None):
     ap.add_argument("--loop", action="store_true", help="sample cost of in-the-loop training, uncalibrated vs calibrated")
     ap.add_argument("--epochs", type=int, default=4, help="--loop: epochs per session (the cap)")
     ap.add_argument("--eval-every", type=int, default=20, help="--loop: steps between validation runs")
-    ap.add_argument("--margin", type=float, default=0.005, help="--loop: threshold = software - margin")
+    ap.add_argument("--margins", type=float, nargs="+", default=[0.005, 0.01, 0.02],
+                    help="--loop: thresholds = software - margin (the first is the issue's)")
+    ap.add_argument("--reuse", action="store_true", help="--loop: keep session directories that ran to the end")
     ap.add_argument("--out", default="runs/bench-cal-loop", help="--loop: session directories")
     ap.add_argument("--train-limit", type=int, default=None, help="--loop: first N training samples (smoke runs)")
     ap.add_argument("--eval-limit", type=int, default=None, help="--loop: first N validation samples (smoke runs)")
@@ -125,6 +128,7 @@ def loop_cost(a) -> int:
 
     from hwloop.backends import open_target
     from hwloop.calibration import calibrate
+    from hwloop.data import load_dataset
     from hwloop.evaluation import evaluate_network
     from hwloop.network import Network
     from hwloop.session import LoopConfig, run_session
@@ -135,9 +139,14 @@ def loop_cost(a) -> int:
     net = Network.load(a.net)
     ds = net.provenance.dataset or "yinyang"
     sw = evaluate_network(net, ds, "val", "software", a.eval_limit)["accuracy"]
-    th = sw - a.margin
-    print(f"network {a.net}; software validation accuracy {100 * sw:.1f} %, threshold {100 * th:.1f} % "
-          f"(two evaluations in a row); {a.epochs} epochs, validation every {a.eval_every} steps", flush=True)
+    margins = a.margins
+    ths = [sw - m for m in margins]
+    n_train = a.train_limit or len(load_dataset(ds, "train").y)
+    last_step = a.epochs * max(1, n_train // 50)
+    print(f"network {a.net}; software validation accuracy {100 * sw:.1f} %; thresholds "
+          + ", ".join(f"{100 * t:.1f} %" for t in ths)
+          + f" (software - {', '.join(f'{100 * m:g}' for m in margins)} points; two evaluations in a row); "
+          f"{a.epochs} epochs ({last_step} steps of 50), validation every {a.eval_every} steps", flush=True)
     rows = []
     for chip in (int(c, 0) for c in a.chips.split(",")):
         base = f"qif-emu?chip_id={chip}"
@@ -147,36 +156,53 @@ def loop_cost(a) -> int:
         row = {"chip": chip, "calibration_samples": cal.samples}
         for mode in ("off", "on"):
             d = Path(a.out) / f"chip{chip}-calib-{mode}"
-            if d.exists():
-                shutil.rmtree(d)
-            cfg = LoopConfig(target=f"{base}&calib={mode}", dataset=ds, init=a.net, epochs=a.epochs, batch_size=50,
-                             lr=0.002, lr_gamma=0.9, ema=0.98, seed=0, eval_every=a.eval_every,
-                             compare_software=False, final_test=False, train_limit=a.train_limit,
-                             eval_limit=a.eval_limit)
-            run_session(d, cfg, progress=False)
+            done = d.exists() and any(r["step"] == last_step for r in curve_rows(d))
+            if not (a.reuse and done):
+                if d.exists():
+                    shutil.rmtree(d)
+                cfg = LoopConfig(target=f"{base}&calib={mode}", dataset=ds, init=a.net, epochs=a.epochs,
+                                 batch_size=50, lr=0.002, lr_gamma=0.9, ema=0.98, seed=0, eval_every=a.eval_every,
+                                 compare_software=False, final_test=False, train_limit=a.train_limit,
+                                 eval_limit=a.eval_limit)
+                run_session(d, cfg, progress=False)
             pts = curve(d)
-            got = reached(pts, th)
             row[mode] = {"start_val": pts[0][2], "final_val": pts[-1][2], "best_val": max(p[2] for p in pts),
-                         "samples_cap": pts[-1][1], "samples_to_threshold": got,
+                         "samples_cap": pts[-1][1], "samples_to_threshold": [reached(pts, t) for t in ths],
                          "curve": [(s, u, round(v, 4)) for s, u, v in pts]}
-        off, on = row["off"]["samples_to_threshold"], row["on"]["samples_to_threshold"]
-        on_total = None if on is None else on + cal.samples
-        if off is not None and on_total is not None:
-            ratio = f"{on_total / off:.3f}" if off else "-"
-        elif on_total is not None:
-            ratio = f"< {on_total / row['off']['samples_cap']:.3f}"
-        else:
-            ratio = "-"
-        row["ratio"] = ratio
+        row["ratio"] = []
+        for off, on in zip(row["off"]["samples_to_threshold"], row["on"]["samples_to_threshold"]):
+            on_total = None if on is None else on + cal.samples
+            if off is not None and on_total is not None:
+                row["ratio"].append(f"{on_total / off:.3f}" if off else "-")
+            elif on_total is not None:  # the uncalibrated start needs more than its cap
+                row["ratio"].append(f"< {on_total / row['off']['samples_cap']:.3f}")
+            else:
+                row["ratio"].append("-")
         rows.append(row)
-        fmt = lambda v, cap: f">{cap}" if v is None else str(v)  # noqa: E731
-        print(f"chip {chip}: uncalibrated {100 * row['off']['start_val']:.1f} -> best {100 * row['off']['best_val']:.1f} %, "
-              f"samples to {100 * th:.1f} %: {fmt(off, row['off']['samples_cap'])}; calibrated "
-              f"{100 * row['on']['start_val']:.1f} -> best {100 * row['on']['best_val']:.1f} %, samples "
-              f"{fmt(on, row['on']['samples_cap'])} + {cal.samples} calibration; ratio {ratio}", flush=True)
+        print(f"chip {chip}: uncalibrated {100 * row['off']['start_val']:.1f} -> best "
+              f"{100 * row['off']['best_val']:.1f} %; calibrated {100 * row['on']['start_val']:.1f} -> best "
+              f"{100 * row['on']['best_val']:.1f} %; calibration {cal.samples} samples", flush=True)
+        for t, off, on, ratio in zip(ths, row["off"]["samples_to_threshold"], row["on"]["samples_to_threshold"],
+                                     row["ratio"]):
+            fmt = lambda v, cap: f">{cap}" if v is None else str(v)  # noqa: E731
+            print(f"    to {100 * t:.1f} %: uncalibrated {fmt(off, row['off']['samples_cap'])}, calibrated "
+                  f"{fmt(on, row['on']['samples_cap'])} (+ {cal.samples}), ratio {ratio}", flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "summary.json").write_text(json.dumps({"software_val": sw, "threshold": th, "rows": rows}, indent=1))
+    (Path(a.out) / "summary.json").write_text(json.dumps({"software_val": sw, "margins": margins, "thresholds": ths,
+                                                          "rows": rows}, indent=1))
     return 0
+
+
+def curve_rows(directory) -> list[dict]:
+    """The eval rows of a session's log (none if it has no log yet)."""
+    import json
+    from pathlib import Path
+
+    log = Path(directory) / "log.jsonl"
+    if not log.exists():
+        return []
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("kind") == "eval"]
 
 
 def ablation(a) -> int:

@@ -80,7 +80,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--spsa-pairs", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--spsa-sigma", type=float, default=0.02)
-    ap.add_argument("--eval-every", type=int, default=10, help="steps between validation runs")
+    ap.add_argument("--eval-every", type=int, default=10,
+                    help="steps between validation runs (0: about 15 evaluations per session, whatever its steps)")
     ap.add_argument("--eval-limit", type=int, default=500)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.75, 0.85],
                     help="validation accuracies to reach")
@@ -135,6 +136,7 @@ def sessions(args, init: str, out: Path) -> list[dict]:
                          eval_every=args.eval_every, compare_software=False, final_test=False)
         t0 = time.perf_counter()
         steps = epochs * per_epoch
+        cfg.eval_every = args.eval_every or max(1, steps // 15)
         print(f"{name}: {steps} steps of {args.batch_size} samples, {per_step} target samples per step",
               flush=True)
         run_session(d, cfg, progress=False)
