@@ -95,3 +95,15 @@ def test_on_a_mismatched_die_the_calibrated_program_runs_the_software_network(in
     # the output layer's sources cannot be spread (one line per hidden neuron), only its bias
     assert e_cal[0] < e_ideal[0] / 3 and e_cal[1] < e_ideal[1], (e_cal, e_ideal)
     assert all(a < b / 3 for a, b in zip(e_cal, e_as_is)), (e_cal, e_as_is)
+
+
+def test_a_layer_without_measured_row_gains_is_not_spread(info):
+    import dataclasses
+
+    net = Network.load(NET)
+    prog = compile_calibrated(net, info, dataclasses.replace(true_calibration(2), row1=None))
+    L1 = prog.config.layers[1]
+    assert L1.codes.shape == (121, 3) and len(L1.bias_ticks) == 1
+    rep = prog.calibration_report["layers"][1]
+    assert rep["v0_lines"] == 0 and any("not compensated" in n for n in rep["notes"])
+    assert prog.calibration_report["layers"][0]["v0_lines"] == 4  # the first layer is unaffected

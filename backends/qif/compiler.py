@@ -247,7 +247,6 @@ def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = 
 
     plain = compile_network(net, info, scale=scale, dac=dac)
     _, dc, report = compensate(net, cal)
-    tick = plain.tick
     max_code = (1 << (info.dac_bits - 1)) - 1
     n_feat = net.encoding.n_features
     layers, first, input_map = [], 0, None

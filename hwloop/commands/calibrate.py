@@ -65,14 +65,16 @@ def _plot(cal, path):
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     # before: the measured effective parameters; after: what the compensated neuron sees (nominal by design
-    # for tau and drive; the initial-voltage offset u0/g stays)
+    # for tau and drive; the initial-voltage offset is cancelled at deployment by tick-0 bias lines, to the
+    # deployed layer's weight resolution, which depends on the network: only "before" is shown for it)
     for ax, (name, before, after) in zip(axes, (
             ("tau gain", cal.g, np.ones_like(cal.g)),
             ("synaptic gain", cal.col, np.ones_like(cal.col)),
-            ("v0 - c/2", cal.u0, cal.u0 / cal.g))):
+            ("v0 - c/2 (cancelled at deployment)", cal.u0, None))):
         ax.hist(before, bins=30, alpha=0.6, label="measured (uncompensated)")
-        ax.hist(after, bins=30, alpha=0.6, label="after compensation")
-        ax.set_title(name)
+        if after is not None:
+            ax.hist(after, bins=30, alpha=0.6, label="after compensation")
+        ax.set_title(name, fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
