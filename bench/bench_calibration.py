@@ -53,7 +53,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: the whole split)")
     ap.add_argument("--neurons", type=int, default=None, help="neurons to calibrate (default: all)")
     ap.add_argument("--ablation", action="store_true", help="where the calibrated accuracy comes from (in-process)")
-    ap.add_argument("--loop", action="store_true", help="sample cost of in-the-loop training, uncalibrated vs calibrated")
+    ap.add_argument("--loop", action="store_true",
+                    help="sample cost of in-the-loop training, uncalibrated vs calibrated")
     ap.add_argument("--epochs", type=int, default=4, help="--loop: epochs per session (the cap)")
     ap.add_argument("--eval-every", type=int, default=20, help="--loop: steps between validation runs")
     ap.add_argument("--margins", type=float, nargs="+", default=[0.005, 0.01, 0.02],

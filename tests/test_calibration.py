@@ -113,7 +113,7 @@ def test_cli_calibrate_then_eval_calibrated(tmp_path, monkeypatch, capsys):
     assert main(["eval", "hwloop/pretrained/yinyang-qif.hwnet", "--target", "qif-emu?baud=0&chip_id=1&calib=on",
                  "--limit", "300", "--quiet", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["accuracy"] >= 0.9  # 65.5 % uncalibrated on this chip (docs/calibration.md)
+    assert res["accuracy"] >= 0.93  # the goal; 65.5 % as is, 96.8 % calibrated (docs/calibration.md)
 
 
 def test_an_interrupted_calibration_writes_nothing_and_a_rerun_works(tmp_path, monkeypatch, capsys):

@@ -14,7 +14,8 @@ def register(sub):
                                    "calib=on to the target URL.")
     p.add_argument("target", help="qif-emu?... or qif:///dev/tty...")
     p.add_argument("--neurons", type=POSITIVE, default=None, help="calibrate the first N neurons (default: all)")
-    p.add_argument("--repeats", type=POSITIVE, default=8, help="samples per search point (a majority decides each step)")
+    p.add_argument("--repeats", type=POSITIVE, default=8,
+                   help="samples per search point (a majority decides each step)")
     p.add_argument("--measure-repeats", type=POSITIVE, default=64,
                    help="samples per measured latency the fit and the gains come from (averages the noise)")
     p.add_argument("--out", default=None, help="calibration file (default: the store, $HWLOOP_CALIBRATION_DIR)")
