@@ -11,6 +11,13 @@ session directory (`hwloop report DIR` works on each).
     python bench/bench_gradients.py [--target qif-emu] [--budget 20000] \
         [--spsa-pairs 1 4] [--thresholds 0.75 0.85] [--out runs/bench-gradients] [--no-node-pert]
 
+    python bench/bench_gradients.py --nets H30.hwnet H60.hwnet H120.hwnet [--budget N] ...
+
+runs the same sessions from each of several networks (one per hidden-layer
+size, each trained in software, deployed as is) and prints how each
+gradient's sample cost to the thresholds grows with the hidden layer; a
+session that does not reach a threshold within its budget shows "> budget".
+
 Node perturbation (Fiete & Seung, `--gradient node-perturbation`, 8 trials +
 1 baseline run per step) runs beside them unless ``--no-node-pert``.
 
@@ -73,7 +80,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--spsa-pairs", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--spsa-sigma", type=float, default=0.02)
-    ap.add_argument("--eval-every", type=int, default=10, help="steps between validation runs")
+    ap.add_argument("--eval-every", type=int, default=10,
+                    help="steps between validation runs (0: about 15 evaluations per session, whatever its steps)")
     ap.add_argument("--eval-limit", type=int, default=500)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.75, 0.85],
                     help="validation accuracies to reach")
@@ -83,12 +91,27 @@ def main() -> int:
     ap.add_argument("--cosine", action="store_true", help="cosine to the exact gradient vs runs, per hidden size")
     ap.add_argument("--hidden", type=int, nargs="+", default=[30, 60, 120])
     ap.add_argument("--trials", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--nets", nargs="+", default=None,
+                    help="start networks, one per hidden-layer size (each trained in software): the sessions per "
+                         "network and one table of cost against size")
     args = ap.parse_args()
     if args.cosine:
         return cosine_table(args)
 
+    if args.nets:
+        return by_size(args)
     init = args.init or str(pretrained("yinyang-qif.hwnet"))
-    out = Path(args.out)
+    results = sessions(args, init, Path(args.out))
+    print(f"\ntarget {args.target}: validation accuracy ({args.eval_limit} samples) and target samples "
+          f"(samples x runs) until it first reached each threshold; budget {args.budget} per session")
+    print_table(results, args.thresholds)
+    (Path(args.out) / "summary.json").write_text(json.dumps(results, indent=2))
+    return 0 if not any(math.isnan(r["final_val"]) for r in results) else 1
+
+
+def sessions(args, init: str, out: Path) -> list[dict]:
+    """One session per gradient (model, SPSA per pairs setting, node perturbation) from ``init``,
+    each capped at ``args.budget`` target samples; their sample counts to each threshold."""
     runs = [("model", 1)] + [("spsa", p) for p in args.spsa_pairs]
     if not args.no_node_pert:
         runs.append(("node-perturbation", 8))  # the estimator's default trials (make_estimator)
@@ -110,9 +133,10 @@ def main() -> int:
                          batch_size=args.batch_size, lr=args.lr, lr_gamma=1.0, seed=args.seed,
                          gradient=kind, spsa_pairs=pairs, spsa_sigma=args.spsa_sigma,
                          train_limit=per_epoch * args.batch_size, eval_limit=args.eval_limit,
-                         eval_every=args.eval_every, compare_software=False)
+                         eval_every=args.eval_every, compare_software=False, final_test=False)
         t0 = time.perf_counter()
         steps = epochs * per_epoch
+        cfg.eval_every = args.eval_every or max(1, steps // 15)
         print(f"{name}: {steps} steps of {args.batch_size} samples, {per_step} target samples per step",
               flush=True)
         run_session(d, cfg, progress=False)
@@ -122,23 +146,47 @@ def main() -> int:
                         "samples_to": {str(th): first_reaching(pts, th)[1] for th in args.thresholds},
                         "seconds": time.perf_counter() - t0})
         print(json.dumps(results[-1]), flush=True)
+    return results
 
-    print(f"\ntarget {args.target}: validation accuracy ({args.eval_limit} samples) and target samples "
-          f"(samples x runs) until it first reached each threshold; budget {args.budget} per session")
-    head = "".join(f"{'to ' + format(th, '.2f'):>22}" for th in args.thresholds)
-    print(f"{'gradient':<10}{'start':>8}{'final':>8}{'best':>8}{head}")
+
+def print_table(results, thresholds, lead: str = "") -> None:
+    head = "".join(f"{'to ' + format(th, '.2f'):>22}" for th in thresholds)
+    if not lead:
+        print(f"{'gradient':<10}{'start':>8}{'final':>8}{'best':>8}{head}")
     for r in results:
         cells = ""
-        for th in args.thresholds:
+        for th in thresholds:
             got, ref = r["samples_to"][str(th)], results[0]["samples_to"][str(th)]
             if got is None:
                 cells += f"{'>' + str(r['target_samples']):>22}"
             else:
                 ratio = f" ({got / ref:.0f}x)" if ref else ""
                 cells += f"{str(got) + ratio:>22}"
-        print(f"{r['gradient']:<10}{r['start_val']:>8.3f}{r['final_val']:>8.3f}{r['best_val']:>8.3f}{cells}")
-    (out / "summary.json").write_text(json.dumps(results, indent=2))
-    return 0 if not any(math.isnan(r["final_val"]) for r in results) else 1
+        print(f"{lead}{r['gradient']:<10}{r['start_val']:>8.3f}{r['final_val']:>8.3f}{r['best_val']:>8.3f}{cells}")
+
+
+def by_size(args) -> int:
+    """`sessions` for each network of ``--nets`` (one per hidden-layer size, each trained in
+    software), and one table: how each gradient's sample cost grows with the hidden layer."""
+    from hwloop.network import Network
+
+    table = []
+    for path in args.nets:
+        net = Network.load(path)
+        hidden = net.layers[0].n_out
+        n_w = sum(layer.weight.size for layer in net.layers)
+        print(f"== {path}: {hidden} hidden, {n_w} weights", flush=True)
+        table.append((hidden, n_w, sessions(args, path, Path(args.out) / f"h{hidden}")))
+    print(f"\ntarget {args.target}: validation accuracy ({args.eval_limit} samples) and target samples "
+          f"(samples x runs) until it first reached each threshold; cap {args.budget} per session")
+    head = "".join(f"{'to ' + format(th, '.2f'):>22}" for th in args.thresholds)
+    print(f"{'hidden':>6}{'weights':>8} {'gradient':<10}{'start':>8}{'final':>8}{'best':>8}{head}")
+    for hidden, n_w, results in table:
+        print_table(results, args.thresholds, lead=f"{hidden:>6}{n_w:>8} ")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "by_size.json").write_text(json.dumps(
+        [{"hidden": h, "weights": n, "results": r} for h, n, r in table], indent=2))
+    return 0
 
 
 def cosine_table(args) -> int:

@@ -23,9 +23,11 @@ the column gains and the row gains of the first layer.
 Compensation (``compensate``): with ``u = g u'`` the neuron becomes
 ``tau du'/dt = u'^2 + (D + I)/g^2``, a nominal neuron if ``I = g^2 D_nom - D``
 (a DC injection) and if every input weight is programmed as ``w g / gain``.
-What cannot be compensated is reported: the initial-voltage offset (v0 is one
-setting per layer), row gains of layers after the first (not measured), DAC
-clipping and quantisation.
+`hwloop.backends.qif.compiler.compile_calibrated` (what ``calib=on`` deploys)
+adds to that a finer DAC (a row spread over several chip lines) and the
+initial-voltage offset cancelled by a tick-0 bias spike; what is left is
+reported (row gains of layers after the second, which are not measured, the
+output layer's rounding).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ CAL_TAU_US, CAL_I0, CAL_V0 = 40.0, 1.25, 0.5  # tau 40 us: 400 TDC ticks per tau
 TARGETS = (1.1, 1.5, 2.0, 2.8, 3.8)
 #: trial length of the probe runs (units of tau)
 TRIAL_TAUS = 6.0
+#: second-layer row gains: neurons each row is read through (one chip run each, plus a reference run)
+ROW1_SHIFTS = 4
 
 
 class CalibrationError(HwloopError):
@@ -204,14 +208,23 @@ def _progress(text, quiet):
 
 
 def calibrate(backend, n_neurons: int | None = None, repeats: int = 8, steps: int = 14,
-              quiet: bool = False) -> Calibration:
-    """Measure the chip behind ``backend`` (a `QifSerialBackend`); nothing is written."""
+              quiet: bool = False, measure_repeats: int = 64) -> Calibration:
+    """Measure the chip behind ``backend`` (a `QifSerialBackend`); nothing is written.
+
+    ``repeats`` samples per latency target decide each step of the binary search (a
+    majority only has to place the point); ``measure_repeats`` average the temporal noise
+    of the latencies the fit and the synaptic gains are computed from (their error falls
+    as one over its square root, and it is what the deployed accuracy depends on)."""
     from hwloop.firmware_models.wire.messages import NO_SPIKE, ChipConfig
 
     info = backend.chip_info
     if info.protocol_minor < 2:
         raise CalibrationError(f"the chip's firmware {info.fw_version} speaks protocol {info.protocol}; "
                                f"calibration injects current, which needs protocol 1.2")
+    if not 1 <= int(repeats) <= info.max_batch // len(TARGETS):
+        raise CalibrationError(f"repeats must be 1..{info.max_batch // len(TARGETS)}, got {repeats}")
+    if not 1 <= int(measure_repeats) <= info.max_batch // len(TARGETS):
+        raise CalibrationError(f"measure_repeats must be 1..{info.max_batch // len(TARGETS)}, got {measure_repeats}")
     client = backend.client
     n = int(n_neurons or info.max_neurons)
     lsb = float(f"{info.tdc_lsb_us:.7g}")
@@ -245,7 +258,8 @@ def calibrate(backend, n_neurons: int | None = None, repeats: int = 8, steps: in
         lo, hi = np.where(slow, mid, lo), np.where(slow, hi, mid)
     I_hit = (lo + hi) / 2
     # the latency at the currents found, averaged over more repeats (the fit's data)
-    t_hit = run(cfg, no_input, np.repeat(I_hit, R, axis=0)).reshape(K, R, n)
+    R = int(measure_repeats)
+    t_hit = run(cfg, np.full((K * R, 1), NO_SPIKE, dtype=np.uint16), np.repeat(I_hit, R, axis=0)).reshape(K, R, n)
     T = np.where(np.isfinite(t_hit).all(axis=1), np.mean(np.where(np.isfinite(t_hit), t_hit, 0), axis=1), np.inf)
     g, D, u0 = np.empty(n), np.empty(n), np.empty(n)
     for k in range(n):
@@ -276,33 +290,43 @@ def calibrate(backend, n_neurons: int | None = None, repeats: int = 8, steps: in
     col = m0 / row_0
 
     # --- 3. second-layer rows: layer 0 (fast, by injection) spikes freely at measured times and drives
-    # layer 1 (slowed by injection), neuron k of layer 1 on row k mod n0 only
+    # layer 1 (slowed by injection). Configuration A puts every neuron of layer 1 on row 0, each of
+    # configurations B_r neuron k on row (k + r) mod n0: the ratio B_r / A of one neuron's inferred jumps
+    # is row_j / row_0, free of its column gain and, to first order, of its fit's error (which the slowed
+    # neurons amplify); each row is read through ROW1_SHIFTS different neurons
     row1 = None
     n0 = min(info.max_fanin, n // 2)
     if info.max_layers >= 2 and n0 >= 1 and n - n0 >= 1:
-        _progress("synaptic gains (second-layer rows)", quiet)
         n1 = n - n0
-        codes1 = np.zeros((n0, n1), dtype=np.int8)
-        codes1[np.arange(n1) % n0, np.arange(n1)] = code
-        cfg3 = ChipConfig(n_inputs=1, trial_ticks=trial,
-                          layers=(_layer(np.zeros((1, n0))), _layer(codes1, w_range)))
-        client.configure(cfg3.pack())
         I_fast, I_slow = 1.0, -0.55
         dc = np.r_[np.full(n0, I_fast), np.full(n1, I_slow)]
-        tt = run(cfg3, np.full((4 * R, 1), NO_SPIKE, dtype=np.uint16), np.broadcast_to(dc, (4 * R, n)).copy())
-        src = np.arange(n1) % n0
-        t_src = tt[:, src]  # the TDC bin centre: the analog arrival time to half a tick
         p1 = n0 + np.arange(n1)
-        ok = np.isfinite(tt[:, p1]) & np.isfinite(t_src) & (tt[:, p1] > t_src)
-        jumps = jump_from_latency(tt[:, p1], t_src, g[p1], D[p1], u0[p1], I=I_slow)
-        m1 = np.array([np.mean(jumps[ok[:, k], k]) if ok[:, k].any() else np.nan for k in range(n1)]) / w_nom
-        r1 = m1 / col[p1]
-        row1 = np.array([np.nanmean(r1[src == j]) if np.any(np.isfinite(r1[src == j])) else np.nan
-                         for j in range(n0)])
+
+        def layer1_jumps(src):
+            codes1 = np.zeros((n0, n1), dtype=np.int8)
+            codes1[src, np.arange(n1)] = code
+            cfg3 = ChipConfig(n_inputs=1, trial_ticks=trial,
+                              layers=(_layer(np.zeros((1, n0))), _layer(codes1, w_range)))
+            client.configure(cfg3.pack())
+            tt = run(cfg3, np.full((R, 1), NO_SPIKE, dtype=np.uint16), np.broadcast_to(dc, (R, n)).copy())
+            t_src = tt[:, src]  # the TDC bin centre: the analog arrival time to half a tick
+            ok = np.isfinite(tt[:, p1]) & np.isfinite(t_src) & (tt[:, p1] > t_src)
+            jumps = jump_from_latency(tt[:, p1], t_src, g[p1], D[p1], u0[p1], I=I_slow)
+            return np.array([np.mean(jumps[ok[:, k], k]) if ok[:, k].any() else np.nan for k in range(n1)])
+
+        _progress("synaptic gains (second-layer rows, reference)", quiet)
+        ref = layer1_jumps(np.zeros(n1, dtype=np.int64))
+        sums, counts = np.zeros(n0), np.zeros(n0)
+        for r in range(ROW1_SHIFTS):
+            _progress(f"synaptic gains (second-layer rows, {r + 1}/{ROW1_SHIFTS})", quiet)
+            src = (np.arange(n1) + r) % n0
+            ratio = layer1_jumps(src) / ref
+            ok = np.isfinite(ratio) & (ratio > 0)
+            np.add.at(sums, src[ok], ratio[ok])
+            np.add.at(counts, src[ok], 1)
+        row1 = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         row1 = np.where(np.isfinite(row1), row1, np.nanmean(row1))
-        # as for the first layer, only row x column is observable; the slowed, injected neurons of
-        # this measurement also read the gain a few per cent low as a whole (the fit's error in D
-        # weighs more at D + I_slow): normalise these rows to mean 1 as well
+        # as for the first layer, only row x column is observable: these rows are normalised to mean 1
         row1 = row1 / np.mean(row1)
     _progress("done", quiet)
     if not quiet:

@@ -28,14 +28,20 @@ def cal5():
 
 def test_calibration_recovers_the_true_parameters(cal5):
     tr = truth_of(5, DEFAULT_MISMATCH, N)
-    for k, frac in (("g", 0.4), ("D", 0.4), ("u0", 0.7), ("col", 0.5)):
+    tr["col"] = tr["col"] * np.mean(tr["row0"][: cal5.row0.size])  # the rows are normalised to mean 1
+    for k, frac in (("g", 0.2), ("D", 0.2), ("u0", 0.35), ("col", 0.25)):
         err = np.sqrt(np.mean((getattr(cal5, k) - tr[k]) ** 2))
         assert err < frac * np.std(tr[k]), (k, err, np.std(tr[k]))
-        assert np.corrcoef(getattr(cal5, k), tr[k])[0, 1] > 0.75, k
+        assert np.corrcoef(getattr(cal5, k), tr[k])[0, 1] > 0.9, k
     rows = min(N, cal5.row0.size)
     true_rows = tr["row0"][: cal5.row0.size] / np.mean(tr["row0"][: cal5.row0.size])
-    assert np.sqrt(np.mean((cal5.row0[:rows] - true_rows[:rows]) ** 2)) < 0.5 * np.std(true_rows)
-    assert cal5.chip_runs == 18 and cal5.samples > 0
+    assert np.sqrt(np.mean((cal5.row0[:rows] - true_rows[:rows]) ** 2)) < 0.25 * np.std(true_rows)
+    # second-layer rows (N / 2 of them, each read through 4 neurons)
+    true_r1 = tr["row1"][: cal5.row1.size] / np.mean(tr["row1"][: cal5.row1.size])
+    assert cal5.row1.size == N // 2
+    assert np.sqrt(np.mean((cal5.row1 - true_r1) ** 2)) < 0.4 * np.std(true_r1)
+    # 14 search steps, the fit's measurement, 2 first-layer and 1 + 4 second-layer gain runs
+    assert cal5.chip_runs == 22 and cal5.samples == 14 * 5 * 8 + 5 * 64 + 2 * 64 + 5 * 64
 
 
 def test_the_file_is_checked_and_keyed_by_chip_and_firmware(cal5, tmp_path):
@@ -107,7 +113,7 @@ def test_cli_calibrate_then_eval_calibrated(tmp_path, monkeypatch, capsys):
     assert main(["eval", "hwloop/pretrained/yinyang-qif.hwnet", "--target", "qif-emu?baud=0&chip_id=1&calib=on",
                  "--limit", "300", "--quiet", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["accuracy"] >= 0.9  # 65.5 % uncalibrated on this chip (docs/calibration.md)
+    assert res["accuracy"] >= 0.93  # the goal; 65.5 % as is, 96.8 % calibrated (docs/calibration.md)
 
 
 def test_an_interrupted_calibration_writes_nothing_and_a_rerun_works(tmp_path, monkeypatch, capsys):

@@ -34,7 +34,7 @@ from hwloop.errors import TargetError
 from hwloop.network import Network
 
 from .client import ChipClient, InjectUnsupported, TrainsUnsupported
-from .compiler import DAC_POLICIES, QifProgram, compile_network
+from .compiler import DAC_POLICIES, QifProgram, compile_calibrated, compile_network
 from .trains_compiler import DEFAULT_SUBSTEPS, TrainsProgram, compile_trains
 
 EMU_DEFAULT_BAUD = 921600
@@ -157,18 +157,16 @@ class QifSerialBackend(Backend):
             return prog
         import dataclasses
 
-        from hwloop.calibration import Calibration, CalibrationError, compensate, store_path
+        from hwloop.calibration import Calibration, CalibrationError, store_path
 
         info = self.client.info
         try:
             cal = Calibration.load(store_path(info.chip_id, info.fw_version), info.chip_id, info.fw_version)
-            comp, dc, report = compensate(net, cal)
+            # the plain compilation's time mapping; compensated weights must not move it
+            cprog = compile_calibrated(net, info, cal, scale=prog.scale, dac=self.dac)
         except CalibrationError as exc:
             raise TargetError(f"{self.url.raw}: {exc}") from None
-        cprog = compile_network(comp, info, scale=self.scale, dac=self.dac)
-        if cprog.scale != prog.scale:  # compensated weights must not move the time mapping
-            cprog = compile_network(comp, info, scale=prog.scale, dac=self.dac)
-        return dataclasses.replace(cprog, effective=prog.effective, dc=dc, calibration_report=report)
+        return dataclasses.replace(cprog, effective=prog.effective)
 
     def _deploy(self, prog: QifProgram | TrainsProgram) -> None:
         try:

@@ -57,6 +57,9 @@ class QifProgram:
     dc: np.ndarray | None = None
     #: what a calibration could not compensate (hwloop.calibration), None = uncalibrated
     calibration_report: dict | None = None
+    #: chip input line -> network input feature (`compile_calibrated` spreads each feature over
+    #: several lines); None = line i carries feature i
+    input_map: np.ndarray | None = None
 
     @property
     def tick(self) -> float:
@@ -67,16 +70,21 @@ class QifProgram:
     def trial_ticks(self) -> int:
         return self.config.trial_ticks
 
-    def input_ticks(self, t: np.ndarray) -> np.ndarray:
-        """Input spike times (network units) -> chip input ticks; inf or past the trial -> no spike."""
+    def _feature_ticks(self, t: np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
         ticks = np.round(np.where(np.isfinite(t), t, 0.0) / self.tick)
         ok = np.isfinite(t) & (ticks < self.trial_ticks)
         return np.where(ok, ticks, NO_SPIKE).astype(np.uint16)
 
+    def input_ticks(self, t: np.ndarray) -> np.ndarray:
+        """Input spike times (network units, one column per feature) -> the ticks of every chip
+        input line; inf or past the trial -> no spike."""
+        ticks = self._feature_ticks(t)
+        return ticks if self.input_map is None else ticks[:, self.input_map]
+
     def quantized_inputs(self, t: np.ndarray) -> np.ndarray:
-        """The input times the chip actually applies, in network units (inf = none)."""
-        ticks = self.input_ticks(t)
+        """The input times the chip actually applies, per feature, in network units (inf = none)."""
+        ticks = self._feature_ticks(t)
         return np.where(ticks == NO_SPIKE, np.inf, ticks * self.tick)
 
     def decode(self, ticks: np.ndarray) -> list[np.ndarray]:
@@ -191,3 +199,113 @@ def compile_network(net: Network, info: ChipInfo, scale: float | None = None, da
     config = ChipConfig(n_inputs=net.encoding.n_features, trial_ticks=trial_ticks, layers=tuple(layers))
     effective = dataclasses.replace(net, layers=tuple(eff_layers), t_max=trial_ticks * tick)
     return QifProgram(config=config, scale=scale, lsb_us=lsb, sizes=tuple(l.n_out for l in net.layers), effective=effective)
+
+
+#: most chip lines one network source row is spread over by `compile_calibrated` (input lines
+#: for the first layer, bias lines for every layer)
+SPLIT_MAX = 8
+
+
+def _split_codes(target: np.ndarray, gains: np.ndarray, max_code: int) -> np.ndarray:
+    """Integer codes (lines, n_out) of one source row spread over ``lines`` chip lines whose
+    row gains are ``gains`` (lines,), such that ``sum_l codes[l] * gains[l]`` is as close to
+    ``target`` (n_out,) as the codes allow: each line takes its share of what is left, rounded,
+    the last rounds the rest (error feedback), so the sum is accurate to one code of one line
+    whatever the number of lines, i.e. a line count times finer than a single row."""
+    k = gains.size
+    codes = np.zeros((k, target.size), dtype=np.int64)
+    left = np.asarray(target, dtype=np.float64).copy()
+    for i in range(k):
+        q = np.clip(np.round(left / (gains[i] * (k - i))), -max_code, max_code)
+        codes[i] = q
+        left -= q * gains[i]
+    return codes
+
+
+def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = None,
+                       dac: str = "mse", split_max: int = SPLIT_MAX) -> QifProgram:
+    """Compile ``net`` for the chip that calibration ``cal`` (`hwloop.calibration.Calibration`)
+    describes. Per neuron, the tau gain and drive are compensated by a DC injection and
+    every weight by its synaptic gains (`hwloop.calibration.compensate`); and
+
+    * **finer weights**: every source row of the first layer is spread over up to
+      ``split_max`` chip input lines (the same input spike on each, `QifProgram.input_map`)
+      and every bias row of every layer over up to ``split_max`` bias lines, in a weight
+      range that many times finer, the codes chosen per line with that line's measured
+      row gain (`_split_codes`): the rounding of the 6-bit DAC, the largest loss of a
+      deployed network (docs/calibration.md), shrinks by the line count;
+    * **the initial voltage**: v0 is one setting per layer, but a bias spike at tick 0
+      makes the u of every neuron jump at once by that neuron's own weight, so one more
+      group of bias lines at tick 0 cancels each neuron's fitted initial-voltage offset
+      u0, where the chip has bias lines to spare.
+
+    Lines are only used where the calibration measured their row gains (the first two
+    layers) and the chip's fan-in, input and bias counts allow. What is left
+    uncompensated goes into ``calibration_report``. The time mapping is that of the
+    plain compilation of ``net``, which also runs every design-rule check."""
+    from hwloop.calibration import CAL_V0, compensate
+
+    plain = compile_network(net, info, scale=scale, dac=dac)
+    _, dc, report = compensate(net, cal)
+    max_code = (1 << (info.dac_bits - 1)) - 1
+    n_feat = net.encoding.n_features
+    layers, first, input_map = [], 0, None
+    for li, layer in enumerate(net.layers):
+        n_out, n_in, nb = layer.n_out, layer.n_in, len(layer.bias_times)
+        rows_net = layer.weight.shape[0]
+        sl = slice(first, first + n_out)
+        g, col = cal.g[sl], cal.col[sl]
+        measured = cal.row0 if li == 0 else (cal.row1 if li == 1 else None)
+        if measured is None or measured.size < rows_net:  # row gains unknown: no spreading
+            k_in, k_b, k_u = 1, 1 if nb else 0, 0
+            row = np.ones(rows_net)
+        else:
+            limit = min(info.max_fanin, measured.size)
+            k_in = max(1, min(split_max, info.max_inputs // n_feat)) if li == 0 else 1
+            k_b = max(1, min(split_max, info.max_bias // (nb + 1))) if nb else 0  # the bias lines shared
+            k_u = max(0, min(split_max, info.max_bias - nb * k_b))  # between the network's rows and v0's
+            while n_in * k_in + nb * k_b + k_u > limit:  # give up v0 lines first, then input, then bias lines
+                if k_u > 0:
+                    k_u -= 1
+                elif k_in > 1:
+                    k_in -= 1
+                elif k_b > 1:
+                    k_b -= 1
+                else:
+                    break
+            row = measured[: n_in * k_in + nb * k_b + k_u]
+        # what each source row must make u jump by (u = g u': a nominal jump w of u' is g w of u),
+        # and for the tick-0 group the jump that takes u(0) to the nominal g (v0 - 1/2)
+        v0 = float(layer.neuron.options.get("v0", DEFAULT_V0))
+        targets = [layer.weight[i] * g for i in range(rows_net)]
+        counts = [k_in] * n_in + [k_b] * nb
+        if k_u:
+            targets.append(g * (v0 - 0.5) - (cal.u0[sl] + (v0 - CAL_V0)))
+            counts.append(k_u)
+        starts = np.cumsum([0] + counts)
+        # the finest range that holds each line's share of its row
+        share = np.concatenate([np.broadcast_to(t / k, (k, n_out)) / (row[a:a + k, None] * col[None, :])
+                                for t, k, a in zip(targets, counts, starts)])
+        w_range = choose_range(share, info, dac)
+        L = info.w_fs_min * 2.0 ** w_range / max_code  # the jump of one code on a row and column of gain 1
+        codes = np.concatenate([_split_codes(t / (L * col), row[a:a + k], max_code)
+                                for t, k, a in zip(targets, counts, starts)])
+        got = codes * L * row[:, None] * col[None, :]
+        err = np.stack([got[a:a + k].sum(axis=0) - t for t, k, a in zip(targets, counts, starts)])
+        pl = plain.config.layers[li]
+        bias_ticks = tuple(b for b in pl.bias_ticks for _ in range(k_b)) + (0,) * k_u
+        layers.append(LayerConfig(codes=codes.astype(np.int8), w_range=w_range, tau_us=pl.tau_us, i0=pl.i0,
+                                  v0=pl.v0, bias_ticks=bias_ticks))
+        if li == 0:
+            input_map = np.repeat(np.arange(n_feat), k_in)
+        lay = report["layers"][li]
+        lay.update(lines_per_input_row=k_in, lines_per_bias_row=k_b, v0_lines=k_u, w_range=w_range,
+                   weight_rms_error=float(np.sqrt(np.mean((err[:rows_net] / g) ** 2))))
+        if k_u:
+            lay["uncompensated_v0_rms"] = float(np.sqrt(np.mean((err[rows_net] / g) ** 2)))
+            lay["notes"].append("initial-voltage offset compensated by a tick-0 bias spike (fitted u0)")
+        else:
+            lay["notes"].append("initial-voltage offset u0 not compensated (no bias line or row gain to spare)")
+        first += n_out
+    config = ChipConfig(n_inputs=int(input_map.size), trial_ticks=plain.trial_ticks, layers=tuple(layers))
+    return dataclasses.replace(plain, config=config, dc=dc, calibration_report=report, input_map=input_map)

@@ -14,7 +14,10 @@ def register(sub):
                                    "calib=on to the target URL.")
     p.add_argument("target", help="qif-emu?... or qif:///dev/tty...")
     p.add_argument("--neurons", type=POSITIVE, default=None, help="calibrate the first N neurons (default: all)")
-    p.add_argument("--repeats", type=POSITIVE, default=8, help="samples per search point (averages the noise)")
+    p.add_argument("--repeats", type=POSITIVE, default=8,
+                   help="samples per search point (a majority decides each step)")
+    p.add_argument("--measure-repeats", type=POSITIVE, default=64,
+                   help="samples per measured latency the fit and the gains come from (averages the noise)")
     p.add_argument("--out", default=None, help="calibration file (default: the store, $HWLOOP_CALIBRATION_DIR)")
     p.add_argument("--plot", default=None, help="write a PNG of the parameter spread and the compensation")
     p.add_argument("--quiet", action="store_true", help="no progress")
@@ -32,7 +35,8 @@ def run(args) -> dict:
         if not hasattr(chip, "client"):
             raise TargetError(f"{args.target}: calibration is for QIF chips (qif://, qif-emu)")
         try:
-            cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats, quiet=args.quiet or args.json)
+            cal = calibrate(chip, n_neurons=args.neurons, repeats=args.repeats,
+                            measure_repeats=args.measure_repeats, quiet=args.quiet or args.json)
         except WireError as exc:
             raise CalibrationError(f"{args.target}: calibration interrupted ({exc}); nothing was written, "
                                    f"run it again") from None
@@ -62,14 +66,16 @@ def _plot(cal, path):
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     # before: the measured effective parameters; after: what the compensated neuron sees (nominal by design
-    # for tau and drive; the initial-voltage offset u0/g stays)
+    # for tau and drive; the initial-voltage offset is cancelled at deployment by tick-0 bias lines, to the
+    # deployed layer's weight resolution, which depends on the network: only "before" is shown for it)
     for ax, (name, before, after) in zip(axes, (
             ("tau gain", cal.g, np.ones_like(cal.g)),
             ("synaptic gain", cal.col, np.ones_like(cal.col)),
-            ("v0 - c/2", cal.u0, cal.u0 / cal.g))):
+            ("v0 - c/2 (cancelled at deployment)", cal.u0, None))):
         ax.hist(before, bins=30, alpha=0.6, label="measured (uncompensated)")
-        ax.hist(after, bins=30, alpha=0.6, label="after compensation")
-        ax.set_title(name)
+        if after is not None:
+            ax.hist(after, bins=30, alpha=0.6, label="after compensation")
+        ax.set_title(name, fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
