@@ -357,3 +357,40 @@ def test_weight_bits_coarsens_only_the_stored_weights(tiny_net):
         assert be.opts["weight_bits"] == 4
         be.load(net)
         assert np.array_equal(be._compiled.layers[0].weight, coarse[0].weight)
+
+
+@pytest.mark.parametrize("variant", [dict(recurrent=True), dict(recurrent=True, reset="subtract", refractory=2)])
+def test_recurrent_weights_get_the_reference_gradient_from_the_substituted_forward(variant):
+    """A recurrent layer's ``w_rec``: the measured spikes of step t - 1 drive the
+    recurrent input at t with their straight-through gradient, so with measurements
+    equal to the model's own the gradient on ``w_rec`` is the reference loop's, bit
+    for bit (the session itself still trains only the feed-forward matrices:
+    docs/in-the-loop.md)."""
+    layers, params, ws, rec, raster = _random_layers(**variant)
+    sg = Surrogate("superspike", 10.0)
+    r_a = [None if r is None else r.clone().requires_grad_(True) for r in rec]
+    ref = cuba_network_forward(raster, ws, params, sg, r_a, engine="torch", record="all")
+    r_b = [None if r is None else r.clone().requires_grad_(True) for r in rec]
+    sub = substituted_forward(layers, ws, r_b, raster, sg, [s.detach() for s in ref.spikes],
+                              [v.detach() for v in ref.membranes])
+    la = ref.membranes[1].max(0).values.sum() + ref.counts[0].sum() * 0.01
+    lb = sub.membranes[1].max(0).values.sum() + sub.counts[0].sum() * 0.01
+    ga, = torch.autograd.grad(la, [r_a[0]])
+    gb, = torch.autograd.grad(lb, [r_b[0]])
+    assert float(ga.abs().max()) > 0
+    assert torch.equal(ga, gb)
+    if variant.get("refractory"):
+        return
+    # a measured spike at step 0 that the model did not fire is the recurrent input of
+    # step 1: v~(1) = beta v(0) + alpha i(0) + x(1), x(1) = (s_in(1) @ w + s(0) @ w_rec),
+    # so d sum_k v~(1)[b, k] / d w_rec[j, k] = s_j(0) = 1 on its row, 0 on rows that did not fire
+    s_meas = ref.spikes[0].detach().clone()
+    b = 0
+    j = int(torch.nonzero(s_meas[0, b] == 0)[0])
+    s_meas[0, b, j] = 1.0
+    r_c = rec[0].clone().requires_grad_(True)
+    per = substituted_forward(layers, ws, [r_c, None], raster, sg, [s_meas, None])
+    g, = torch.autograd.grad(per.membranes[0][1, b].sum(), [r_c])
+    fired = s_meas[0, b] > 0
+    assert torch.equal(g[j], torch.ones_like(g[j]))
+    assert torch.equal(g[fired], torch.ones_like(g[fired])) and torch.equal(g[~fired], torch.zeros_like(g[~fired]))
