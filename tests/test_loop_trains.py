@@ -128,20 +128,24 @@ def _check_simulated_substitution(reference, layers, params, ws, rec, raster, sg
     ref = reference(raster, w_a, params, sg, rec, engine="torch", record="all")
     spikes = [s.detach() for s in ref.spikes]
     assert float(spikes[0].sum()) > 0
-    w_b = [w.clone().requires_grad_(True) for w in ws]
-    sub = substituted_forward(layers, w_b, rec, raster, sg, spikes, [v.detach() for v in ref.membranes])
     la = sum((v ** 2).mean() for v in ref.membranes) + ref.counts[0].sum() * 0.01
-    lb = sum((v ** 2).mean() for v in sub.membranes) + sub.counts[0].sum() * 0.01
-    for ga, gb in zip(torch.autograd.grad(la, w_a), torch.autograd.grad(lb, w_b)):
-        assert float(ga.abs().max()) > 0
-        if exact:
-            assert torch.equal(ga, gb)
+    ga_all = torch.autograd.grad(la, w_a)
+    # spikes and membranes measured (a fully measured CUBA layer takes the adjoint
+    # fast path, `_MeasuredCubaLayer`: to rounding), and spikes only (the step loop)
+    for v_meas, bitwise in (([v.detach() for v in ref.membranes], False), (None, exact)):
+        w_b = [w.clone().requires_grad_(True) for w in ws]
+        sub = substituted_forward(layers, w_b, rec, raster, sg, spikes, v_meas)
+        lb = sum((v ** 2).mean() for v in sub.membranes) + sub.counts[0].sum() * 0.01
+        for ga, gb in zip(ga_all, torch.autograd.grad(lb, w_b)):
+            assert float(ga.abs().max()) > 0
+            if bitwise:
+                assert torch.equal(ga, gb)
+            else:
+                torch.testing.assert_close(gb, ga, rtol=1e-9, atol=1e-12)
+        if bitwise:
+            assert float(la.detach()) == float(lb.detach())
         else:
-            torch.testing.assert_close(gb, ga, rtol=1e-9, atol=1e-12)
-    if exact:
-        assert float(la.detach()) == float(lb.detach())
-    else:
-        assert float(lb.detach()) == pytest.approx(float(la.detach()), rel=1e-12)
+            assert float(lb.detach()) == pytest.approx(float(la.detach()), rel=1e-12)
     return spikes
 
 
@@ -357,3 +361,40 @@ def test_weight_bits_coarsens_only_the_stored_weights(tiny_net):
         assert be.opts["weight_bits"] == 4
         be.load(net)
         assert np.array_equal(be._compiled.layers[0].weight, coarse[0].weight)
+
+
+@pytest.mark.parametrize("variant", [dict(recurrent=True), dict(recurrent=True, reset="subtract", refractory=2)])
+def test_recurrent_weights_get_the_reference_gradient_from_the_substituted_forward(variant):
+    """A recurrent layer's ``w_rec``: the measured spikes of step t - 1 drive the
+    recurrent input at t with their straight-through gradient, so with measurements
+    equal to the model's own the gradient on ``w_rec`` is the reference loop's, to
+    rounding (the session itself still trains only the feed-forward matrices:
+    docs/in-the-loop.md)."""
+    layers, params, ws, rec, raster = _random_layers(**variant)
+    sg = Surrogate("superspike", 10.0)
+    r_a = [None if r is None else r.clone().requires_grad_(True) for r in rec]
+    ref = cuba_network_forward(raster, ws, params, sg, r_a, engine="torch", record="all")
+    r_b = [None if r is None else r.clone().requires_grad_(True) for r in rec]
+    sub = substituted_forward(layers, ws, r_b, raster, sg, [s.detach() for s in ref.spikes],
+                              [v.detach() for v in ref.membranes])
+    la = ref.membranes[1].max(0).values.sum() + ref.counts[0].sum() * 0.01
+    lb = sub.membranes[1].max(0).values.sum() + sub.counts[0].sum() * 0.01
+    ga, = torch.autograd.grad(la, [r_a[0]])
+    gb, = torch.autograd.grad(lb, [r_b[0]])
+    assert float(ga.abs().max()) > 0
+    torch.testing.assert_close(gb, ga, rtol=1e-10, atol=1e-12)  # (the fully measured layer's adjoint)
+    if variant.get("refractory"):
+        return
+    # a measured spike at step 0 that the model did not fire is the recurrent input of
+    # step 1: v~(1) = beta v(0) + alpha i(0) + x(1), x(1) = (s_in(1) @ w + s(0) @ w_rec),
+    # so d sum_k v~(1)[b, k] / d w_rec[j, k] = s_j(0) = 1 on its row, 0 on rows that did not fire
+    s_meas = ref.spikes[0].detach().clone()
+    b = 0
+    j = int(torch.nonzero(s_meas[0, b] == 0)[0])
+    s_meas[0, b, j] = 1.0
+    r_c = rec[0].clone().requires_grad_(True)
+    per = substituted_forward(layers, ws, [r_c, None], raster, sg, [s_meas, None])
+    g, = torch.autograd.grad(per.membranes[0][1, b].sum(), [r_c])
+    fired = s_meas[0, b] > 0
+    assert torch.equal(g[j], torch.ones_like(g[j]))
+    assert torch.equal(g[fired], torch.ones_like(g[fired])) and torch.equal(g[~fired], torch.zeros_like(g[~fired]))
