@@ -90,3 +90,11 @@ def test_hwloop_loop_records_the_calibrated_target_and_prints_the_line(store, tm
     val = [next(json.loads(x) for x in (p / "log.jsonl").read_text().splitlines()
                 if json.loads(x).get("kind") == "eval")["val_accuracy"] for p in (d, d2)]
     assert val[0] > val[1]
+
+
+def test_the_outcome_line_names_the_calibrated_target(store, tmp_path, capsys):
+    _store_truth(6)
+    assert main(["loop", "--target", CHIP, "--init", QIF, "--dir", str(tmp_path / "s"), "--epochs", "1",
+                 "--batch-size", "50", "--train-limit", "50", "--eval-limit", "100", "--no-final-test",
+                 "--quiet"]) == 0
+    assert f"validation accuracy on {CHIP}&calib=on" in capsys.readouterr().out

@@ -139,7 +139,10 @@ def run(args) -> dict:
         print(f"session directory: {directory}", file=sys.stderr)
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
-        print(outcome_line(res, cfg.target))
+        from ..session.files import SessionDir
+
+        # the target the session ran (calib=on where it started from the chip's stored calibration)
+        print(outcome_line(res, SessionDir(res["session"]).load_config().target))
     return res
 
 
