@@ -118,9 +118,13 @@ def session(out: Path, net_path: Path, dataset: str, target: str, seed: int, epo
     return run_session(d, cfg, progress=False)
 
 
-def with_calibration(target: str) -> str:
-    """The target URL deploying through the chip's stored calibration."""
-    return target + ("&" if "?" in target else "?") + "calib=on"
+def with_calibration(target: str, on: bool = True) -> str:
+    """The target URL deploying through the chip's stored calibration (or, ``on=False``,
+    as is: said explicitly, since a session on a chip with a stored calibration
+    starts from it by default); a target that says ``calib=`` itself is kept."""
+    if "calib=" in target:
+        return target
+    return target + ("&" if "?" in target else "?") + ("calib=on" if on else "calib=off")
 
 
 def calibration_file(out: Path, target: str) -> dict:
@@ -198,8 +202,8 @@ def main(argv=None) -> int:
         if calibrated:
             calibration_file(out, target)
             uncal = deployed_uncalibrated(out, net, args.dataset, target)["accuracy"]
-        s = session(out, net, args.dataset, with_calibration(target) if calibrated else target, seed, epochs,
-                    extra, args.train_limit)
+        session_target = with_calibration(target, calibrated) if family(target) == "qif" else target
+        s = session(out, net, args.dataset, session_target, seed, epochs, extra, args.train_limit)
         # deployed as is: the start network on the target on the test split, measured by the session
         # itself (the same samples and the same way as "after"; on a noisy chip two measurements differ);
         # calibrated, it is the calibrated deployment, and the uncalibrated one is measured apart

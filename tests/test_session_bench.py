@@ -46,6 +46,9 @@ def test_the_calibrated_target_url_adds_calib_on():
     bench = _bench()
     assert bench.with_calibration("qif-emu") == "qif-emu?calib=on"
     assert bench.with_calibration("qif-emu?chip_id=2") == "qif-emu?chip_id=2&calib=on"
+    # without --calibrate the session deploys as is, said explicitly (a stored calibration would be the default)
+    assert bench.with_calibration("qif-emu?chip_id=2", on=False) == "qif-emu?chip_id=2&calib=off"
+    assert bench.with_calibration("qif-emu?calib=off") == "qif-emu?calib=off"
 
 
 @pytest.mark.slow
