@@ -13,8 +13,20 @@ and whether every cell ends at or above its deployed-as-is accuracy.
     python bench/inloop_robustness.py --out runs/robust
     # the same for digits on one QIF chip
     python bench/inloop_robustness.py --dataset digits --targets qif-emu --multi-seed-cell none --out runs/robust-digits
-    # a reduced grid (what docs/results-inloop.md reports, with its exact command)
+    # a reduced grid
     python bench/inloop_robustness.py --qif-epochs 5 --out runs/robust-small
+    # the QIF chips calibrated first, sessions from the calibrated deployment (issue 16's columns:
+    # deployed as is uncalibrated, calibrated as is, after); what docs/results-inloop.md reports
+    python bench/inloop_robustness.py --targets 'qif-emu?chip_id=1' 'qif-emu?chip_id=2' 'qif-emu?chip_id=3' \
+        --qif-epochs 10 --calibrate --out runs/robust-calib
+
+With ``--calibrate`` every QIF chip is calibrated once (``hwloop calibrate``,
+the file kept in ``OUT/calibration``, which this run uses as its
+``$HWLOOP_CALIBRATION_DIR``), every session on it starts from the calibrated
+deployment (``calib=on``), and the uncalibrated deployed-as-is accuracy is
+measured apart (``OUT/deployed``). Without it QIF sessions deploy as is
+(``calib=off``, said explicitly: a session on a chip with a stored
+calibration starts from it by default).
 
 Sessions use the documented recipes (docs/results-inloop.md) unless told
 otherwise; ``--setting`` adds loop settings to every session of a run
