@@ -56,6 +56,10 @@ TARGETS = ("qif-emu?chip_id=1", "qif-emu?chip_id=2", "qif-emu?chip_id=3", "bitex
            "bitexact?steps=150")
 SOFTWARE_SEEDS = (10, 11, 12)  # not the seed of the shipped networks (0)
 
+#: a QIF chip with neither fixed-pattern mismatch nor temporal noise (its quantisation and time
+#: mapping stay): the ceiling of deployment alone, with a perfect calibration (--ideal-chip)
+IDEAL_CHIP = "qif-emu?baud=0&mismatch=0&noise=0"
+
 #: the documented session recipes (docs/results-inloop.md), per target family and data set
 RECIPES = {
     ("qif", "yinyang"): dict(lr=0.002, lr_gamma=0.9, batch_size=50, ema=0.98),
@@ -187,6 +191,9 @@ def main(argv=None) -> int:
                     help="QIF targets: calibrate each chip once (hwloop calibrate) and start every session from "
                          "the calibrated deployment (calib=on); the table adds the uncalibrated deployed-as-is "
                          "column")
+    ap.add_argument("--ideal-chip", action="store_true",
+                    help="QIF targets: also measure each network deployed on a chip with neither mismatch nor "
+                         f"temporal noise ({IDEAL_CHIP}): what deployment reaches with a perfect calibration")
     ap.add_argument("--out", default="runs/robust")
     ap.add_argument("--json", action="store_true", help="print the table as JSON too")
     args = ap.parse_args(argv)
@@ -210,7 +217,9 @@ def main(argv=None) -> int:
         net, software = software_network(out, model_of(target), args.dataset, sw_seed, args.software_epochs)
         epochs = args.qif_epochs if family(target) == "qif" else args.loihi_epochs
         calibrated = args.calibrate and family(target) == "qif"
-        uncal = None
+        uncal = ideal = None
+        if args.ideal_chip and family(target) == "qif":
+            ideal = deployed_uncalibrated(out, net, args.dataset, IDEAL_CHIP)["accuracy"]
         if calibrated:
             calibration_file(out, target)
             uncal = deployed_uncalibrated(out, net, args.dataset, target)["accuracy"]
@@ -221,7 +230,7 @@ def main(argv=None) -> int:
         # calibrated, it is the calibrated deployment, and the uncalibrated one is measured apart
         deployed, after = s["test_start"]["accuracy"], s["test_selected"]["accuracy"]
         rows.append({"target": target, "software_seed": sw_seed, "session_seed": seed, "software": software,
-                     "calibrated": calibrated, "uncalibrated": uncal,
+                     "calibrated": calibrated, "uncalibrated": uncal, "ideal_chip": ideal,
                      "deployed": deployed, "after": after, "test_n": s["test_selected"]["n"],
                      "selected": s["selected"], "selected_step": s["selected_step"], "steps": s["steps"],
                      "stopped_early": s.get("stopped_early", False), "session_seconds": s["seconds"]})
@@ -230,6 +239,7 @@ def main(argv=None) -> int:
               f"after {after:.4f} ({r['selected']})", file=sys.stderr, flush=True)
 
     cal = any(r["calibrated"] for r in rows)
+    ideal = any(r["ideal_chip"] is not None for r in rows)
 
     def pct(v):
         return "–" if v is None else f"{100 * v:.1f}"
@@ -240,18 +250,20 @@ def main(argv=None) -> int:
           f"test split on the target")
     print()
     start_col = "deployed (calibrated where calibrated)" if cal else "deployed as is"
-    print(f"| target | software seed | session seed | software | {'uncalibrated | ' if cal else ''}{start_col} | "
-          f"after | after − deployed | after − software | selected |")
-    print("|---|---|---|---|" + ("---|" if cal else "") + "---|---|---|---|---|")
+    print(f"| target | software seed | session seed | software | {'ideal chip | ' if ideal else ''}"
+          f"{'uncalibrated | ' if cal else ''}{start_col} | after | after − deployed | after − software | selected |")
+    print("|---|---|---|---|" + ("---|" if ideal else "") + ("---|" if cal else "") + "---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['target']}` | {r['software_seed']} | {r['session_seed']} | {pct(r['software'])} | "
+              + (f"{pct(r['ideal_chip'])} | " if ideal else "")
               + (f"{pct(r['uncalibrated'])} | " if cal else "")
               + f"{pct(r['deployed'])} | {pct(r['after'])} | {100 * (r['after'] - r['deployed']):+.1f} | "
               f"{100 * (r['after'] - r['software']):+.1f} | {r['selected']} (step {r['selected_step']}) |")
     print()
-    print(f"| target | cells | mean software | {'mean uncalibrated | ' if cal else ''}mean deployed | mean after | "
+    print(f"| target | cells | mean software | {'mean ideal chip | ' if ideal else ''}"
+          f"{'mean uncalibrated | ' if cal else ''}mean deployed | mean after | "
           f"mean after − software | worst after − software | worst after − deployed |")
-    print("|---|---|---|" + ("---|" if cal else "") + "---|---|---|---|---|")
+    print("|---|---|---|" + ("---|" if ideal else "") + ("---|" if cal else "") + "---|---|---|---|---|")
     summary = []
     groups = [("each target", t, [r for r in rows if r["target"] == t]) for t in args.targets]
     qif = [r for r in rows if family(r["target"]) == "qif"]
@@ -261,14 +273,16 @@ def main(argv=None) -> int:
         if not rs:
             continue
         mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("software", "deployed", "after")}
-        unc = [r["uncalibrated"] for r in rs if r["uncalibrated"] is not None]
-        mean["uncalibrated"] = sum(unc) / len(unc) if unc else None
+        for k in ("uncalibrated", "ideal_chip"):
+            got = [r[k] for r in rs if r[k] is not None]
+            mean[k] = sum(got) / len(got) if got else None
         worst_sw = min(r["after"] - r["software"] for r in rs)
         worst_dep = min(r["after"] - r["deployed"] for r in rs)
         summary.append({"target": name, "cells": len(rs), **{f"mean_{k}": v for k, v in mean.items()},
                         "worst_after_minus_software": worst_sw, "worst_after_minus_deployed": worst_dep})
         label = f"`{name}`" if kind == "each target" else name
         print(f"| {label} | {len(rs)} | {pct(mean['software'])} | "
+              + (f"{pct(mean['ideal_chip'])} | " if ideal else "")
               + (f"{pct(mean['uncalibrated'])} | " if cal else "")
               + f"{pct(mean['deployed'])} | {pct(mean['after'])} | {100 * (mean['after'] - mean['software']):+.1f} | "
               f"{100 * worst_sw:+.1f} | {100 * worst_dep:+.1f} |")

@@ -62,7 +62,7 @@ def test_calibrate_grid_calibrates_once_starts_calibrated_and_extends_sessions(t
     out = tmp_path / "r"
     argv = ["--targets", "qif-emu?baud=0&chip_id=4", "--software-seeds", "10", "--software-epochs", "2",
             "--qif-epochs", "1", "--train-limit", "100", "--multi-seed-cell", "none", "--calibrate",
-            "--setting", "eval_limit=200", "--out", str(out), "--json"]
+            "--ideal-chip", "--setting", "eval_limit=200", "--out", str(out), "--json"]
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     res = json.loads(printed.strip().splitlines()[-1])
@@ -72,10 +72,12 @@ def test_calibrate_grid_calibrates_once_starts_calibrated_and_extends_sessions(t
     config = json.loads((session / "config.json").read_text())
     assert config["target"] == "qif-emu?baud=0&chip_id=4&calib=on" and config["epochs"] == 1
     assert len(list((out / "calibration").glob("qif-0x4-fw*.json"))) == 1 and not (tmp_path / "elsewhere").exists()
-    uncal = json.loads(next((out / "deployed").glob("*.json")).read_text())
+    uncal = json.loads(next((out / "deployed").glob(f"*--{bench.slug('qif-emu?baud=0&chip_id=4')}.json")).read_text())
     assert row["calibrated"] and row["uncalibrated"] == uncal["accuracy"] and uncal["n"] == 1000
     assert row["deployed"] == summary["test_start"]["accuracy"] and row["after"] == summary["test_selected"]["accuracy"]
-    assert "| uncalibrated |" in printed
+    assert "| uncalibrated |" in printed and "| ideal chip |" in printed
+    ideal = next((out / "deployed").glob(f"*--{bench.slug(bench.IDEAL_CHIP)}.json"))
+    assert row["ideal_chip"] == json.loads(ideal.read_text())["accuracy"]
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "calibration").iterdir()}
     # two epochs now: the same session goes on (twice the steps), the chip is not calibrated again
     argv[argv.index("--qif-epochs") + 1] = "2"
