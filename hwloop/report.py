@@ -25,6 +25,7 @@ the target) unless asked for the final one; the report says which.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -200,6 +201,20 @@ def _with_intervals(evals: Sequence[dict], n: int) -> list[dict]:
             r = {**r, "val_n": k, "val_ci": accuracy_figure(float(r["val_accuracy"]), k)["ci"]}
         out.append(r)
     return out
+
+
+def _software_figure(r: dict) -> str:
+    """The same weights' validation accuracy on the software model, with its
+    Wilson 95 % interval on the same samples ("–" where not measured)."""
+    from .session.parts import accuracy_figure
+
+    acc, n = r.get("software_val_accuracy"), r.get("val_n")
+    if not isinstance(acc, (int, float)) or not math.isfinite(acc):
+        return "–"
+    if not isinstance(n, int) or n < 1:
+        return f"{acc:.4f}"
+    lo, hi = accuracy_figure(float(acc), n)["ci"]
+    return f"{acc:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def _describe_network(name: str, evals: Sequence[dict]) -> str:
@@ -422,7 +437,8 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
                   f"`{cfg.surrogate}`, beta {cfg.surrogate_beta:g}.", ""]
     if evals:
         sel_step = summary.get("selected_step", _selected_step(evals))
-        lines += ["Every validation figure with its sample count and Wilson 95 % interval, and against the "
+        lines += ["Every validation figure with its sample count and Wilson 95 % interval (the software "
+                  "figure's on the same samples), and against the "
                   "start on the same samples (gained / lost); **selected** marks the network the session "
                   "returns (`best.hwnet`): the start unless a later one is better beyond the noise (McNemar "
                   "z > 1.96 on gained / lost; where those are not logged, the lower end of the interval above "
@@ -437,8 +453,7 @@ def write_report(session_dir: str, out: str | None = None, samples: int = 300, r
             vs = r.get("val_vs_start")
             vs_text = f"{vs[0]} / {vs[1]}" if isinstance(vs, list) and len(vs) == 2 else ""
             lines.append(f"| {r['step']} | {r.get('epoch', '')} | {r['val_accuracy']:.4f} | {n} | "
-                         f"[{lo:.4f}, {hi:.4f}] | {vs_text} | {r.get('software_val_accuracy', float('nan')):.4f} "
-                         f"| {mark} |")
+                         f"[{lo:.4f}, {hi:.4f}] | {vs_text} | {_software_figure(r)} | {mark} |")
         lines.append("")
         if "test_start" in summary:
             ts, tb = summary["test_start"], summary["test_selected"]

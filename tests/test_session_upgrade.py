@@ -188,3 +188,20 @@ def test_report_on_an_old_session_shows_intervals_from_its_sample_count(tmp_path
     assert f"{lo:.4f}" in text and f"{hi:.4f}" in text
     start_row = next(line for line in text.splitlines() if line.startswith("| 0 |"))
     assert "**selected**" in start_row and "| 100 |" in start_row
+
+
+def test_report_shows_the_interval_of_the_software_validation_figure_too(tmp_path):
+    """Every validation figure of the report has its interval: the same weights on
+    the software model as well (same samples, so the same n)."""
+    from hwloop.report import write_report
+    from hwloop.session.parts import wilson_interval
+
+    d = tmp_path / "old"
+    shutil.copytree(V1, d)
+    log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+    row2 = next(r for r in log if r.get("kind") == "eval" and r["step"] == 2)
+    write_report(str(d), run_target=False)
+    text = (d / "report" / "report.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| 2 |"))
+    lo, hi = wilson_interval(round(row2["software_val_accuracy"] * 100), 100)
+    assert f"| {row2['software_val_accuracy']:.4f} [{lo:.4f}, {hi:.4f}] |" in line

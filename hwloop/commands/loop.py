@@ -6,7 +6,10 @@ from __future__ import annotations
 def register(sub):
     p = sub.add_parser("loop", help="train in the loop: forward on the target, gradients at the measured spikes",
                        description="Run (or --resume) an in-the-loop training session in a session directory.")
-    p.add_argument("--target", default=None, help="target URL (default: software)")
+    p.add_argument("--target", default=None,
+                   help="target URL (default: software). A QIF chip with a stored calibration (hwloop calibrate) "
+                        "starts a QIF network from the calibrated deployment, and says so; calib=off in the URL "
+                        "deploys as is")
     p.add_argument("--dataset", default=None, help="data set (default yinyang)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--init", default=None, help="network to start from (.hwnet)")
@@ -139,7 +142,10 @@ def run(args) -> dict:
         print(f"session directory: {directory}", file=sys.stderr)
     res = run_session(directory, cfg, progress=not args.quiet, crash_after_step=args.crash_after_step)
     if not args.json:
-        print(outcome_line(res, cfg.target))
+        from ..session.files import SessionDir
+
+        # the target the session ran (calib=on where it started from the chip's stored calibration)
+        print(outcome_line(res, SessionDir(res["session"]).load_config().target))
     return res
 
 

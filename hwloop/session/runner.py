@@ -508,6 +508,51 @@ def checked_config(cfg: LoopConfig) -> LoopConfig:
     return cfg
 
 
+#: the chips that can be calibrated (`hwloop calibrate`) and deploy through it (``calib=on``)
+CALIBRATABLE = ("qif-emu", "qif")
+
+
+def calibrated_start(cfg: LoopConfig) -> tuple[LoopConfig, str | None]:
+    """A new session's start on a calibratable chip: the calibrated deployment
+    where the chip has a calibration in the store (`hwloop calibrate`).
+
+    Applies to a first-spike-time QIF start network on a ``qif-emu`` / ``qif``
+    target whose URL does not say ``calib=`` itself; the session then records
+    ``calib=on`` in its target (``calib=off`` deploys as is). Returns the
+    configuration and the one line that tells the user which start it is
+    (None where the rule does not apply). A stored calibration that is
+    damaged or for another chip is refused (`TargetError`), as ``calib=on`` is."""
+    from hwloop.backends import open_target, parse_target
+    from hwloop.calibration import Calibration, CalibrationError, store_dir, store_path
+    from hwloop.errors import TargetError
+
+    url = parse_target(cfg.target)
+    if url.scheme not in CALIBRATABLE or "calib" in url.options or cfg.init is None:
+        return cfg, None
+    try:
+        net = Network.load(cfg.init)
+    except HwloopError:
+        return cfg, None  # SessionDir.create names the bad file
+    if net.is_spike_train or net.model != "qif":
+        return cfg, None
+    with open_target(cfg.target) as chip:
+        info = chip.client.info
+    path = store_path(info.chip_id, info.fw_version)
+    if not path.exists():
+        return cfg, (f"chip {info.chip_id:#x} (firmware {info.fw_version}) has no calibration in {store_dir()}: "
+                     f"deploying the network as is; `hwloop calibrate \"{cfg.target}\"` first starts the session "
+                     f"from the calibrated deployment (docs/calibration.md)")
+    try:
+        Calibration.load(path, info.chip_id, info.fw_version)
+    except CalibrationError as exc:
+        raise TargetError(f"{cfg.target}: {exc}; calibrate again (hwloop calibrate), or add calib=off to the "
+                          f"target to deploy as is") from None
+    target = cfg.target + ("&" if "?" in cfg.target else "?") + "calib=on"
+    return dataclasses.replace(cfg, target=target), (
+        f"starting from the calibrated deployment of chip {info.chip_id:#x} ({path}): target {target}; "
+        f"add calib=off to the target to deploy as is")
+
+
 def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, resume: bool = False,
                 progress: bool = True, crash_after_step: int | None = None, epochs: int | None = None) -> dict:
     """Create (``cfg``) or resume (``resume=True``) a session and run it to the end.
@@ -522,9 +567,12 @@ def run_session(directory: str | os.PathLike, cfg: LoopConfig | None = None, res
     if not resume:
         if epochs is not None:
             raise SessionError("epochs= is for resume; a new session takes its epochs from its LoopConfig")
-        cfg = checked_config(cfg)
+        cfg, notice = calibrated_start(checked_config(cfg))
         sd.create(cfg)
-        return Session(sd, cfg).run(progress, crash_after_step)
+        session = Session(sd, cfg)
+        if notice is not None:
+            session.notify([notice])
+        return session.run(progress, crash_after_step)
 
     cfg = sd.load_config()
     wanted = cfg if epochs is None or epochs == cfg.epochs else dataclasses.replace(cfg, epochs=epochs)
