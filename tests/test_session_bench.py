@@ -12,9 +12,7 @@ BENCH = Path(__file__).parent.parent / "bench" / "inloop_robustness.py"
 
 @pytest.mark.slow
 def test_one_cell_table_matches_the_session_files(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("inloop_robustness", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     out = tmp_path / "r"
     argv = ["--targets", "bitexact?steps=100", "--software-seeds", "10", "--software-epochs", "2",
             "--loihi-epochs", "1", "--train-limit", "100", "--setting", "patience=3", "--out", str(out), "--json"]
