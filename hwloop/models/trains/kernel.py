@@ -64,13 +64,10 @@ except ImportError as exc:  # pragma: no cover
     nb = None
     _import_error = str(exc)
 else:
-    # The neuron loops touch up to a dozen arrays; LLVM vectorises a loop only
-    # after runtime checks that they do not overlap and gives up beyond 8 such
-    # checks by default, leaving the loop scalar (as in the QIF kernel, which
-    # sets the same process-wide option; it only lets more loops vectorise).
-    import llvmlite.binding as _llvm
+    # the fused loops touch many arrays: let LLVM vectorise them (llvm_options)
+    from hwloop.models.llvm_options import allow_many_runtime_checks
 
-    _llvm.set_option("", "-runtime-memory-check-threshold=64")
+    allow_many_runtime_checks()
 
 
 def _engine(engine: str | None) -> str:
