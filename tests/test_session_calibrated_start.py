@@ -98,3 +98,18 @@ def test_the_outcome_line_names_the_calibrated_target(store, tmp_path, capsys):
                  "--batch-size", "50", "--train-limit", "50", "--eval-limit", "100", "--no-final-test",
                  "--quiet"]) == 0
     assert f"validation accuracy on {CHIP}&calib=on" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_demo_measures_the_trained_network_where_the_session_trained_it(store, tmp_path, capsys):
+    """With a stored calibration the demo's session trains for the calibrated deployment;
+    the 'after' figure must be measured on that deployment, not on the uncalibrated one."""
+    _store_truth(6)
+    assert main(["demo", "--target", CHIP, "--epochs", "1", "--train-limit", "50", "--dir", str(tmp_path / "d"),
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["target"] == CHIP + "&calib=on"
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["target"] == res["target"]
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    # the selected network on the session's own target, measured again on the same test split
+    assert abs(res["after"] - summary["test_selected"]["accuracy"]) <= 0.02
