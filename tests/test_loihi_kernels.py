@@ -116,3 +116,25 @@ def test_spike_steps_become_the_same_times_by_lookup():
     assert got.dtype == np.float64 and got.shape == k.shape
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(c.to_times(np.array([c.steps + 3, -5])), [(c.steps + 3.5) * c.dt, np.inf])
+
+
+def test_a_current_more_than_one_wrap_out_of_range_wraps_again_on_later_steps():
+    """60 sources of weight -256 at exponent 7 in one step put u ~13 wraps below the
+    24-bit range; Lava (and the reference) wrap u once per step, so u comes back into
+    range six steps later and later input makes the neuron fire. A kernel that wraps
+    only on input steps, or prunes a neuron whose u is still out of range, never fires
+    it (found by hypothesis in CI on the first version of the block kernel)."""
+    n_src, n_out, steps = 68, 4, 24
+    w = np.full((n_src, n_out), -256, dtype=np.int32)
+    w[-8:, :] = 254
+    layer = CoreLayer(weight=w, weight_exp=7, du=0, dv=0, vth=1, bias_weight=np.zeros((0, n_out), np.int32),
+                      bias_steps=np.zeros(0, np.int64), bias_mant=0, bias_exp=0)
+    config = CoreConfig((layer,), steps)
+    x = np.full((3, n_src), steps)
+    x[:, :60] = 0
+    x[:, 60:] = [[3], [9], [15]]
+    (ref,) = simulate(config, x, engine="numpy")
+    assert ref.tolist() == [[7] * 4, [10] * 4, [16] * 4]  # fires: the wraps brought u back
+    for kind in ("block", "neuron"):
+        (got,) = _run(config, x, kind)
+        np.testing.assert_array_equal(got, ref, err_msg=f"{kind} kernel")

@@ -45,8 +45,10 @@ def trunc_decay(x, factor):
 
 @nb.njit(cache=True, inline="always")
 def wrap24(d):
-    # u is a 24-bit register: one wrap suffices, |d| < 3 * 2**23 (an int, or a float
-    # holding one: the block kernel's)
+    # u is a 24-bit register that wraps once per step, as Lava's bit-accurate LIF does
+    # (an int, or a float holding one: the block kernel's). A step whose input is more
+    # than a wrap away leaves u outside +-2**23, and later steps wrap it again: so the
+    # wrap is applied on every step, with input or not.
     if d > 8388608:
         d -= 16777216
     elif d <= -8388608:
@@ -113,7 +115,8 @@ def layer_samples(b0, b1, in_steps, w, weight_exp, bias_in, bias_step, last_inpu
                     break
                 # once all input is in, stop a neuron that provably cannot fire: with
                 # no input and bias <= 0, v stays <= max(v,0) + max(u,0)*fu/(du+1)
-                if k >= last and eb <= 0:
+                # (only while u is inside the 24-bit range: outside it, it wraps again)
+                if k >= last and eb <= 0 and -8388608 < u <= 8388608:
                     up = u if u > 0 else 0
                     vp = v if v > 0 else 0
                     if vp * du1 + up * fu <= vth * du1:
@@ -182,10 +185,11 @@ def _step_input(x0, x1, k, u, v, eb, fs, jj, row, n, eb_any, gu, gv, fvth):
 
 @nb.njit(cache=True, inline="always")
 def _step_free(x0, x1, k, u, v, eb, fs, eb_any, gu, gv, fvth):
-    """One step of slots x0..x1-1 (any samples) with no input: |u| only shrinks, no wrap."""
+    """One step of slots x0..x1-1 (any samples) with no input: |u| only shrinks, but a u
+    left outside the 24-bit range by an earlier step wraps again (as in Lava)."""
     nf = 0
     for x in range(np.uint64(x0), np.uint64(x1)):
-        nf += _slot_update(x, k, np.trunc(u[x] * gu), u, v, eb, fs, eb_any, gv, fvth)
+        nf += _slot_update(x, k, wrap24(np.trunc(u[x] * gu)), u, v, eb, fs, eb_any, gv, fvth)
     return nf
 
 
@@ -316,7 +320,8 @@ def _layer_block(b0, b1, in_steps, w, weight_exp, bias_in, bias_step, last_input
                     oflat[r + j] = f  # -1 for a live neuron: still right
                     up = uu if uu > 0 else 0.0
                     vp = vv if vv > 0 else 0.0
-                    dead = done & (eb[x] <= 0) & (vp * du1 + up * fu <= fvth * du1)
+                    inside = (uu > -8388608.0) & (uu <= 8388608.0)  # outside, u wraps again
+                    dead = done & inside & (eb[x] <= 0) & (vp * du1 + up * fu <= fvth * du1)
                     keep = (f < 0) & (dead ^ True)
                     jj[y] = j
                     u[y] = uu
