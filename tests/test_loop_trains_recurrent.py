@@ -163,3 +163,59 @@ def test_resume_of_a_recurrent_session_on_bitexact_is_exact(rec_net, tmp_path):
     raster = data.val.raster[:, :45].numpy()
     a, b = end.run(target, raster=raster), with_start.run(target, raster=raster)
     assert any(not np.array_equal(x.raster(np.float64), y.raster(np.float64)) for x, y in zip(a.events, b.events))
+
+
+def test_ema_and_the_spike_only_signal_carry_the_recurrent_matrix(rec_net, tmp_path):
+    d = tmp_path / "e"
+    run_session(d, _cfg(rec_net, ema=0.9, signal="spikes", compare_software=False, final_test=False),
+                progress=False)
+    st = _checkpoint(d)
+    end = Network.load(d / "network.hwnet")
+    assert not torch.equal(st["averaged"][2], st["weights"][2])
+    np.testing.assert_array_equal(end.layers[0].recurrent, st["averaged"][2].numpy())  # the EMA is deployed
+    start = Network.load(d / "init.hwnet")
+    assert float(np.abs(end.layers[0].recurrent - start.layers[0].recurrent).max()) > 1e-4
+
+
+def _strip_option(d: Path) -> None:
+    """Make ``d`` look like a session of a hwloop before ``train_recurrent``: the
+    key gone from config.json and from the checkpoints' recorded configuration."""
+    from hwloop.session.checkpoint import encode_checkpoint
+
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["train_recurrent"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    for name in ("checkpoint.ckpt", "checkpoint.prev.ckpt"):
+        if (d / name).exists():
+            st = decode_checkpoint((d / name).read_bytes())
+            del st["config"]["train_recurrent"]
+            (d / name).write_bytes(encode_checkpoint(st))
+
+
+def test_a_recurrent_session_of_an_older_hwloop_resumes_as_it_ran(rec_net, tmp_path):
+    """Before the option a recurrent network's session trained the feed-forward
+    matrices only; such a session resumes so (frozen), exactly as it would have
+    ended; a config.json changed to train them is refused by name."""
+    cmd = [sys.executable, "-m", "hwloop", "loop", "--dir", str(tmp_path / "old"), "--target", "software",
+           "--init", rec_net, "--epochs", "1", "--batch-size", "30", "--lr", "0.005", "--seed", "1",
+           "--eval-limit", "45", "--eval-every", "2", "--freeze-recurrent", "--quiet", "--crash-after-step", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 3, proc.stderr
+    _strip_option(tmp_path / "old")
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    changed = {**saved, "train_recurrent": True}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(changed))
+    from hwloop.session import SessionError
+
+    with pytest.raises(SessionError, match=r"train_recurrent: False in the checkpoint, True now"):
+        run_session(tmp_path / "old", resume=True, progress=False)
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    run_session(tmp_path / "old", resume=True, progress=False)
+    assert len(_checkpoint(tmp_path / "old")["weights"]) == 2
+    ref = LoopConfig(**{**saved, "max_missing": tuple(saved["max_missing"]), "train_recurrent": False})
+    run_session(tmp_path / "ref", ref, progress=False)
+    assert_same_session(tmp_path / "ref", tmp_path / "old")
+    start = Network.load(tmp_path / "old" / "init.hwnet")
+    np.testing.assert_array_equal(Network.load(tmp_path / "old" / "network.hwnet").layers[0].recurrent,
+                                  start.layers[0].recurrent)

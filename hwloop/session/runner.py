@@ -178,9 +178,24 @@ class Session:
             raise CheckpointDamaged("files: not the digests of the session's networks")
         if not isinstance(st["config"], dict) or not isinstance(st["backend"], dict):
             raise CheckpointDamaged("config or backend state missing")
+        self._check_recurrent_layout(st["config"])
         master = MasterWeights(self.cfg, self.template)
         master.restore(st)
         return st, master
+
+    def _check_recurrent_layout(self, saved: dict) -> None:
+        """A checkpoint written with the recurrent matrices trained (or frozen)
+        holds that many master weights: one with the other setting in config.json
+        is named as a changed configuration (`SessionError`), not as damage."""
+        from .config import fill_missing
+        from .parts import trains_recurrent
+
+        then = bool(fill_missing(saved).get("train_recurrent"))
+        if trains_recurrent(dataclasses.replace(self.cfg, train_recurrent=then), self.template) \
+                != trains_recurrent(self.cfg, self.template):
+            raise SessionError(f"{self.sd.config}: differs from the configuration the checkpoint was written with "
+                               f"(train_recurrent: {then!r} in the checkpoint, {self.cfg.train_recurrent!r} now); "
+                               "put it back, or start a new session")
 
     def _load_data_named(self, source: Path) -> None:
         try:
