@@ -19,13 +19,62 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .errors import NetworkSpecError
 from .models import get_model, network_forward
 from .network import Layer, Network
 
 
+def recurrent_layers(template: Network) -> list[int]:
+    """The indices of ``template``'s layers that have recurrent weights."""
+    return [i for i, layer in enumerate(template.layers) if layer.recurrent is not None]
+
+
+def trainable_weights(net: Network, recurrent: bool = False) -> list[torch.Tensor]:
+    """``net``'s weights as the float64 list a session trains: one feed-forward
+    matrix per layer, then (``recurrent``) the recurrent matrix of every layer
+    that has one, in layer order."""
+    out = [torch.tensor(np.array(w), dtype=torch.float64) for w in net.weights()]
+    if recurrent:
+        out += [torch.tensor(np.array(net.layers[i].recurrent), dtype=torch.float64) for i in recurrent_layers(net)]
+    return out
+
+
+def split_weights(template: Network, weights: Sequence[torch.Tensor]):
+    """(feed-forward matrices, recurrent matrix or None per layer) of a list
+    laid out as `trainable_weights`: with one matrix per layer only, the
+    recurrent matrices are the template's (as float64 tensors)."""
+    n = len(template.layers)
+    idx = recurrent_layers(template)
+    extra = list(weights[n:])
+    if len(weights) < n or (extra and len(extra) != len(idx)):
+        raise NetworkSpecError(f"expected {n} weight matrices (+ {len(idx)} recurrent), got {len(weights)}")
+    rec = [None if layer.recurrent is None else torch.tensor(layer.recurrent, dtype=torch.float64)
+           for layer in template.layers]
+    for i, w in zip(idx, extra):
+        rec[i] = w
+    return list(weights[:n]), rec
+
+
 def network_with(template: Network, weights: Sequence[torch.Tensor]) -> Network:
-    """The template network carrying the current float master weights."""
-    return template.with_weights([w.detach().to(torch.float64).cpu().numpy() for w in weights])
+    """The template network carrying the current float master weights (laid
+    out as `trainable_weights`: the recurrent matrices too, where given)."""
+    import dataclasses
+
+    n = len(template.layers)
+    net = template.with_weights([w.detach().to(torch.float64).cpu().numpy() for w in weights[:n]])
+    if len(weights) == n:
+        return net
+    _, rec = split_weights(template, weights)  # checks the count
+    layers = tuple(layer if r is None else dataclasses.replace(layer, recurrent=_recurrent_array(layer, r))
+                   for layer, r in zip(net.layers, rec))
+    return dataclasses.replace(net, layers=layers)
+
+
+def _recurrent_array(layer: Layer, r: torch.Tensor) -> np.ndarray:
+    a = r.detach().to(torch.float64).cpu().numpy()
+    if a.shape != layer.recurrent.shape:
+        raise NetworkSpecError(f"new recurrent weight shape {a.shape} != {layer.recurrent.shape}")
+    return a
 
 
 def measured_forward(backend, template: Network, weights: Sequence[torch.Tensor],

@@ -368,8 +368,7 @@ def test_recurrent_weights_get_the_reference_gradient_from_the_substituted_forwa
     """A recurrent layer's ``w_rec``: the measured spikes of step t - 1 drive the
     recurrent input at t with their straight-through gradient, so with measurements
     equal to the model's own the gradient on ``w_rec`` is the reference loop's, to
-    rounding (the session itself still trains only the feed-forward matrices:
-    docs/in-the-loop.md)."""
+    rounding (the session trains them: tests/test_loop_trains_recurrent.py)."""
     layers, params, ws, rec, raster = _random_layers(**variant)
     sg = Surrogate("superspike", 10.0)
     r_a = [None if r is None else r.clone().requires_grad_(True) for r in rec]

@@ -68,6 +68,9 @@ def register(sub):
                    help="shape of the surrogate derivative (default: the network's training's)")
     g.add_argument("--surrogate-beta", type=float, default=None,
                    help="scale (steepness) of the surrogate derivative (default: the network's training's)")
+    g.add_argument("--freeze-recurrent", dest="train_recurrent", action="store_const", const=False, default=None,
+                   help="keep the recurrent layers' recurrent matrices those of the start network (default: "
+                        "trained with the feed-forward ones)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training samples")
     p.add_argument("--eval-limit", type=int, default=None, help="validation samples per evaluation (default all)")
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
@@ -107,7 +110,8 @@ def argparse_suppress():
 CONFIG_OPTIONS = ("target", "dataset", "data_root", "init", "epochs", "batch_size", "lr", "lr_gamma", "lr_schedule",
                   "patience", "final_test", "seed",
                   "gradient", "spsa_pairs", "grad_at", "loss_times", "max_missing", "train_limit", "eval_limit",
-                  "ema", "input_jitter", "eval_every", "model", "signal", "surrogate", "surrogate_beta")
+                  "ema", "input_jitter", "eval_every", "model", "signal", "surrogate", "surrogate_beta",
+                  "train_recurrent")
 
 
 def run(args) -> dict:

@@ -92,6 +92,9 @@ class LoopConfig:
     # the surrogate derivative's shape and scale; None: the network's training's
     surrogate: str | None = None
     surrogate_beta: float | None = None
+    # train the recurrent matrices of a spike-train network's recurrent layers
+    # too (False: they stay those of the start network); no effect elsewhere
+    train_recurrent: bool = True
 
     def resolved(self) -> "LoopConfig":
         """A copy with every target-dependent field left unset filled in
@@ -130,6 +133,7 @@ class LoopConfig:
         _check_bool(self, "end_logit", optional=True)
         _check_bool(self, "compare_software")
         _check_bool(self, "final_test")
+        _check_bool(self, "train_recurrent")
         _check_choice(self, "gradient", ("model", "spsa", "node-perturbation", "surrogate"))
         from .trains_forward import FORWARDS
 
@@ -172,7 +176,8 @@ class LoopConfig:
 #: A field missing here takes the dataclass default. ``final_test`` only adds
 #: figures to summary.json at the end, so old sessions get it too.
 LEGACY_VALUES: dict = {"final_test": True, "lr_schedule": "epoch", "patience": 0, "model": None, "signal": None,
-                       "surrogate": None, "surrogate_beta": None}
+                       "surrogate": None, "surrogate_beta": None,
+                       "train_recurrent": False}
 
 #: what a spike-train session can substitute in the forward pass
 SIGNALS = ("spikes", "spikes+membranes", "spikes+readout")

@@ -167,8 +167,9 @@ class SurrogateGradient:
     `hwloop.session.trains_forward` in which, layer by layer and step by step, the
     measured spikes (and membranes) replace the simulated ones (forward value
     measured, backward the surrogate model's); the loss is the network's trains
-    loss on that forward. Recurrent weights are those of the start network (the
-    session trains the feed-forward matrices)."""
+    loss on that forward. ``weights`` are laid out as `hwloop.inloop.trainable_weights`:
+    where the session trains the recurrent matrices they follow the feed-forward
+    ones (and get their gradient), else the start network's are used."""
 
     def __init__(self, template: Network, loss, signal: str, surrogate):
         self.template, self.loss, self.signal, self.surrogate = template, loss, signal, surrogate
@@ -213,7 +214,10 @@ class SurrogateGradient:
     def forward(self, weights, xb, s_meas, v_meas):
         from .trains_forward import substituted_forward
 
-        return substituted_forward(self.template.layers, weights, self.recurrent, xb.to(weights[0].dtype),
+        from hwloop.inloop import split_weights
+
+        ff, rec = split_weights(self.template, weights)  # the trained recurrent matrices, where trained
+        return substituted_forward(self.template.layers, ff, rec, xb.to(weights[0].dtype),
                                    self.surrogate, s_meas, v_meas)
 
     def estimate(self, backend, weights, xb, yb, step):

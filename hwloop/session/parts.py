@@ -89,7 +89,12 @@ class MasterWeights:
     moving average."""
 
     def __init__(self, cfg: LoopConfig, template: Network):
-        self.weights = [torch.tensor(w, dtype=DTYPE).requires_grad_(True) for w in template.weights()]
+        from hwloop.inloop import trainable_weights
+
+        #: one matrix per layer, then (`trains_recurrent`) the recurrent matrices,
+        #: as `hwloop.inloop.trainable_weights` lays them out
+        self.recurrent = trains_recurrent(cfg, template)
+        self.weights = [w.requires_grad_(True) for w in trainable_weights(template, self.recurrent)]
         self.averaged = [w.detach().clone() for w in self.weights]  # the EMA (used when cfg.ema > 0)
         self.ema, self.max_grad_norm, self.lr_gamma = cfg.ema, cfg.max_grad_norm, cfg.lr_gamma
         self.per_epoch = cfg.lr_schedule == "epoch"
@@ -97,7 +102,7 @@ class MasterWeights:
         #: layers of a spike-train neuron whose weights are in other units (a
         #: qif-trains layer: ``hwloop.trains_training.lr_scale``, as its software
         #: trainer does); one Adam group per tensor only where a factor is not 1
-        self.lr_factors = _lr_factors(template)
+        self.lr_factors = _lr_factors(template, self.recurrent)
         if all(f == 1.0 for f in self.lr_factors):
             self.opt = torch.optim.Adam(self.weights, lr=cfg.lr)
         else:
@@ -199,13 +204,24 @@ class MasterWeights:
         self.opt.load_state_dict(sd)
 
 
-def _lr_factors(template: Network) -> list[float]:
-    """One learning-rate factor per weight tensor of ``template`` (see `MasterWeights`)."""
+def trains_recurrent(cfg: LoopConfig, template: Network) -> bool:
+    """Whether the session trains ``template``'s recurrent matrices: a spike-train
+    network with recurrent layers, unless ``cfg.train_recurrent`` is off."""
+    from hwloop.inloop import recurrent_layers
+
+    return bool(template.is_spike_train and getattr(cfg, "train_recurrent", False) and recurrent_layers(template))
+
+
+def _lr_factors(template: Network, recurrent: bool = False) -> list[float]:
+    """One learning-rate factor per weight tensor of ``template`` (see `MasterWeights`);
+    a recurrent matrix takes its layer's factor (as the software trainer's `lr_groups`)."""
     if not template.is_spike_train:
         return [1.0] * len(template.layers)
+    from hwloop.inloop import recurrent_layers
     from hwloop.trains_training import lr_scale
 
-    return [float(lr_scale(layer.neuron.trains_params())) for layer in template.layers]
+    factors = [float(lr_scale(layer.neuron.trains_params())) for layer in template.layers]
+    return factors + ([factors[i] for i in recurrent_layers(template)] if recurrent else [])
 
 
 def _adam_step_dtype() -> torch.dtype:

@@ -178,9 +178,24 @@ class Session:
             raise CheckpointDamaged("files: not the digests of the session's networks")
         if not isinstance(st["config"], dict) or not isinstance(st["backend"], dict):
             raise CheckpointDamaged("config or backend state missing")
+        self._check_recurrent_layout(st["config"])
         master = MasterWeights(self.cfg, self.template)
         master.restore(st)
         return st, master
+
+    def _check_recurrent_layout(self, saved: dict) -> None:
+        """A checkpoint written with the recurrent matrices trained (or frozen)
+        holds that many master weights: one with the other setting in config.json
+        is named as a changed configuration (`SessionError`), not as damage."""
+        from .config import fill_missing
+        from .parts import trains_recurrent
+
+        then = bool(fill_missing(saved).get("train_recurrent"))
+        if trains_recurrent(dataclasses.replace(self.cfg, train_recurrent=then), self.template) \
+                != trains_recurrent(self.cfg, self.template):
+            raise SessionError(f"{self.sd.config}: differs from the configuration the checkpoint was written with "
+                               f"(train_recurrent: {then!r} in the checkpoint, {self.cfg.train_recurrent!r} now); "
+                               "put it back, or start a new session")
 
     def _load_data_named(self, source: Path) -> None:
         try:
@@ -285,8 +300,7 @@ class Session:
                 raise SessionError(f"{self.sd.best}: cannot set aside ({exc.strerror or exc})") from None
             from hwloop.inloop import network_with
 
-            start = [torch.tensor(np.array(w), dtype=torch.float64) for w in self.template.weights()]
-            self.sd.save_network(network_with(self.template, start), self.sd.best)
+            self.sd.save_network(network_with(self.template, self.start_weights()), self.sd.best)
             notes.append(f"best.hwnet (validation {old_best:.4f}) is not better than the start beyond the "
                          f"noise of {evals[0].get('val_n', len(self.data.y_val))} samples: best.hwnet is the "
                          f"start network again, the old one kept as {kept.name}")
@@ -297,8 +311,7 @@ class Session:
         start network now, then put the target's state back (the session
         continues as it would have)."""
         old_best, evals, n_val = self.legacy_pending
-        weights = [torch.tensor(np.array(w), dtype=torch.float64) for w in self.template.weights()]
-        ev = self.evaluator(backend, weights)
+        ev = self.evaluator(backend, self.start_weights())
         restore_backend_state(backend, self.backend_state)
         start = {"step": 0, "val_accuracy": ev["val_accuracy"], "val_n": ev["val_n"]}
         self._replay_selection(old_best, [start, *[r for r in evals if r["step"] > 0]], n_val)
@@ -329,6 +342,12 @@ class Session:
         self.network_sha = digest
         self.started = True
 
+    def start_weights(self) -> list[torch.Tensor]:
+        """The start network's weights, laid out as the master weights."""
+        from hwloop.inloop import trainable_weights
+
+        return trainable_weights(self.template, self.master.recurrent)
+
     def deployed_network(self) -> Network:
         from hwloop.inloop import network_with
 
@@ -355,14 +374,15 @@ class Session:
         held-out test split (the figure to report; selection never saw it)."""
         from hwloop.network import Network
 
-        start = self.evaluator.test(backend, [torch.tensor(np.array(w), dtype=torch.float64)
-                                              for w in self.template.weights()])
+        from hwloop.inloop import trainable_weights
+
+        start = self.evaluator.test(backend, self.start_weights())
         best_path = self.sd.best
         if self.selection.best_step == 0 or not best_path.exists():
             selected = dict(start)
         else:
-            selected = self.evaluator.test(backend, [torch.tensor(np.array(w), dtype=torch.float64)
-                                                     for w in Network.load(best_path).weights()])
+            selected = self.evaluator.test(backend, trainable_weights(Network.load(best_path),
+                                                                      self.master.recurrent))
         return {"test_start": start, "test_selected": selected}
 
     def train_step(self, backend) -> dict:

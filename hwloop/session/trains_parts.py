@@ -121,10 +121,12 @@ class TrainsEvaluator:
         from hwloop.models.trains import Surrogate
         from hwloop.models.trains.qif_trains import trains_network_forward
 
+        from hwloop.inloop import split_weights
+
         layers = self.template.layers
         params = [layer.neuron.trains_params() for layer in layers]
-        rec = [None if layer.recurrent is None else torch.tensor(layer.recurrent, dtype=DTYPE) for layer in layers]
-        ws = [w.detach().to(DTYPE) for w in weights]
+        ff, rec = split_weights(self.template, [w.detach().to(DTYPE) for w in weights])
+        ws = ff
         kind, window = self.template.decoding.kind, self.template.decoding.window or (0, self.template.n_steps)
         correct = 0
         with torch.no_grad():
