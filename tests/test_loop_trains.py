@@ -244,8 +244,6 @@ def _session_cfg(init, **kw) -> LoopConfig:
 
 
 def test_a_short_session_on_bitexact_lowers_the_loss(tiny_net, tmp_path):
-    from hwloop.inloop import network_with
-
     res = run_session(tmp_path / "s", _session_cfg(tiny_net, epochs=4, lr=5e-3, eval_every=0), progress=False)
     assert res["ok"] and not res["interrupted"]
     saved = json.loads((tmp_path / "s" / "config.json").read_text())

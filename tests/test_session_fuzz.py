@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwloop.network import Network
-from hwloop.session import LoopConfig, SessionDir, SessionError, run_session
+from hwloop.session import LoopConfig, SessionError, run_session
 from hwloop.session.checkpoint import (MAGIC, CheckpointDamaged, decode_checkpoint, encode_checkpoint)
 from hwloop.session.files import scan_log_lines
 
