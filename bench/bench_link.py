@@ -23,7 +23,9 @@ rows put the fault-injecting proxy of the tests (`tests/linkproxy.py`)
 between host and emulator (``ber 0`` through the proxy measures the proxy's
 own cost); the ``direct`` row has no proxy. ``--scan`` raises the bit error
 rate until the defaults stop delivering (a run that fails, or whose results
-differ from the clean run's). ``--baseline REV`` repeats the direct and
+differ from the clean run's). ``--numpy-engine`` adds rows whose emulator integrates with the numpy
+reference path instead of the fused kernel (``--engine numpy``), alternating
+with the default rows. ``--baseline REV`` repeats the direct and
 ``--ber`` rows with the code of git revision REV (its ``hwloop``,
 ``backends`` and ``firmware_models`` assembled into a temporary package),
 alternating with this tree's, so both see the same machine load.
@@ -366,7 +368,7 @@ def measure_elsewhere(pkg: str, rev: str, baud: int, samples: int, hidden: int, 
 
 
 def _fmt(r: dict, code: str) -> str:
-    head = f"{code:>22}  baud {r['baud']:>7}  {r['line']:<18}"
+    head = f"{code:>27}  baud {r['baud']:>7}  {r['line']:<18}"
     if not r["ok"]:
         return f"{head}  FAILED after {r['wall_s']} s: {r.get('error', '')[:160]}"
     first = r.get("first_noisy_run")
@@ -374,7 +376,8 @@ def _fmt(r: dict, code: str) -> str:
     return (f"{head}  measured {r['measured_samples_per_s']:8.1f}/s of {r['bound_samples_per_s']:.1f}  "
             f"ratio {100 * r['ratio']:5.1f} %  ({r.get('bytes_per_sample', '?')} B/sample, protocol {r.get('protocol', '?')}; "
             f"{r['measured_samples_per_s'] / r['bound_1_2_samples_per_s']:.2f}x the 1.2 bound; "
-            f"{r['samples']} samples, {r['wall_s']} s, recoveries {r['recoveries']}, "
+            f"{r['samples']} samples, {r['wall_s']} s, chip compute {r.get('chip_compute_s', '?')} s, "
+            f"recoveries {r['recoveries']}, "
             f"host retransmits {r['retransmits']}{turned})")
 
 
@@ -392,6 +395,9 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", metavar="REV", help="also measure git revision REV's code, alternating with this tree's")
     p.add_argument("--no-fifo", action="store_true",
                    help="also measure this tree with the emulator's UART FIFO off (--tx-fifo 0), as the baseline's UART was")
+    p.add_argument("--numpy-engine", action="store_true",
+                   help="also measure this tree with the emulator's numpy integrator (--engine numpy, the reference "
+                        "the fused kernel replaced), alternating with the default one")
     p.add_argument("--repeat", type=int, default=1, help="measure every row this many times")
     p.add_argument("--in-memory", action="store_true",
                    help="only the in-memory comparison of the 1.0 and 1.1 links at 50 %% damaged frames")
@@ -457,6 +463,11 @@ def main(argv=None) -> int:
                     r = measure_elsewhere(pkg, args.baseline, baud, n, args.hidden, die, ber)
                     rows.append(r)
                     print(_fmt(r, args.baseline), file=out, flush=True)
+                if args.numpy_engine:
+                    r = measure(baud, n, args.hidden, die, ber, ["--engine", "numpy"])
+                    r["code"] = "this tree, numpy integrator"
+                    rows.append(r)
+                    print(_fmt(r, r["code"]), file=out, flush=True)
                 if args.no_fifo:
                     r = measure(baud, n, args.hidden, die, ber, ["--tx-fifo", "0"])
                     r["code"] = "this tree, no UART FIFO"
