@@ -78,8 +78,7 @@ if nb is not None:
     @nb.njit(cache=True, nogil=True, error_model="numpy")
     def integrate_segment(k0, k1, dt, sq, lim, psi, t_spk, done, ev_off, ev_ptr, ev_k, ev_s, ev_src, w_r,
                           P, Q, R, G, per_sample, noisy, z):
-        """Advance every sample through steps ``k0 .. k1 - 1`` (a sample stops once all
-        its neurons spiked).
+        """Advance every (sample, neuron) not yet spiked through steps ``k0 .. k1 - 1``.
 
         ``psi``, ``t_spk`` (n, n_out) float64 and ``done`` (n, n_out) bool are
         updated in place; ``ev_ptr`` (n,) is each sample's next event in the
@@ -88,76 +87,95 @@ if nb is not None:
         line). ``P``, ``Q`` (n or 1, n_out): per sample when ``per_sample``;
         ``R``, ``G`` (n_out,); ``z`` (k1 - k0, n, n_out) float32 standard
         normals when ``noisy`` (``G`` = 0 otherwise). Returns how many
-        (sample, neuron) pairs have not spiked yet."""
+        (sample, neuron) pairs have not spiked yet.
+
+        A sample's neurons that have not spiked are packed at the front of
+        small arrays (their index ``act``, phase, coefficients); one that
+        spikes is swapped out, so the loops run over the live neurons only."""
         n, n_out = psi.shape
         sq32 = np.float32(sq)
+        act = np.empty(n_out, dtype=np.int64)
         p = np.empty(n_out)
         q = np.empty(n_out)
-        ts = np.empty(n_out)
-        fd = np.empty(n_out)  # 1.0 = spiked
-        zero = np.zeros(n_out, dtype=np.float32)
+        cP = np.empty(n_out)
+        cQ = np.empty(n_out)
+        cR = np.empty(n_out)
+        cG = np.empty(n_out)
+        zp = np.zeros(n_out, dtype=np.float32)  # the live neurons' noise of the step (0 without noise)
         left_all = 0
         for b in range(n):
             e_start = ev_ptr[b]
             e_end = ev_off[b + 1]
-            left = 0
+            pb = b if per_sample else 0
+            na = 0
             for j in range(n_out):
-                p[j] = psi[b, j]
-                ts[j] = t_spk[b, j]
-                fd[j] = 1.0 if done[b, j] else 0.0
-                left += 0 if done[b, j] else 1
-            if left > 0:
-                Pb = P[b] if per_sample else P[0]
-                Qb = Q[b] if per_sample else Q[0]
-                e = e_start
-                for k in range(k0, k1):
-                    t0 = k * dt
-                    # this step's input events, at their exact times, in order
-                    while e < e_end and ev_k[e] == k:
-                        sv = ev_s[e]
-                        wr = w_r[ev_src[e]]
-                        for j in range(n_out):
-                            p0 = p[j]
-                            s0, c0 = sincos(2.0 * p0)
-                            pe = p0 + (Pb[j] + Qb[j] * c0 + R[j] * s0) * sv
-                            if pe >= HALF_PI and fd[j] == 0.0:
-                                ts[j] = t0 + sv * ((HALF_PI - p0) / (pe - p0 if pe > p0 else 1.0))
-                                fd[j] = 1.0
-                            pj = math.atan(math.tan(min(max(pe, -lim), lim)) + wr[j])
-                            s1, c1 = sincos(2.0 * pj)
-                            p[j] = pj - (Pb[j] + Qb[j] * c1 + R[j] * s1) * sv
-                        e += 1
-                    # one (stochastic) Heun step of every neuron, into q: a loop that writes
-                    # one array, so LLVM vectorises it after few overlap checks
-                    zk = z[k - k0, b] if noisy else zero
-                    for j in range(n_out):
-                        p0 = p[j]
+                if not done[b, j]:
+                    act[na] = j
+                    p[na] = psi[b, j]
+                    cP[na] = P[pb, j]
+                    cQ[na] = Q[pb, j]
+                    cR[na] = R[j]
+                    cG[na] = G[j]
+                    na += 1
+            e = e_start
+            k = k0
+            while na > 0 and k < k1:
+                t0 = k * dt
+                # this step's input events, at their exact times, in order
+                while e < e_end and ev_k[e] == k:
+                    sv = ev_s[e]
+                    src = ev_src[e]
+                    i = 0
+                    while i < na:
+                        j = act[i]
+                        p0 = p[i]
                         s0, c0 = sincos(2.0 * p0)
-                        f0 = Pb[j] + Qb[j] * c0 + R[j] * s0
-                        g0 = G[j] * (1.0 + c0)
-                        dW = np.float64(zk[j] * sq32)  # float32, as numpy's z * sqrt(dt)
-                        pp = p0 + f0 * dt + g0 * dW
-                        s1, c1 = sincos(2.0 * pp)
-                        f1 = Pb[j] + Qb[j] * c1 + R[j] * s1
-                        g1 = G[j] * (1.0 + c1)
-                        q[j] = p0 + 0.5 * (f0 + f1) * dt + 0.5 * (g0 + g1) * dW
-                    # spikes in this step (a rare branch), then q is the state
-                    left = 0
-                    for j in range(n_out):
-                        if fd[j] == 0.0:
-                            if q[j] >= HALF_PI:
-                                ts[j] = t0 + dt * ((HALF_PI - p[j]) / (q[j] - p[j]))
-                                fd[j] = 1.0
-                            else:
-                                left += 1
-                    p, q = q, p
-                    if left == 0:
-                        break
-                for j in range(n_out):
-                    psi[b, j] = p[j]
-                    t_spk[b, j] = ts[j]
-                    done[b, j] = fd[j] != 0.0
-            left_all += left
+                        pe = p0 + (cP[i] + cQ[i] * c0 + cR[i] * s0) * sv
+                        if pe >= HALF_PI:  # spikes on the way to the event: done
+                            t_spk[b, j] = t0 + sv * ((HALF_PI - p0) / (pe - p0 if pe > p0 else 1.0))
+                            done[b, j] = True
+                            na -= 1
+                            act[i], p[i], cP[i], cQ[i], cR[i], cG[i] = act[na], p[na], cP[na], cQ[na], cR[na], cG[na]
+                            continue  # the neuron swapped in has not seen this event yet
+                        pj = math.atan(math.tan(min(max(pe, -lim), lim)) + w_r[src, j])
+                        s1, c1 = sincos(2.0 * pj)
+                        p[i] = pj - (cP[i] + cQ[i] * c1 + cR[i] * s1) * sv
+                        i += 1
+                    e += 1
+                # one (stochastic) Heun step of every live neuron, into q: a loop that
+                # writes one array, so LLVM vectorises it after few overlap checks
+                if noisy:
+                    zk = z[k - k0, b]
+                    for i in range(na):
+                        zp[i] = zk[act[i]]
+                for i in range(na):
+                    p0 = p[i]
+                    s0, c0 = sincos(2.0 * p0)
+                    f0 = cP[i] + cQ[i] * c0 + cR[i] * s0
+                    g0 = cG[i] * (1.0 + c0)
+                    dW = np.float64(zp[i] * sq32)  # float32, as numpy's z * sqrt(dt)
+                    pp = p0 + f0 * dt + g0 * dW
+                    s1, c1 = sincos(2.0 * pp)
+                    f1 = cP[i] + cQ[i] * c1 + cR[i] * s1
+                    g1 = cG[i] * (1.0 + c1)
+                    q[i] = p0 + 0.5 * (f0 + f1) * dt + 0.5 * (g0 + g1) * dW
+                # spikes in this step (rare): record, swap out
+                i = 0
+                while i < na:
+                    if q[i] >= HALF_PI:
+                        j = act[i]
+                        t_spk[b, j] = t0 + dt * ((HALF_PI - p[i]) / (q[i] - p[i]))
+                        done[b, j] = True
+                        na -= 1
+                        act[i], p[i], q[i], cP[i], cQ[i], cR[i], cG[i] = (act[na], p[na], q[na], cP[na], cQ[na],
+                                                                          cR[na], cG[na])
+                    else:
+                        i += 1
+                p, q = q, p
+                k += 1
+            for i in range(na):
+                psi[b, act[i]] = p[i]
+            left_all += na
             # the sample's next event: the first one at or after step k1
             e = e_start
             while e < e_end and ev_k[e] < k1:
