@@ -217,7 +217,10 @@ class AnalogCore:
         in the buffer, steps of the layer] of one block: kept while the run (its seed) lasts, so that
         the chunks a RUN is computed in draw a block's noise once, not once per
         chunk (unless it exceeds ``NOISE_CACHE_BYTES``: then the buffer holds one
-        segment, and every chunk draws the stream again)."""
+        segment, and every chunk draws the stream again). A RUN's chunks move forward
+        through the blocks, so to make room the blocks before this one go first
+        (a chunk still integrating one keeps its buffer; a sample re-run later
+        draws its block again, the same numbers)."""
         key = (seed, layer, block, n_out, n_steps)
         ent = self._noise_cache.get(key)
         if ent is None:
@@ -225,7 +228,12 @@ class AnalogCore:
                 self._noise_cache.clear()
             size = n_steps * self.BLOCK * n_out * 4
             gen = np.random.default_rng([self.chip_id & 0xFFFFFFFF, seed, layer, block])
-            if size + sum(e[1].nbytes for e in self._noise_cache.values()) <= self.NOISE_CACHE_BYTES:
+            held = sum(e[1].nbytes for e in self._noise_cache.values())
+            for old in sorted((k for k in self._noise_cache if k[2] < block), key=lambda k: k[2]):
+                if size + held <= self.NOISE_CACHE_BYTES:
+                    break
+                held -= self._noise_cache.pop(old)[1].nbytes
+            if size + held <= self.NOISE_CACHE_BYTES:
                 ent = self._noise_cache[key] = [gen, np.empty((n_steps, self.BLOCK, n_out), dtype=np.float32), 0, 0, n_steps]
             else:  # too big to keep: one segment at a time, drawn again by a later chunk
                 ent = [gen, np.empty((self.NOISE_STEPS, self.BLOCK, n_out), dtype=np.float32), 0, 0, n_steps]
@@ -354,9 +362,11 @@ class AnalogCore:
                 break
         return np.where(t_spk < t_end, t_spk, np.inf)
 
-    def _integrate_numpy(self, src_t, L, t_end, seed, first_sample, layer, noise, co):
+    def _integrate_numpy(self, src_t, L, t_end, seed, first_sample, layer, noise, co, trig_dtype=np.float32):
         """`integrate_layer` vectorised over the samples, one numpy operation per step:
-        the reference the kernel is tested against."""
+        the reference the kernel is tested against. ``trig_dtype``: the precision of the
+        double-angle sin/cos (float32 by default; the tests also run it in float64,
+        as the kernel computes them, to tell the reference's own error from the kernel's)."""
         n, n_src = src_t.shape
         w = L["w"]
         n_out = w.shape[1]
@@ -369,11 +379,11 @@ class AnalogCore:
             Pb, Qb = (P[b], Q[b]) if (per_sample and b is not None) else (P, Q)
             if not trig:
                 return np.broadcast_to(Pb, p.shape)
-            p2 = (2 * p).astype(np.float32)
+            p2 = (2 * p).astype(trig_dtype)
             return Pb + Qb * np.cos(p2) + R * np.sin(p2)
 
         def drift_diff(p):
-            p2 = (2 * p).astype(np.float32)
+            p2 = (2 * p).astype(trig_dtype)
             c2 = np.cos(p2)
             f = P + Q * c2 + R * np.sin(p2) if trig else np.broadcast_to(P, p.shape)
             return f, G * (1 + c2)
