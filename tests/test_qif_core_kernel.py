@@ -145,3 +145,25 @@ def test_an_unknown_engine_is_refused_by_name():
     core.configure(bench_sized_config(np.random.default_rng(0), hidden=4))
     with pytest.raises(ValueError, match="integrator engine 'gpu'"):
         core.integrate_layer(np.zeros((1, 5)), core._layers[0], 10.0, engine="gpu")
+
+
+@pytest.mark.parametrize("blocks_kept", [1.5, 2.5, 0.5])
+def test_a_small_noise_cache_changes_no_result(blocks_kept):
+    """Blocks dropped to make room (their buffers reused for later blocks) or drawn
+    segment by segment when none fits: the same numbers as a cache that keeps all."""
+    rng = np.random.default_rng(4)
+    cfg = bench_sized_config(rng, hidden=20)
+    x = rng.integers(0, 500, (700, 4)).astype(np.uint16)
+    chunks, a, size = [], 0, 16
+    while a < len(x):
+        chunks.append((a, min(len(x), a + size)))
+        a, size = chunks[-1][1], min(4 * size, AnalogCore.BLOCK)
+    out = {}
+    for name, budget in (("all", 1 << 40), ("small", None)):
+        core = AnalogCore(SPEC, 2, 0.05, 0.01, engine="numba")
+        core.configure(cfg)
+        n_steps = math.ceil(cfg.trial_ticks * LSB / (50.0 / SPEC.steps_per_tau))
+        core.NOISE_CACHE_BYTES = budget or int(blocks_kept * n_steps * core.BLOCK * 20 * 4)
+        out[name] = np.concatenate([core.run(x[a:b], 6, 30 + a) for a, b in chunks])
+    np.testing.assert_array_equal(out["small"], out["all"])
+    assert (out["all"] != NO_SPIKE).mean() > 0.3
