@@ -167,3 +167,26 @@ def test_a_small_noise_cache_changes_no_result(blocks_kept):
         out[name] = np.concatenate([core.run(x[a:b], 6, 30 + a) for a, b in chunks])
     np.testing.assert_array_equal(out["small"], out["all"])
     assert (out["all"] != NO_SPIKE).mean() > 0.3
+
+
+def test_the_emulator_takes_its_integrator_on_the_command_line():
+    import os
+    import socket
+
+    from hwloop.firmware_models.qif_chip import emulator
+    from hwloop.firmware_models.qif_chip.firmware import Firmware
+    from hwloop.firmware_models.wire.transport import FdTransport
+
+    assert emulator.build_parser().parse_args([]).engine == "auto"
+    assert emulator.build_parser().parse_args(["--engine", "numpy"]).engine == "numpy"
+    with pytest.raises(SystemExit):
+        emulator.build_parser().parse_args(["--engine", "gpu"])
+    a, b = socket.socketpair()
+    fd = os.dup(a.fileno())
+    try:
+        fw = Firmware(FdTransport(fd), spec=SPEC, chip_id=1, mismatch=0.05, noise=0.01, engine="numpy")
+        assert fw.core.engine == "numpy"
+    finally:
+        os.close(fd)
+        a.close()
+        b.close()
