@@ -190,3 +190,11 @@ def test_the_emulator_takes_its_integrator_on_the_command_line():
         os.close(fd)
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_an_empty_batch_gives_an_empty_result(engine):
+    core = AnalogCore(SPEC, 1, 0.05, 0.01, engine=engine)
+    core.configure(bench_sized_config(np.random.default_rng(0), hidden=8))
+    out = core.run(np.zeros((0, 4), np.uint16), 1, 0)
+    assert out.shape == (0, 11) and out.dtype == np.uint16

@@ -313,6 +313,8 @@ class AnalogCore:
         kernel where numba imports."""
         engine = self.engine if engine is None else engine
         kernel = _load_kernel(engine)
+        if src_t.shape[0] == 0:
+            return np.empty((0, L["w"].shape[1]))
         noise = self.noise if noise is None else noise
         co = self._coefficients(L, t_end, noise, inject)
         if kernel is not None:
