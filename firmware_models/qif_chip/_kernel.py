@@ -1,28 +1,30 @@
 """Fused numba kernel of the analog core's integrator (`core.AnalogCore.integrate_layer`).
 
 The numpy path of `core.py` is the reference; this kernel integrates the same
-equations in the same order, per sample and neuron with the state in
-registers, instead of one vectorised numpy operation per step over the whole
-chunk (about twenty Python-level calls per step, holding the interpreter
-lock between them while the UART thread waits for it).
+equations in the same order, one sample at a time with its state in a few
+small arrays, instead of one vectorised numpy operation per step over the
+whole chunk (about twenty Python-level calls per step, holding the
+interpreter lock between them while the UART thread waits for it).
 
-Per sample ``b`` and neuron ``j``, for the steps ``k0 <= k < k1`` of one
-segment: the sample's input events of step ``k`` in time order (free flow to
-the event, the jump, free flow back), then one Heun step, fed with the very
-float32 standard normals ``z[k - k0, b, j]`` the numpy path draws
-(`AnalogCore._noise_steps`), so a result stays a function of (chip, seed,
-layer, absolute sample index) and does not depend on the chunking. A neuron
-stops at its first spike (the chip reports only that one, and neurons of a
-layer are independent given the layer's inputs), where the numpy path keeps
-integrating it to no effect.
+Per sample, for the steps ``k0 <= k < k1`` of one segment: the sample's
+input events of step ``k`` in time order (free flow to the event, the jump,
+free flow back), then one Heun step, fed with the very float32 standard
+normals ``z[k - k0, b, j]`` the numpy path draws (`AnalogCore._noise_steps`),
+so a result stays a function of (chip, seed, layer, absolute sample index)
+and does not depend on the chunking. Only the neurons that have not spiked
+are integrated (packed at the front, swapped out at their spike: the chip
+reports only the first spike, and the neurons of a layer are independent
+given the layer's inputs), where the numpy path keeps integrating them to no
+effect.
 
 Arithmetic follows numpy's in order, and ``z sqrt(dt)`` is rounded to
 float32 as numpy computes it. What differs is the trig: the reference
 rounds ``2 psi`` to float32 and takes numpy's float32 sin/cos (an error up to
 ~3e-7), the kernel takes float64 polynomials (`sincos`, ~1e-16); that
-enters only the mismatch terms ``Q cos + R sin`` (Q, R ~ mismatch x drift),
-so spike times agree to ~1e-8 relative and the fired sets are the same but
-where a neuron's phase ends within that of the threshold at the trial's end
+enters only the drift's mismatch and injection terms ``Q cos + R sin``. Run
+with float64 trig the reference agrees with the kernel to ~1e-13 of the
+trial; against its float32 default the difference is that float32 error,
+amplified where a neuron passes its threshold slowly
 (`tests/test_qif_core_kernel.py`).
 
 No numba parallel pool (the thread-pool clash of issue #18): the firmware
