@@ -23,7 +23,9 @@ rows put the fault-injecting proxy of the tests (`tests/linkproxy.py`)
 between host and emulator (``ber 0`` through the proxy measures the proxy's
 own cost); the ``direct`` row has no proxy. ``--scan`` raises the bit error
 rate until the defaults stop delivering (a run that fails, or whose results
-differ from the clean run's). ``--baseline REV`` repeats the direct and
+differ from the clean run's). ``--numpy-engine`` adds rows whose emulator integrates with the numpy
+reference path instead of the fused kernel (``--engine numpy``), alternating
+with the default rows. ``--baseline REV`` repeats the direct and
 ``--ber`` rows with the code of git revision REV (its ``hwloop``,
 ``backends`` and ``firmware_models`` assembled into a temporary package),
 alternating with this tree's, so both see the same machine load.
@@ -42,6 +44,12 @@ RUN_TRAINS request (the input events, bit-packed) plus its TRAIN_EVENTS
     bound        = (baud / 10) / bytes/sample          samples/s
 
     .venv/bin/python bench/bench_link.py --trains --baud 921600
+
+``--core`` times the emulator's integration alone, in this process (CPU
+per sample of the fused kernel and of the numpy reference it replaced,
+alternating, and of the kernel without noise)::
+
+    .venv/bin/python bench/bench_link.py --core [--repeat 3]
 
 ``--timeline`` says where a run's time goes (host timestamps of every reply):
 per RUN the silence after the previous RUN_DONE and the line share of its
@@ -236,6 +244,48 @@ def timeline(baud: int, samples: int, hidden: int, die: str, minor: int | None =
             "gaps_s": round(sum(r["gap_s"] for r in runs[1:]), 3), "runs": runs}  # the first RUN's wait is not between RUNs
 
 
+def core_speed(samples: int, hidden: int, die: str, repeat: int) -> dict:
+    """The emulator's integration alone, in this process (no link): CPU seconds per
+    sample of `AnalogCore.run` on the bench's network, the fused kernel and the numpy
+    reference alternating, in the firmware's chunks (16, 64, 256, 256, ...), and the
+    kernel without temporal noise (what drawing the noise costs)."""
+    from hwloop.firmware_models.qif_chip.core import AnalogCore
+    from hwloop.firmware_models.qif_chip.spec import DEFAULT_MISMATCH, DEFAULT_NOISE, DEFAULT_SPEC
+
+    net = yin_yang_sized_net(hidden)
+    x = np.random.default_rng(1).uniform(0, 1, (samples, 4))
+    chip, _ = open_chip(921600, die, False, [])
+    try:
+        prog = chip.compile(net)
+    finally:
+        chip.close()
+    ticks = prog.input_ticks(x)
+    mismatch, noise = (0.0, 0.0) if die else (DEFAULT_MISMATCH, DEFAULT_NOISE)
+    bounds, a, size = [], 0, 16
+    while a < samples:
+        bounds.append((a, min(samples, a + size)))
+        a, size = bounds[-1][1], min(4 * size, AnalogCore.BLOCK)
+    cases = [("numba", noise), ("numpy", noise)] + ([("numba", 0.0)] if noise else [])
+    rows = {f"{e}{'' if nz == noise else ', noise off'}": [] for e, nz in cases}
+    outs = {}
+    for rep in range(repeat):
+        for engine, nz in cases:
+            core = AnalogCore(DEFAULT_SPEC, 1, mismatch, nz, engine=engine)
+            core.configure(prog.config)
+            core.run(ticks[:4], 99, 5000)  # warm (imports, first call)
+            c0, w0 = time.process_time(), time.perf_counter()
+            res = np.concatenate([core.run(ticks[a:b], 10 + rep, a) for a, b in bounds])
+            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            rows[f"{engine}{'' if nz == noise else ', noise off'}"].append((cpu, wall))
+            outs[(engine, nz, rep)] = res
+    same = [int((outs[("numba", noise, r)] != outs[("numpy", noise, r)]).sum()) for r in range(repeat)]
+    return {"bench": "core", "samples": samples, "network": "-".join(map(str, net.sizes)),
+            "die": "ideal" if die else "default mismatch and noise", "load": os.getloadavg(),
+            "cpu_ms_per_sample": {k: [round(1e3 * c / samples, 4) for c, _ in v] for k, v in rows.items()},
+            "wall_ms_per_sample": {k: [round(1e3 * w / samples, 4) for _, w in v] for k, v in rows.items()},
+            "ticks_differing_numba_vs_numpy": same, "ticks": int(outs[("numba", noise, 0)].size)}
+
+
 def randman_sized_trains_net(seed: int = 0, n_in: int = 20, hidden: int = 128, n_out: int = 10, steps: int = 100) -> Network:
     rng = np.random.default_rng(seed)
     hid = NeuronParams.qif_trains(dt=1.0, current_decay=0.2, tau_mem=5.0, i0=0.1)
@@ -366,7 +416,7 @@ def measure_elsewhere(pkg: str, rev: str, baud: int, samples: int, hidden: int, 
 
 
 def _fmt(r: dict, code: str) -> str:
-    head = f"{code:>22}  baud {r['baud']:>7}  {r['line']:<18}"
+    head = f"{code:>27}  baud {r['baud']:>7}  {r['line']:<18}"
     if not r["ok"]:
         return f"{head}  FAILED after {r['wall_s']} s: {r.get('error', '')[:160]}"
     first = r.get("first_noisy_run")
@@ -374,7 +424,8 @@ def _fmt(r: dict, code: str) -> str:
     return (f"{head}  measured {r['measured_samples_per_s']:8.1f}/s of {r['bound_samples_per_s']:.1f}  "
             f"ratio {100 * r['ratio']:5.1f} %  ({r.get('bytes_per_sample', '?')} B/sample, protocol {r.get('protocol', '?')}; "
             f"{r['measured_samples_per_s'] / r['bound_1_2_samples_per_s']:.2f}x the 1.2 bound; "
-            f"{r['samples']} samples, {r['wall_s']} s, recoveries {r['recoveries']}, "
+            f"{r['samples']} samples, {r['wall_s']} s, chip compute {r.get('chip_compute_s', '?')} s, "
+            f"recoveries {r['recoveries']}, "
             f"host retransmits {r['retransmits']}{turned})")
 
 
@@ -392,6 +443,9 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", metavar="REV", help="also measure git revision REV's code, alternating with this tree's")
     p.add_argument("--no-fifo", action="store_true",
                    help="also measure this tree with the emulator's UART FIFO off (--tx-fifo 0), as the baseline's UART was")
+    p.add_argument("--numpy-engine", action="store_true",
+                   help="also measure this tree with the emulator's numpy integrator (--engine numpy, the reference "
+                        "the fused kernel replaced), alternating with the default one")
     p.add_argument("--repeat", type=int, default=1, help="measure every row this many times")
     p.add_argument("--in-memory", action="store_true",
                    help="only the in-memory comparison of the 1.0 and 1.1 links at 50 %% damaged frames")
@@ -402,6 +456,9 @@ def main(argv=None) -> int:
     p.add_argument("--timeline", action="store_true",
                    help="where the time goes: per RUN, the silence before its first result and the line share "
                         "of its results (host timestamps), with protocol 1.5 pipelining and without (1.4)")
+    p.add_argument("--core", action="store_true",
+                   help="only the emulator's integration, in this process: CPU ms per sample of the fused kernel "
+                        "and of the numpy reference, alternating (--repeat times), and of the kernel without noise")
     p.add_argument("--json", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one row as JSON (for --baseline)
     args = p.parse_args(argv)
@@ -417,6 +474,20 @@ def main(argv=None) -> int:
                   f"trials ({r['wall_s']} s)", file=out, flush=True)
         if args.json:
             print(json.dumps({"bench": "link-in-memory", "rows": rows}))
+        return 0
+    if args.core:
+        n = args.samples or 1024
+        r = core_speed(n, args.hidden, die, max(1, args.repeat))
+        print(f"analog core, {r['network']}, {r['die']}, {n} samples in the firmware's chunks, load "
+              f"{' '.join(f'{v:.2f}' for v in r['load'])}:", file=out)
+        for k, v in r["cpu_ms_per_sample"].items():
+            print(f"    {k:<17} {' / '.join(f'{c:.3f}' for c in v)} ms CPU per sample "
+                  f"({' / '.join(f'{w:.3f}' for w in r['wall_ms_per_sample'][k])} wall)", file=out)
+        best = {k: min(v) for k, v in r["cpu_ms_per_sample"].items()}
+        print(f"    kernel {best['numpy'] / best['numba']:.2f}x the numpy path's speed (best CPU of each); ticks "
+              f"differing between them: {r['ticks_differing_numba_vs_numpy']} of {r['ticks']}", file=out, flush=True)
+        if args.json:
+            print(json.dumps(r))
         return 0
     if args.timeline:
         rows = []
@@ -457,6 +528,11 @@ def main(argv=None) -> int:
                     r = measure_elsewhere(pkg, args.baseline, baud, n, args.hidden, die, ber)
                     rows.append(r)
                     print(_fmt(r, args.baseline), file=out, flush=True)
+                if args.numpy_engine:
+                    r = measure(baud, n, args.hidden, die, ber, ["--engine", "numpy"])
+                    r["code"] = "this tree, numpy integrator"
+                    rows.append(r)
+                    print(_fmt(r, r["code"]), file=out, flush=True)
                 if args.no_fifo:
                     r = measure(baud, n, args.hidden, die, ber, ["--tx-fifo", "0"])
                     r["code"] = "this tree, no UART FIFO"

@@ -53,6 +53,24 @@ from ..wire.messages import NO_SPIKE, ChipConfig
 from .spec import ChipSpec
 
 HALF_PI = math.pi / 2
+#: integrators of `AnalogCore.integrate_layer` (``auto``: the numba kernel where numba imports)
+ENGINES = ("auto", "numba", "numpy")
+
+
+def _load_kernel(engine: str):
+    """The `_kernel` module for ``engine`` (imported on first use: numba costs the chip's
+    process a quarter of a second), or None for the numpy path."""
+    if engine not in ENGINES:
+        raise ValueError(f"integrator engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "numpy":
+        return None
+    from . import _kernel
+
+    if _kernel.integrate_segment is None:
+        if engine == "numba":
+            raise ValueError("integrator engine 'numba': numba is not installed")
+        return None
+    return _kernel
 
 
 class ConfigInvalid(ValueError):
@@ -129,7 +147,11 @@ class AnalogCore:
 
     BLOCK = 256  # samples integrated together; noise is drawn per aligned block of this size
 
-    def __init__(self, spec: ChipSpec, chip_id: int, mismatch: float, noise: float):
+    def __init__(self, spec: ChipSpec, chip_id: int, mismatch: float, noise: float, engine: str = "auto"):
+        kernel = _load_kernel(engine)
+        if kernel is not None:
+            kernel.warm()  # compiled (or loaded from the cache) now, not in the first RUN
+        self.engine = engine
         self.spec = spec
         self.chip_id = int(chip_id)
         self.noise = float(noise)
@@ -140,6 +162,7 @@ class AnalogCore:
         validate_config(cfg, self.spec)
         self.cfg = cfg
         self._noise_cache = {}
+        self._spare = []
         self._layers = []
         first = 0
         lsb = self.spec.tdc_lsb_us
@@ -190,24 +213,82 @@ class AnalogCore:
     #: bytes of drawn noise kept for the later chunks of the same run (one seed at a time)
     NOISE_CACHE_BYTES = 64 << 20
 
-    def _block_noise(self, seed: int, layer: int, block: int, n_out: int, n_steps: int):
+    def _block_noise(self, seed: int, layer: int, block: int, n_out: int, n_steps: int, first_block: int | None = None):
         """[generator, float32 buffer (steps, BLOCK, n_out), steps drawn, first step
-        in the buffer] of one block: kept while the run (its seed) lasts, so that
+        in the buffer, steps of the layer] of one block: kept while the run (its seed) lasts, so that
         the chunks a RUN is computed in draw a block's noise once, not once per
         chunk (unless it exceeds ``NOISE_CACHE_BYTES``: then the buffer holds one
-        segment, and every chunk draws the stream again)."""
+        segment, and every chunk draws the stream again). A RUN's chunks move forward
+        through the blocks, so to make room the blocks before this one go first
+        (a sample re-run later draws its block again, the same numbers); the buffer
+        of one before ``first_block`` (the first block of the request: not in use)
+        is kept for the next block, which then costs no fresh pages (a quarter of
+        a block's drawing time, measured)."""
+        first_block = block if first_block is None else first_block
         key = (seed, layer, block, n_out, n_steps)
         ent = self._noise_cache.get(key)
         if ent is None:
             if any(k[0] != seed for k in self._noise_cache):  # a new run: forget the last one's
+                self._spare_buffers(e[1] for e in self._noise_cache.values())
                 self._noise_cache.clear()
             size = n_steps * self.BLOCK * n_out * 4
             gen = np.random.default_rng([self.chip_id & 0xFFFFFFFF, seed, layer, block])
-            if size + sum(e[1].nbytes for e in self._noise_cache.values()) <= self.NOISE_CACHE_BYTES:
-                ent = self._noise_cache[key] = [gen, np.empty((n_steps, self.BLOCK, n_out), dtype=np.float32), 0, 0]
+            held = sum(e[1].nbytes for e in self._noise_cache.values())
+            for old in sorted((k for k in self._noise_cache if k[2] < block), key=lambda k: k[2]):
+                if size + held <= self.NOISE_CACHE_BYTES:
+                    break
+                buf = self._noise_cache.pop(old)[1]
+                held -= buf.nbytes
+                if old[2] < first_block:
+                    self._spare_buffers([buf])
+            if size + held <= self.NOISE_CACHE_BYTES:
+                ent = self._noise_cache[key] = [gen, self._buffer((n_steps, self.BLOCK, n_out)), 0, 0, n_steps]
             else:  # too big to keep: one segment at a time, drawn again by a later chunk
-                ent = [gen, np.empty((self.NOISE_STEPS, self.BLOCK, n_out), dtype=np.float32), 0, 0]
+                ent = [gen, np.empty((self.NOISE_STEPS, self.BLOCK, n_out), dtype=np.float32), 0, 0, n_steps]
         return ent
+
+    #: noise buffers of dropped blocks kept for reuse (at most this many)
+    SPARE_BUFFERS = 1
+
+    def _spare_buffers(self, bufs) -> None:
+        spare = self.__dict__.setdefault("_spare", [])
+        spare.extend(bufs)
+        del spare[:-self.SPARE_BUFFERS or len(spare)]
+
+    def _buffer(self, shape) -> np.ndarray:
+        """A float32 array of ``shape``: a spare one of that shape if there is one (its
+        contents are overwritten by the draws before they are read)."""
+        spare = self.__dict__.setdefault("_spare", [])
+        for i, b in enumerate(spare):
+            if b.shape == shape:
+                return spare.pop(i)
+        return np.empty(shape, dtype=np.float32)
+
+    def _noise_blocks(self, seed: int, first_sample: int, n: int, layer: int, n_out: int, n_steps: int):
+        """The `_block_noise` entries of the blocks samples ``first_sample .. + n`` lie in,
+        and the offset of the first sample in the first block."""
+        B = self.BLOCK
+        blocks = range(first_sample // B, (first_sample + n - 1) // B + 1)
+        return [self._block_noise(seed, layer, k, n_out, n_steps, blocks[0]) for k in blocks], first_sample - blocks[0] * B
+
+    def _noise_steps(self, ents, lo: int, n: int, k0: int, k1: int) -> np.ndarray:
+        """(k1 - k0, n, n_out) float32 standard normals of steps ``k0 .. k1 - 1`` (a view
+        where one block holds them all). Each block draws ``NOISE_STEPS`` steps per call,
+        in order, as far as step ``k1``; a rolling block's segment must still hold ``k0``
+        (callers ask for aligned segments of at most ``NOISE_STEPS`` steps, or step by step)."""
+        for ent in ents:
+            while ent[2] < k1:  # draw the next segment of this block's steps
+                gen, buf, done, base, n_steps = ent
+                if buf.shape[0] < n_steps:  # a rolling segment
+                    base = ent[3] = done
+                upto = min(n_steps, done + self.NOISE_STEPS)
+                gen.standard_normal(dtype=np.float32, out=buf[done - base:upto - base])
+                ent[2] = upto
+            assert ent[3] <= k0, "a rolling noise segment no longer holds the step asked for"
+        if len(ents) == 1:
+            e = ents[0]
+            return e[1][k0 - e[3]:k1 - e[3], lo:lo + n]
+        return np.concatenate([e[1][k0 - e[3]:k1 - e[3]] for e in ents], axis=1)[:, lo:lo + n]
 
     def _noise_source(self, seed: int, first_sample: int, n: int, layer: int, n_out: int, n_steps: int):
         """Per step, an (n, n_out) array of standard normals that depends only on
@@ -218,36 +299,36 @@ class AnalogCore:
         order), so the noise is that of the per-step draws, without a Python
         call per block and step; what a block drew is kept for the run's next
         chunk (`_block_noise`)."""
-        B = self.BLOCK
-        blocks = range(first_sample // B, (first_sample + n - 1) // B + 1)
-        ents = [self._block_noise(seed, layer, k, n_out, n_steps) for k in blocks]
-        lo = first_sample - blocks[0] * B
+        ents, lo = self._noise_blocks(seed, first_sample, n, layer, n_out, n_steps)
         for k in range(n_steps):
-            for ent in ents:
-                if ent[2] <= k:  # draw the next segment of this block's steps
-                    gen, buf, done, base = ent
-                    if buf.shape[0] < n_steps:  # a rolling segment
-                        base = ent[3] = done
-                    upto = min(n_steps, done + self.NOISE_STEPS)
-                    gen.standard_normal(dtype=np.float32, out=buf[done - base:upto - base])
-                    ent[2] = upto
-            if len(ents) == 1:
-                yield ents[0][1][k - ents[0][3], lo:lo + n]
-            else:
-                yield np.concatenate([e[1][k - e[3]] for e in ents], axis=0)[lo:lo + n]
+            yield self._noise_steps(ents, lo, n, k, k + 1)[0]
 
-    def integrate_layer(self, src_t, L, t_end, seed=0, first_sample=0, layer=0, noise=None, inject=None):
+    def integrate_layer(self, src_t, L, t_end, seed=0, first_sample=0, layer=0, noise=None, inject=None, engine=None):
         """First spike times (chip us, inf = none before t_end) of one layer.
 
         ``src_t`` (n, n_src): arrival time of every source line, inf = none.
-        ``inject`` (n, n_out) or None: injected current per sample and neuron."""
+        ``inject`` (n, n_out) or None: injected current per sample and neuron.
+        ``engine``: ``"numba"`` the fused kernel (`_kernel.py`), ``"numpy"`` the
+        vectorised reference below, ``"auto"`` (None: the core's ``engine``) the
+        kernel where numba imports."""
+        engine = self.engine if engine is None else engine
+        kernel = _load_kernel(engine)
+        if src_t.shape[0] == 0:
+            return np.empty((0, L["w"].shape[1]))
         noise = self.noise if noise is None else noise
-        n, n_src = src_t.shape
+        co = self._coefficients(L, t_end, noise, inject)
+        if kernel is not None:
+            return self._integrate_kernel(src_t, L, t_end, seed, first_sample, layer, noise, co)
+        return self._integrate_numpy(src_t, L, t_end, seed, first_sample, layer, noise, co)
+
+    def _coefficients(self, L, t_end, noise, inject):
+        """The step, the step count and the drift / diffusion coefficients of one layer:
+        drift = P + Q cos 2 psi + R sin 2 psi, diffusion = G (1 + cos 2 psi); P and Q
+        are (n, n_out) with a per-sample injection, (n_out,) otherwise."""
         w, r = L["w"], L["r"]
         tau, i0, c = L["tau"], L["i0"], L["c"]
         if inject is not None and np.any(inject != 0):
             i0 = i0[None, :] + inject  # (n, n_out): every coefficient below becomes per sample
-        n_out = w.shape[1]
         dt = L["tau_cfg"] / self.spec.steps_per_tau
         n_steps = int(math.ceil(t_end / dt))
         h = 0.5
@@ -258,8 +339,66 @@ class AnalogCore:
         C = r / tau
         P, Q, R = (A + C) / 2, (A - C) / 2, B / 2
         trig = bool(np.any(Q != 0) or np.any(R != 0))  # an ideal die has a constant drift
-        per_sample = np.ndim(P) == 2
         G = noise / (r * np.sqrt(tau)) / 2  # diffusion = G (1 + cos 2 psi)
+        return dict(dt=dt, n_steps=n_steps, P=P, Q=Q, R=R, G=G, trig=trig, per_sample=np.ndim(P) == 2,
+                    psi0=np.arctan((L["v0"] - h) / r), w_r=w / r)
+
+    def _integrate_kernel(self, src_t, L, t_end, seed, first_sample, layer, noise, co):
+        """`integrate_layer` on the fused kernel, in segments of ``NOISE_STEPS`` steps
+        (each draws its noise as the numpy path does, and the layer stops drawing
+        once every neuron of every sample spiked, as there)."""
+        kernel = _load_kernel("numba")
+        n, n_src = src_t.shape
+        w_r = np.array(co["w_r"], dtype=np.float64, order="C")
+        n_out = w_r.shape[1]
+        dt, n_steps = co["dt"], co["n_steps"]
+        # every sample's events in time order (stable: equal times in source order), CSR
+        order = np.argsort(src_t, axis=1, kind="stable")
+        ev_t = np.take_along_axis(src_t, order, axis=1)
+        fin = np.isfinite(ev_t)
+        eb, ei = np.nonzero(fin)
+        et = ev_t[eb, ei]
+        ek = np.minimum((et // dt).astype(np.int64), n_steps - 1)
+        es = np.array(et - ek * dt, dtype=np.float64)
+        esrc = np.array(order[eb, ei], dtype=np.int64)
+        ev_off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(fin.sum(axis=1), out=ev_off[1:])
+        ev_ptr = ev_off[:-1].copy()
+
+        def own(x, shape):  # a writable C-contiguous float64 copy: one compiled signature for every call
+            return np.array(np.broadcast_to(x, shape), dtype=np.float64, order="C")
+
+        rows = np.shape(co["P"])[0] if co["per_sample"] else 1
+        P, Q = own(co["P"], (rows, n_out)), own(co["Q"], (rows, n_out))
+        R, G = own(co["R"], (n_out,)), own(co["G"], (n_out,))
+        psi = own(co["psi0"], (n, n_out))
+        t_spk = np.full((n, n_out), np.inf)
+        done = np.zeros((n, n_out), dtype=np.bool_)
+        noisy = noise > 0
+        if noisy:
+            ents, lo = self._noise_blocks(seed, first_sample, n, layer, n_out, n_steps)
+        z = np.zeros((1, 1, 1), dtype=np.float32)
+        S = self.NOISE_STEPS
+        for k0 in range(0, n_steps, S):
+            k1 = min(n_steps, k0 + S)
+            if noisy:
+                z = np.ascontiguousarray(self._noise_steps(ents, lo, n, k0, k1))  # (a view of) the core's buffer
+            left = kernel.integrate_segment(k0, k1, dt, math.sqrt(dt), HALF_PI - 1e-12, psi, t_spk, done, ev_off,
+                                             ev_ptr, ek, es, esrc, w_r, P, Q, R, G, co["per_sample"], noisy, z)
+            if left == 0:
+                break
+        return np.where(t_spk < t_end, t_spk, np.inf)
+
+    def _integrate_numpy(self, src_t, L, t_end, seed, first_sample, layer, noise, co, trig_dtype=np.float32):
+        """`integrate_layer` vectorised over the samples, one numpy operation per step:
+        the reference the kernel is tested against. ``trig_dtype``: the precision of the
+        double-angle sin/cos (float32 by default; the tests also run it in float64,
+        as the kernel computes them, to tell the reference's own error from the kernel's)."""
+        n, n_src = src_t.shape
+        w = L["w"]
+        n_out = w.shape[1]
+        dt, n_steps = co["dt"], co["n_steps"]
+        P, Q, R, G, trig, per_sample = co["P"], co["Q"], co["R"], co["G"], co["trig"], co["per_sample"]
 
         # the double-angle terms are small corrections (Q, R ~ mismatch x drift), so
         # single-precision trig (about 3x faster) costs ~1e-9 relative in spike time
@@ -267,16 +406,16 @@ class AnalogCore:
             Pb, Qb = (P[b], Q[b]) if (per_sample and b is not None) else (P, Q)
             if not trig:
                 return np.broadcast_to(Pb, p.shape)
-            p2 = (2 * p).astype(np.float32)
+            p2 = (2 * p).astype(trig_dtype)
             return Pb + Qb * np.cos(p2) + R * np.sin(p2)
 
         def drift_diff(p):
-            p2 = (2 * p).astype(np.float32)
+            p2 = (2 * p).astype(trig_dtype)
             c2 = np.cos(p2)
             f = P + Q * c2 + R * np.sin(p2) if trig else np.broadcast_to(P, p.shape)
             return f, G * (1 + c2)
 
-        psi = np.broadcast_to(np.arctan((L["v0"] - h) / r), (n, n_out)).copy()
+        psi = np.broadcast_to(co["psi0"], (n, n_out)).copy()
         t_spk = np.full((n, n_out), np.inf)
         spiked = np.zeros((n, n_out), dtype=bool)
 
@@ -301,7 +440,7 @@ class AnalogCore:
         for a, z in zip(np.r_[0, cut], np.r_[cut, eb.size]):
             if z > a:
                 groups.setdefault(int(ek[a]), []).append(slice(int(a), int(z)))
-        w_r = w / r
+        w_r = co["w_r"]
         zs = self._noise_source(seed, first_sample, n, layer, n_out, n_steps) if noise > 0 else None
         sq = math.sqrt(dt)
         lim = HALF_PI - 1e-12

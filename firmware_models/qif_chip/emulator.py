@@ -26,6 +26,7 @@ import threading
 import time
 import tty
 
+from .core import ENGINES
 from .firmware import Firmware
 from .spec import DEFAULT_MISMATCH, DEFAULT_NOISE, DEFAULT_SPEC
 from .uart import PacedUart
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=921600, help="UART rate the firmware paces its I/O at (0 = unpaced)")
     p.add_argument("--tx-fifo", type=int, default=PacedUart.TX_FIFO,
                    help="bytes the UART's transmit FIFO holds (0 = a write returns when its last byte left)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="the analog core's integrator: the numba kernel (auto: where numba imports) or the numpy reference")
     p.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
     return p
 
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stopping.set())
     threading.Thread(target=_watchdog, args=(args.parent_pid, stopping), daemon=True, name="parent-watchdog").start()
     fw = Firmware(PacedUart(master, args.baud, args.tx_fifo), spec=DEFAULT_SPEC, chip_id=args.chip_id, mismatch=args.mismatch,
-                  noise=args.noise, baud=args.baud)
+                  noise=args.noise, baud=args.baud, engine=args.engine)
     print(f"PORT {path}", flush=True)
     print(f"qif chip emulator: chip_id={args.chip_id} mismatch={args.mismatch} noise={args.noise} "
           f"baud={args.baud} port={path}", file=sys.stderr, flush=True)

@@ -79,13 +79,13 @@ class Firmware:
     FIRST_CHUNK = 16
 
     def __init__(self, transport, *, spec: ChipSpec, chip_id: int, mismatch: float, noise: float, baud: int = 0,
-                 ack_timeout: float = 0.25, retries: int = 16):
+                 ack_timeout: float = 0.25, retries: int = 16, engine: str = "auto"):
         self.spec = spec
         self.chip_id = int(chip_id)
         self.baud = int(baud)
         self.link = Link(transport, baud=baud or None, ack_timeout=ack_timeout, retries=retries,
                          max_payload=1024, max_message=spec.rx_buffer, name="chip")
-        self.core = AnalogCore(spec, chip_id, mismatch, noise)
+        self.core = AnalogCore(spec, chip_id, mismatch, noise, engine=engine)  # engine: its integrator
         self.trains = TrainsCore(spec, chip_id, mismatch, noise)
         self.boot_id = int.from_bytes(os.urandom(4), "little") or 1
         self.config_crc = 0
