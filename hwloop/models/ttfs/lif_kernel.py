@@ -19,8 +19,10 @@ module docstring has the model and the algorithm), one sample at a time:
   causal inputs for ``V'(t*)`` (clamped from below at ``vdot_floor theta /
   tau_m``, as in the torch path), a second for the contributions to the input
   and weight gradients. No (batch, inputs, neurons) tensor is ever formed.
-* **Samples in parallel** over plain threads (`qif_kernel._run_chunks`: as
-  many as torch uses), in a fixed number of chunks, each chunk with its own
+* **Samples in parallel** on torch's own OpenMP team (as many threads as
+  torch uses; see "Running the chunks on torch's own OpenMP team" below;
+  plain threads, `qif_kernel._run_chunks`, where torch's pool is not
+  OpenMP), in a fixed number of chunks, each chunk with its own
   weight-gradient accumulator summed in a fixed order: results do not depend
   on the thread count.
 
@@ -51,10 +53,9 @@ _ENGINES = ("auto", "numba", "torch")
 _FWD_CHUNKS = 16
 _BWD_CHUNKS = 8
 #: below this many (sample x input x neuron) terms the calling thread does the
-#: whole call (a training batch: 150 x 600 terms); splitting it costs more than it
-#: saves, and on busy cores a second thread waits behind torch's OpenMP workers
-#: (a 2-thread Yin-Yang epoch took 4x longer, measured at load 5)
-_MIN_PARALLEL_TERMS = 400_000
+#: whole call: the fork and join of torch's team costs ~10 us (break-even at
+#: 10 000-20 000 terms, measured; a Yin-Yang batch has 90 000 and 54 000)
+_MIN_PARALLEL_TERMS = 16_000
 
 try:
     import numba as nb
@@ -361,17 +362,175 @@ if nb is not None:
                     g_in[b, i] = acc * scale
 
 
+# ---------------------------------------------------------------------------
+# Running the chunks on torch's own OpenMP team.
+#
+# torch's intra-op pool is an OpenMP team (libgomp in the CPU wheels); after
+# each parallel region of a torch op its workers spin for a while, on the
+# cores a second thread of ours would need (on 2 cores a worker thread of our
+# own waited behind them: a Yin-Yang epoch 4x slower at load 5). So a batch
+# is split over *that* team: `GOMP_parallel`, the entry point compiled OpenMP
+# code calls, runs a numba cfunc on every team thread, and the threads take
+# the fixed chunks from a shared counter (an atomic add), so a thread that
+# starts late does less instead of being waited for. Chunk boundaries and the
+# per-chunk weight-gradient sums do not depend on which thread ran a chunk:
+# results are the same for any thread count.
+#
+# Descriptor: one int64 array per call; slot 0 is the counter, slot 1 the
+# chunk count, then the kernel's arrays as (address, shape...) and scalars
+# (floats in a float64 array whose address is stored). The arrays are owned
+# by the Python caller for the whole call (GOMP_parallel returns when every
+# team thread has left the cfunc).
+# ---------------------------------------------------------------------------
+
+_DESC = 16  # descriptor slots
+_gomp = None  # (GOMP_parallel, fwd cfunc address, bwd cfunc address), or False
+
+
+def _find_torch_openmp():
+    """The GOMP_parallel of the OpenMP runtime torch's intra-op pool uses, or
+    None (another ATen backend, or no such library loaded)."""
+    import ctypes
+
+    if "OpenMP" not in torch.__config__.parallel_info().split("ATen parallel backend:")[-1]:
+        return None
+    libs = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1] if line.strip() else ""
+                name = os.path.basename(path)
+                if (name.startswith("libgomp") or name.startswith("libiomp")) and path not in libs:
+                    libs.append(path)
+    except OSError:
+        return None
+    torch_dir = os.path.dirname(torch.__file__)
+    libs.sort(key=lambda p: not p.startswith(torch_dir))  # torch's own copy first
+    for path in libs:
+        try:
+            fn = ctypes.CDLL(path).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        fn.restype = None
+        fn.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint)
+        return fn
+    return None
+
+
+if nb is not None:
+    from llvmlite import ir as _ir
+    from numba.core import types as _t
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _atomic_fetch_add(typingctx, addr, val):
+        """Atomically ``*addr += val`` on an int64 at address ``addr``; the old value."""
+        sig = _t.int64(_t.int64, _t.int64)
+
+        def codegen(context, builder, signature, args):
+            ptr = builder.inttoptr(args[0], _ir.IntType(64).as_pointer())
+            return builder.atomic_rmw("add", ptr, args[1], "seq_cst")
+        return sig, codegen
+
+    @_intrinsic
+    def _i64_ptr(typingctx, addr):
+        sig = _t.CPointer(_t.int64)(_t.int64)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], _ir.IntType(64).as_pointer())
+        return sig, codegen
+
+    @_intrinsic
+    def _f64_ptr(typingctx, addr):
+        sig = _t.CPointer(_t.float64)(_t.int64)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], _ir.DoubleType().as_pointer())
+        return sig, codegen
+
+    @_intrinsic
+    def _addr(typingctx, ptr):
+        sig = _t.int64(_t.voidptr)
+
+        def codegen(context, builder, signature, args):
+            return builder.ptrtoint(args[0], _ir.IntType(64))
+        return sig, codegen
+
+    @nb.njit(cache=True, nogil=True)
+    def _forward_team(addr):
+        """One team thread's share of a forward call (descriptor at ``addr``)."""
+        d = nb.carray(_i64_ptr(addr), (_DESC,))
+        nch, B, n, n_out = d[1], d[2], d[3], d[4]
+        t = nb.carray(_f64_ptr(d[5]), (B, n))
+        w = nb.carray(_f64_ptr(d[6]), (n, n_out))
+        out = nb.carray(_f64_ptr(d[7]), (B, n_out))
+        spans = nb.carray(_f64_ptr(d[8]), (nch,))
+        f = nb.carray(_f64_ptr(d[9]), (2,))
+        equal = d[10] != 0
+        while True:
+            ch = _atomic_fetch_add(addr, 1)
+            if ch >= nch:
+                break
+            _forward_chunks(ch, ch + 1, t, w, f[0], f[1], equal, nch, out, spans)
+
+    @nb.njit(cache=True, nogil=True)
+    def _backward_team(addr):
+        """One team thread's share of a backward call (descriptor at ``addr``)."""
+        d = nb.carray(_i64_ptr(addr), (_DESC,))
+        nch, B, n, n_out = d[1], d[2], d[3], d[4]
+        t = nb.carray(_f64_ptr(d[5]), (B, n))
+        w = nb.carray(_f64_ptr(d[6]), (n, n_out))
+        to = nb.carray(_f64_ptr(d[7]), (B, n_out))
+        g = nb.carray(_f64_ptr(d[8]), (B, n_out))
+        g_in = nb.carray(_f64_ptr(d[9]), (B, n))
+        parts = nb.carray(_f64_ptr(d[10]), (nch, n, n_out))
+        f = nb.carray(_f64_ptr(d[11]), (3,))
+        equal = d[12] != 0
+        while True:
+            ch = _atomic_fetch_add(addr, 1)
+            if ch >= nch:
+                break
+            _backward_chunks(ch, ch + 1, t, w, to, g, f[0], f[1], equal, f[2], nch, g_in, parts)
+
+    def _forward_entry(p):
+        _forward_team(_addr(p))
+
+    def _backward_entry(p):
+        _backward_team(_addr(p))
+
+
+def _team():
+    """(GOMP_parallel, forward cfunc, backward cfunc), compiled on first use;
+    None where torch's pool is not OpenMP (then plain threads serve)."""
+    global _gomp
+    if _gomp is None:
+        fn = _find_torch_openmp() if nb is not None else None
+        if fn is None:
+            _gomp = False
+        else:
+            sig = nb.types.void(nb.types.voidptr)
+            _gomp = (fn, nb.cfunc(sig, cache=True, nogil=True)(_forward_entry),
+                     nb.cfunc(sig, cache=True, nogil=True)(_backward_entry))
+    return _gomp or None
+
+
+def _on_team(which: int, threads: int, desc: np.ndarray) -> bool:
+    """Run a call described by ``desc`` on ``threads`` threads of torch's
+    OpenMP team; False (nothing run) where there is no such team."""
+    team = _team()
+    if team is None:
+        return False
+    desc[0] = 0
+    team[0](team[which].address, desc.ctypes.data, threads, 0)
+    return True
+
+
 def _chunking(B: int, terms: int, nchunks: int):
     """(chunks, threads) for a call: threads only where the work pays for them."""
     chunks = max(1, min(B, nchunks))
-    return chunks, (1 if terms < _MIN_PARALLEL_TERMS else None)
-
-
-def _run(kernel, chunks: int, threads, *args) -> None:
-    if threads == 1:
-        kernel(0, chunks, *args)
-    else:
-        qif_kernel._run_chunks(kernel, chunks, *args)
+    if terms < _MIN_PARALLEL_TERMS:
+        return chunks, 1
+    return chunks, max(1, min(torch.get_num_threads(), chunks, os.cpu_count() or 1))
 
 
 def _np64(x: torch.Tensor) -> np.ndarray:
@@ -388,7 +547,16 @@ def spike_times(t_in: torch.Tensor, w: torch.Tensor, params, t_max: float, equal
     out = np.empty((B, n_out))
     chunks, threads = _chunking(B, B * n * n_out, _FWD_CHUNKS)
     spans = np.zeros(chunks)
-    _run(_forward_chunks, chunks, threads, t, wd, float(params.tau_syn), float(t_max), equal, chunks, out, spans)
+    tau_s, t_max = float(params.tau_syn), float(t_max)
+    if threads == 1:
+        _forward_chunks(0, chunks, t, wd, tau_s, t_max, equal, chunks, out, spans)
+    else:
+        f = np.array([tau_s, t_max])
+        desc = np.zeros(_DESC, dtype=np.int64)
+        desc[1:11] = (chunks, B, n, n_out, t.ctypes.data, wd.ctypes.data, out.ctypes.data, spans.ctypes.data,
+                      f.ctypes.data, int(equal))
+        if not _on_team(1, threads, desc):
+            qif_kernel._run_chunks(_forward_chunks, chunks, t, wd, tau_s, t_max, equal, chunks, out, spans)
     span = float(spans.max()) if chunks else 0.0
     if span > 700.0:
         raise NetworkSpecError(
@@ -413,8 +581,16 @@ def vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out: torc
         floor = vdot_floor * params.threshold / params.tau_mem
         # the time scale of eps': 1/tau_m (tau_m = tau_s) or 1/tau_s (tau_m = 2 tau_s)
         scale = 1.0 / (params.tau_mem if equal else params.tau_syn)
-        _run(_backward_chunks, chunks, threads, t, wd, to, g, float(params.tau_mem), scale, equal, float(floor),
-             chunks, g_in, parts)
+        args = (t, wd, to, g, float(params.tau_mem), scale, equal, float(floor), chunks, g_in, parts)
+        if threads == 1:
+            _backward_chunks(0, chunks, *args)
+        else:
+            f = np.array([float(params.tau_mem), scale, float(floor)])
+            desc = np.zeros(_DESC, dtype=np.int64)
+            desc[1:13] = (chunks, B, n, n_out, t.ctypes.data, wd.ctypes.data, to.ctypes.data, g.ctypes.data,
+                          g_in.ctypes.data, parts.ctypes.data, f.ctypes.data, int(equal))
+            if not _on_team(2, threads, desc):
+                qif_kernel._run_chunks(_backward_chunks, chunks, *args)
     return torch.from_numpy(g_in).to(t_in.dtype), torch.from_numpy(parts.sum(0)).to(w.dtype)
 
 
