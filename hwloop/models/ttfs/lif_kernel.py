@@ -37,8 +37,10 @@ Engine choice: environment variable ``HWLOOP_LIF_ENGINE`` = ``auto``
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import time
 
 import numpy as np
 import torch
@@ -275,6 +277,58 @@ if nb is not None:
             spans[ch] = span
 
     @nb.njit(**_jit)
+    def _backward_sample_narrow(b, tl, E, F, ts, w, g, inv, scale, equal, floor, direct, vd, c, gw, acc_i, g_in):
+        """`_backward_chunks` for one sample with the loops over inputs
+        innermost; every sum adds the same terms in the same order (over
+        inputs for V', over neurons for the input gradient): same results."""
+        n, n_out = w.shape
+        for j in range(n_out):
+            tj = ts[j]
+            acc = 0.0
+            if tj > -math.inf:
+                fj = F[j]
+                for i in range(n):
+                    ti = tl[i]
+                    if ti < tj:
+                        x = (tj - ti) * inv
+                        e = math.exp(x) if direct else fj * E[i]
+                        if equal:
+                            acc += (e + x * e) * w[i, j]
+                        else:
+                            acc += (e * e - 0.5 * e) * w[i, j]
+            vd[j] = acc
+        for j in range(n_out):
+            v = vd[j] * scale
+            if v < floor:
+                v = floor
+            c[j] = g[b, j] / v if ts[j] > -math.inf else 0.0
+        for i in range(n):
+            acc_i[i] = 0.0
+        for j in range(n_out):
+            tj = ts[j]
+            if tj == -math.inf:
+                continue
+            fj = F[j]
+            cj = c[j]
+            for i in range(n):
+                ti = tl[i]
+                if ti < tj:
+                    x = (tj - ti) * inv
+                    e = math.exp(x) if direct else fj * E[i]
+                    if equal:
+                        ne = x * e
+                        d = (e + ne) * w[i, j]
+                    else:
+                        e2 = e * e
+                        ne = e2 - e
+                        d = (e2 - 0.5 * e) * w[i, j]
+                    gw[i, j] += ne * cj
+                    acc_i[i] += d * cj
+        for i in range(n):
+            if tl[i] < math.inf:
+                g_in[b, i] = acc_i[i] * scale
+
+    @nb.njit(**_jit)
     def _backward_chunks(c0, c1, t, w, to, g, tau_m, scale, equal, floor, nchunks, g_in, parts):
         """Per sample: e^{-(t*_j - t_i)/tau_m} = F_j E_i with E_i = e^{(t_i -
         t_ref)/tau_m}, F_j = e^{-(t*_j - t_ref)/tau_m} (n + n_out exponentials
@@ -288,7 +342,11 @@ if nb is not None:
         ts = np.empty(n_out)  # output times, -inf where no gradient flows
         vd = np.empty(n_out)
         c = np.empty(n_out)
+        acc_i = np.empty(n)
         inv = -1.0 / tau_m
+        # few neurons, many inputs (an output layer): the loops over inputs go
+        # innermost, so that they are long (same sums in the same order)
+        narrow = n_out < 8 and n > n_out
         for ch in range(c0, c1):
             gw = parts[ch]
             for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
@@ -322,6 +380,10 @@ if nb is not None:
                         E[i] = math.exp((tl[i] - t_ref) * -inv) if tl[i] < math.inf else 0.0
                     for j in range(n_out):
                         F[j] = math.exp((ts[j] - t_ref) * inv) if ts[j] > -math.inf else 0.0
+                if narrow:
+                    _backward_sample_narrow(b, tl, E, F, ts, w, g, inv, scale, equal, floor, direct, vd, c, gw,
+                                            acc_i, g_in)
+                    continue
                 # pass 1: V'(t*) of every neuron
                 for i in range(n):
                     ti = tl[i]
@@ -390,8 +452,6 @@ _gomp = None  # (GOMP_parallel, fwd cfunc address, bwd cfunc address), or False
 def _find_torch_openmp():
     """The GOMP_parallel of the OpenMP runtime torch's intra-op pool uses, or
     None (another ATen backend, or no such library loaded)."""
-    import ctypes
-
     if "OpenMP" not in torch.__config__.parallel_info().split("ATen parallel backend:")[-1]:
         return None
     libs = []
@@ -492,6 +552,76 @@ if nb is not None:
                 break
             _backward_chunks(ch, ch + 1, t, w, to, g, f[0], f[1], equal, f[2], nch, g_in, parts)
 
+    @_intrinsic
+    def _gomp_parallel(typingctx, fn, entry, data, threads):
+        """``GOMP_parallel(entry, data, threads, 0)`` through the address ``fn``
+        (an argument, not a constant: the compiled code stays cacheable)."""
+        sig = _t.void(_t.int64, _t.int64, _t.int64, _t.int64)
+
+        def codegen(context, builder, signature, args):
+            vp = _ir.IntType(8).as_pointer()
+            i32 = _ir.IntType(32)
+            cb = _ir.FunctionType(_ir.VoidType(), [vp]).as_pointer()
+            fnty = _ir.FunctionType(_ir.VoidType(), [cb, vp, i32, i32]).as_pointer()
+            builder.call(builder.inttoptr(args[0], fnty),
+                         [builder.inttoptr(args[1], cb), builder.inttoptr(args[2], vp),
+                          builder.trunc(args[3], i32), _ir.Constant(i32, 0)])
+            return context.get_dummy_value()
+        return sig, codegen
+
+    @nb.njit(**_jit)
+    def _forward_launch(t, w, tau_s, t_max, equal, nchunks, threads, gomp, entry):
+        """(times, largest span) of a forward call: on the calling thread, or
+        on ``threads`` threads of torch's team (``gomp``, ``entry``: addresses)."""
+        B, n = t.shape
+        n_out = w.shape[1]
+        out = np.empty((B, n_out))
+        spans = np.zeros(nchunks)
+        ok = True
+        if threads <= 1:
+            _forward_chunks(0, nchunks, t, w, tau_s, t_max, equal, nchunks, out, spans)
+        else:
+            f = np.empty(2)
+            f[0] = tau_s
+            f[1] = t_max
+            d = np.zeros(_DESC, dtype=np.int64)
+            d[1], d[2], d[3], d[4] = nchunks, B, n, n_out
+            d[5], d[6], d[7], d[8], d[9] = t.ctypes.data, w.ctypes.data, out.ctypes.data, spans.ctypes.data, f.ctypes.data
+            d[10] = 1 if equal else 0
+            _gomp_parallel(gomp, entry, d.ctypes.data, threads)
+            # every chunk taken (this reads d and f after the call: both stay alive)
+            ok = d[0] >= nchunks and f[0] == tau_s
+        return out, spans.max(), ok
+
+    @nb.njit(**_jit)
+    def _backward_launch(t, w, to, g, tau_m, scale, equal, floor, nchunks, threads, gomp, entry):
+        """(input gradient, weight gradient) of a backward call, as `_forward_launch`;
+        the chunks' weight gradients are summed in chunk order."""
+        B, n = t.shape
+        n_out = w.shape[1]
+        g_in = np.zeros((B, n))
+        parts = np.zeros((nchunks, n, n_out))
+        ok = True
+        if threads <= 1:
+            _backward_chunks(0, nchunks, t, w, to, g, tau_m, scale, equal, floor, nchunks, g_in, parts)
+        else:
+            f = np.empty(3)
+            f[0] = tau_m
+            f[1] = scale
+            f[2] = floor
+            d = np.zeros(_DESC, dtype=np.int64)
+            d[1], d[2], d[3], d[4] = nchunks, B, n, n_out
+            d[5], d[6], d[7], d[8] = t.ctypes.data, w.ctypes.data, to.ctypes.data, g.ctypes.data
+            d[9], d[10], d[11] = g_in.ctypes.data, parts.ctypes.data, f.ctypes.data
+            d[12] = 1 if equal else 0
+            _gomp_parallel(gomp, entry, d.ctypes.data, threads)
+            ok = d[0] >= nchunks and f[0] == tau_m  # (as in _forward_launch)
+        gw = parts[0].copy()
+        for ch in range(1, nchunks):
+            gw += parts[ch]
+        return g_in, gw, ok
+
+
     def _forward_entry(p):
         _forward_team(_addr(p))
 
@@ -499,30 +629,69 @@ if nb is not None:
         _backward_team(_addr(p))
 
 
-def _team():
-    """(GOMP_parallel, forward cfunc, backward cfunc), compiled on first use;
-    None where torch's pool is not OpenMP (then plain threads serve)."""
+class _Team:
+    """torch's OpenMP team as the kernels use it: the address of
+    GOMP_parallel and of the two cfuncs (compiled on first use)."""
+
+    def __init__(self, gomp):
+        sig = nb.types.void(nb.types.voidptr)
+        self._gomp = gomp  # keeps the ctypes library loaded
+        self._cfuncs = (nb.cfunc(sig, cache=True, nogil=True)(_forward_entry),
+                        nb.cfunc(sig, cache=True, nogil=True)(_backward_entry))
+        self.gomp = ctypes.cast(gomp, ctypes.c_void_p).value
+        self.forward, self.backward = (c.address for c in self._cfuncs)
+
+
+def _team() -> "_Team | None":
+    """torch's OpenMP team, or None where torch's pool is not OpenMP (then
+    plain threads serve, `qif_kernel._run_chunks`)."""
     global _gomp
     if _gomp is None:
         fn = _find_torch_openmp() if nb is not None else None
-        if fn is None:
-            _gomp = False
-        else:
-            sig = nb.types.void(nb.types.voidptr)
-            _gomp = (fn, nb.cfunc(sig, cache=True, nogil=True)(_forward_entry),
-                     nb.cfunc(sig, cache=True, nogil=True)(_backward_entry))
+        _gomp = _Team(fn) if fn is not None else False
     return _gomp or None
 
 
-def _on_team(which: int, threads: int, desc: np.ndarray) -> bool:
-    """Run a call described by ``desc`` on ``threads`` threads of torch's
-    OpenMP team; False (nothing run) where there is no such team."""
-    team = _team()
-    if team is None:
-        return False
-    desc[0] = 0
-    team[0](team[which].address, desc.ctypes.data, threads, 0)
-    return True
+class _Chooser:
+    """Team or calling thread, per call shape: whichever took less time per
+    sample lately (a moving average of each), trying the other one every
+    `EXPLORE` calls. On an idle machine the team wins; when other processes
+    hold the cores, the team thread joins late and the calling thread alone
+    is faster (measured at load 4: the team 1.6-2.8x slower), so the choice
+    follows the machine. Either way the results are the same."""
+
+    EXPLORE = 32
+    ALPHA = 0.25
+
+    def __init__(self):
+        self.stats: dict = {}
+        self.force: bool | None = None  # True / False: always / never the team (tests)
+
+    def pick(self, key) -> bool:
+        if self.force is not None:
+            return self.force
+        st = self.stats.get(key)
+        if st is None:
+            st = self.stats[key] = [0.0, 0.0, 0]
+        st[2] += 1
+        if not st[0]:
+            return False
+        if not st[1]:
+            return True
+        team = st[1] <= st[0]
+        return (not team) if st[2] % self.EXPLORE == 0 else team
+
+    def record(self, key, team: bool, seconds: float) -> None:
+        st = self.stats.get(key)
+        if st is None:
+            return
+        k = 1 if team else 0
+        old = st[k]
+        # one call preempted by another process must not flip the choice alone
+        st[k] = seconds if not old else old + self.ALPHA * (min(seconds, 4.0 * old) - old)
+
+
+_CHOOSER = _Chooser()
 
 
 def _chunking(B: int, terms: int, nchunks: int):
@@ -534,35 +703,51 @@ def _chunking(B: int, terms: int, nchunks: int):
 
 
 def _np64(x: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float64).numpy())
+    if x.dtype != torch.float64 or x.device.type != "cpu":
+        x = x.detach().to(device="cpu", dtype=torch.float64)
+    a = x.detach().numpy()
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _launch(which: str, B: int, threads: int, key, args):
+    """Run a forward / backward launcher on the calling thread or the team."""
+    fn = _forward_launch if which == "forward" else _backward_launch
+    team = _team() if threads > 1 else None
+    if team is None:
+        return fn(*args, 1, 0, 0)[:-1]
+    use = _CHOOSER.pick(key)
+    t0 = time.perf_counter()
+    *res, ok = fn(*args, threads if use else 1, team.gomp, getattr(team, which))
+    _CHOOSER.record(key, use, (time.perf_counter() - t0) / B)
+    if not ok:  # pragma: no cover - the team ran fewer chunks than asked
+        raise RuntimeError(f"lif kernel: torch's OpenMP team left chunks of a {which} call undone")
+    return res
 
 
 def spike_times(t_in: torch.Tensor, w: torch.Tensor, params, t_max: float, equal: bool,
                 out_dtype: torch.dtype) -> torch.Tensor:
     """(B, n_out) first spike times; checks already done by `LIF.spike_times`."""
     t = _np64(t_in)
-    wd = _np64(w) / params.threshold  # threshold is 1 from here on
+    wd = _np64(w)
+    if params.threshold != 1.0:
+        wd = wd / params.threshold  # threshold is 1 from here on
     B, n = t.shape
     n_out = wd.shape[1]
-    out = np.empty((B, n_out))
     chunks, threads = _chunking(B, B * n * n_out, _FWD_CHUNKS)
-    spans = np.zeros(chunks)
     tau_s, t_max = float(params.tau_syn), float(t_max)
-    if threads == 1:
-        _forward_chunks(0, chunks, t, wd, tau_s, t_max, equal, chunks, out, spans)
+    if threads > 1 and _team() is None:
+        out, spans = np.empty((B, n_out)), np.zeros(chunks)
+        qif_kernel._run_chunks(_forward_chunks, chunks, t, wd, tau_s, t_max, equal, chunks, out, spans)
+        span = spans.max()
     else:
-        f = np.array([tau_s, t_max])
-        desc = np.zeros(_DESC, dtype=np.int64)
-        desc[1:11] = (chunks, B, n, n_out, t.ctypes.data, wd.ctypes.data, out.ctypes.data, spans.ctypes.data,
-                      f.ctypes.data, int(equal))
-        if not _on_team(1, threads, desc):
-            qif_kernel._run_chunks(_forward_chunks, chunks, t, wd, tau_s, t_max, equal, chunks, out, spans)
-    span = float(spans.max()) if chunks else 0.0
+        out, span = _launch("forward", B, threads, ("f", n, n_out, equal),
+                            (t, wd, tau_s, t_max, bool(equal), chunks))
     if span > 700.0:
         raise NetworkSpecError(
             f"lif: input spike times spread over {span:.4g} tau_syn within one sample; "
             "the closed form supports at most 700 (exp overflow)")
-    return torch.from_numpy(out).to(out_dtype)
+    out = torch.from_numpy(out)
+    return out if out_dtype == torch.float64 else out.to(out_dtype)
 
 
 def vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out: torch.Tensor, params,
@@ -574,24 +759,23 @@ def vjp(t_in: torch.Tensor, w: torch.Tensor, t_out: torch.Tensor, grad_out: torc
     g = _np64(grad_out)
     B, n = t.shape
     n_out = wd.shape[1]
-    chunks, threads = _chunking(B, B * n * n_out, _BWD_CHUNKS)
-    g_in = np.zeros((B, n))
-    parts = np.zeros((chunks, n, n_out))
-    if B and n and n_out:
-        floor = vdot_floor * params.threshold / params.tau_mem
+    if not (B and n and n_out):
+        g_in, gw = np.zeros((B, n)), np.zeros((n, n_out))
+    else:
+        chunks, threads = _chunking(B, B * n * n_out, _BWD_CHUNKS)
+        floor = float(vdot_floor * params.threshold / params.tau_mem)
         # the time scale of eps': 1/tau_m (tau_m = tau_s) or 1/tau_s (tau_m = 2 tau_s)
         scale = 1.0 / (params.tau_mem if equal else params.tau_syn)
-        args = (t, wd, to, g, float(params.tau_mem), scale, equal, float(floor), chunks, g_in, parts)
-        if threads == 1:
-            _backward_chunks(0, chunks, *args)
+        args = (t, wd, to, g, float(params.tau_mem), scale, bool(equal), floor, chunks)
+        if threads > 1 and _team() is None:
+            g_in, parts = np.zeros((B, n)), np.zeros((chunks, n, n_out))
+            qif_kernel._run_chunks(_backward_chunks, chunks, *args[:-1], chunks, g_in, parts)
+            gw = parts.sum(0)
         else:
-            f = np.array([float(params.tau_mem), scale, float(floor)])
-            desc = np.zeros(_DESC, dtype=np.int64)
-            desc[1:13] = (chunks, B, n, n_out, t.ctypes.data, wd.ctypes.data, to.ctypes.data, g.ctypes.data,
-                          g_in.ctypes.data, parts.ctypes.data, f.ctypes.data, int(equal))
-            if not _on_team(2, threads, desc):
-                qif_kernel._run_chunks(_backward_chunks, chunks, *args)
-    return torch.from_numpy(g_in).to(t_in.dtype), torch.from_numpy(parts.sum(0)).to(w.dtype)
+            g_in, gw = _launch("backward", B, threads, ("b", n, n_out, equal), args)
+    g_in, gw = torch.from_numpy(g_in), torch.from_numpy(gw)
+    return (g_in if t_in.dtype == torch.float64 else g_in.to(t_in.dtype),
+            gw if w.dtype == torch.float64 else gw.to(w.dtype))
 
 
 __all__ = ["ENV_VAR", "available", "spike_times", "use_kernel", "vjp"]
