@@ -150,25 +150,86 @@ def test_float32_in_float32_out(ratio):
     assert gt.dtype == torch.float32 and gw.dtype == torch.float32
 
 
-def test_results_do_not_depend_on_thread_count(monkeypatch):
-    """Chunks are fixed and summed in order: 1 and 2 threads, the parallel
-    split forced, give identical bits."""
-    rng = np.random.default_rng(7)
-    t = torch.tensor(rng.uniform(0, 2, (300, 5)))
-    w = torch.tensor(rng.normal(1.5, 0.8, (5, 40)))
-    p = params()
+def _batch(seed, B, n, n_out, w_mean):
+    """A layer's batch with a silent input, a sample with no input at all and
+    one whose inputs all come at the trial end (nothing causal)."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 2, (B, n))
+    t[3, 1] = math.inf
+    t[5, :] = math.inf
+    t[7, :] = 4.0
+    w = rng.normal(w_mean, 0.8, (n, n_out)) * (3.0 / max(1.0, n ** 0.5))
+    return torch.tensor(t), torch.tensor(w)
+
+
+def _runs(t, w, p, modes, monkeypatch):
+    """(times, input gradient, weight gradient) per mode: ``(threads, how)``,
+    how = "team" (torch's OpenMP team forced), "thread" (the calling thread
+    forced) or "plain" (plain Python threads, as where torch is not OpenMP)."""
     monkeypatch.setattr(lif_kernel, "_MIN_PARALLEL_TERMS", 0)
     old = torch.get_num_threads()
+    res = []
     try:
-        res = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            o = MODEL.spike_times(t, w, p, 4.0, engine="numba")
-            res.append((o, *MODEL.vjp(t, w, o, torch.ones_like(o), p, 4.0, engine="numba")))
+        for threads, how in modes:
+            torch.set_num_threads(threads)
+            with monkeypatch.context() as m:
+                m.setattr(lif_kernel._CHOOSER, "force", how == "team")
+                if how == "plain":
+                    m.setattr(lif_kernel, "_gomp", False)
+                o = MODEL.spike_times(t, w, p, 4.0, engine="numba")
+                g = torch.linspace(-1.0, 1.0, o.numel(), dtype=o.dtype).view(o.shape)
+                res.append((o, *MODEL.vjp(t, w, o, g, p, 4.0, engine="numba")))
     finally:
         torch.set_num_threads(old)
-    for x, y in zip(*res):
-        assert torch.equal(x, y)
+    return res
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+@pytest.mark.parametrize("shape", [(300, 5, 40, 1.5), (150, 121, 3, 0.5), (97, 30, 11, 0.8)])
+def test_results_do_not_depend_on_threads_or_runner(shape, ratio, monkeypatch):
+    """Chunks are fixed and summed in order: the calling thread alone, torch's
+    OpenMP team of 2 (the atomic chunk counter) and plain threads give
+    identical bits, wide and narrow layers (the backward's two loop orders);
+    and they match the torch path."""
+    B, n, n_out, w_mean = shape
+    t, w = _batch(B + n, B, n, n_out, w_mean)
+    p = params(ratio, 1.0, 1.2)
+    modes = [(1, "thread"), (2, "thread"), (2, "plain")]
+    if lif_kernel._team() is not None:  # torch's intra-op pool is OpenMP (the CPU wheels)
+        modes.append((2, "team"))
+    res = _runs(t, w, p, modes, monkeypatch)
+    for other in res[1:]:
+        for x, y in zip(res[0], other):
+            assert torch.equal(x, y)
+    ref = MODEL.spike_times(t, w, p, 4.0, engine="torch")
+    _assert_times_equal(res[0][0], ref)
+    g = torch.linspace(-1.0, 1.0, ref.numel(), dtype=ref.dtype).view(ref.shape)
+    _assert_grads_equal(res[0][1:], MODEL.vjp(t, w, ref, g, p, 4.0, engine="torch"))
+
+
+def test_chooser_follows_the_faster_runner():
+    """The calling thread is measured first, then the team; afterwards the
+    faster of the two, the other tried every EXPLORE calls; one outlier
+    (a call preempted by another process) does not flip the choice."""
+    ch = lif_kernel._Chooser()
+    key = ("f", 5, 120, True)
+    assert ch.pick(key) is False
+    ch.record(key, False, 2e-6)
+    assert ch.pick(key) is True
+    ch.record(key, True, 1e-6)
+    picks = []
+    for _ in range(2 * ch.EXPLORE):
+        use = ch.pick(key)
+        picks.append(use)
+        ch.record(key, use, 1e-6 if use else 2e-6)
+    assert picks.count(False) == 2 and picks.count(True) == 2 * ch.EXPLORE - 2
+    ch.record(key, True, 1.0)  # one call 10^6 times slower: clipped
+    assert ch.stats[key][1] < 2e-6 and ch.pick(key) is True
+    for _ in range(12):  # the team became slow (cores taken): the calling thread wins
+        ch.record(key, True, 1e-5)
+    assert ch.pick(key) is False
+    ch.force = True
+    assert ch.pick(key) is True
 
 
 def test_network_training_step_same_on_both_engines(monkeypatch):
