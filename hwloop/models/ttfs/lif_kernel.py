@@ -121,6 +121,69 @@ if nb is not None:
         return (q - 0.5 * zn) * zn / ((q - zn) * w1) * w + w
 
     @nb.njit(**_jit)
+    def _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out):
+        """The walk of `_forward_chunks` for tau_m = tau_s, two loops per input:
+        the first, over all neurons without branches (LLVM vectorises it),
+        updates the sums and decides the threshold test wherever the clamped
+        peak is an interval end (``e^sc`` known) or the test fails on the
+        cheap bound ``e^sc > e^lo``; the second visits only the neurons it
+        flagged. The same operations on the same values as the one-loop form:
+        the same decisions and times. Returns the neurons still silent."""
+        n_out = w.shape[1]
+        for k in range(m):
+            i = idx[k]
+            lo = ss[k]
+            hi = ss[k + 1]
+            ek = e1[k]
+            ek1 = e1[k + 1] = math.exp(hi)
+            nlo = -lo
+            for j in range(n_out):
+                # A = sum w e^s, C holds -sum w s e^s (as the torch path);
+                # V >= theta at the clamped peak sc <=> nC + A sc >= e^sc
+                x = w[i, j] * ek
+                a = A[j] + x
+                nc = C[j] + x * nlo
+                A[j] = a
+                C[j] = nc
+                sc = 1.0 - nc / a
+                lo_side = sc <= lo
+                hi_side = sc >= hi
+                scc = lo if lo_side else (hi if hi_side else sc)
+                ex = ek1 if (hi_side and not lo_side) else ek
+                # 1: reaches theta at an interval end; 2: interior peak above the
+                # bound e^lo, needs e^sc (NaN fails every test: no hit)
+                fl = (np.int8(1) if (lo_side or hi_side) else np.int8(2)) if nc + a * scc >= ex else np.int8(0)
+                flag[j] = np.int8(0) if done[j] else fl
+            for j in range(n_out):
+                fl = flag[j]
+                if fl == 0:
+                    continue
+                a = A[j]
+                nc = C[j]
+                if fl == 2:
+                    sc = 1.0 - nc / a
+                    if not (nc + a * sc >= math.exp(sc)):
+                        continue
+                if a <= 0.0:
+                    s_star = hi
+                else:
+                    bb = -nc / a
+                    z = -(math.exp(bb) / a)
+                    if z < -_INV_E:
+                        z = -_INV_E
+                    s_star = bb - _lambertw_neg(z)
+                if s_star < lo:
+                    s_star = lo
+                if s_star > hi:
+                    s_star = hi
+                out[b, j] = t_ref + tau_s * s_star
+                done[j] = True
+                left -= 1
+            if left == 0:
+                break
+        return left
+
+    @nb.njit(**_jit)
     def _forward_chunks(c0, c1, t, w, tau_s, t_max, equal, nchunks, out, spans):
         B, n = t.shape
         n_out = w.shape[1]
@@ -137,6 +200,10 @@ if nb is not None:
         A = np.empty(n_out)
         C = np.empty(n_out)
         done = np.empty(n_out, dtype=np.bool_)
+        flag = np.empty(n_out, dtype=np.int8)
+        # wide layers (tau_m = tau_s): the vectorised two-loop walk (20 % faster
+        # at 120 neurons; at 3 the one-loop form is, measured)
+        two_loops = equal and n_out >= 16
         for ch in range(c0, c1):
             span = 0.0
             for b in range(ch * B // nchunks, (ch + 1) * B // nchunks):
@@ -201,18 +268,25 @@ if nb is not None:
                     done[j] = False
                     out[b, j] = math.inf
                 left = n_out
+                # the exponentials of the interval ends, each when the walk first
+                # needs it (it often stops long before the last input)
                 if equal:
-                    for k in range(m + 1):
-                        e1[k] = math.exp(ss[k])
+                    e1[0] = math.exp(ss[0])
                 else:
-                    for k in range(m + 1):
-                        e1[k] = math.exp(0.5 * ss[k])
-                        eh[k] = math.exp(-0.5 * ss[k])
-                for k in range(m):
+                    e1[0] = math.exp(0.5 * ss[0])
+                    eh[0] = math.exp(-0.5 * ss[0])
+                if two_loops:
+                    left = _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out)
+                for k in range(0 if two_loops else m):
                     i = idx[k]
                     lo = ss[k]
                     hi = ss[k + 1]
                     ek = e1[k]
+                    if equal:
+                        e1[k + 1] = math.exp(hi)
+                    else:
+                        e1[k + 1] = math.exp(0.5 * hi)
+                        eh[k + 1] = math.exp(-0.5 * hi)
                     for j in range(n_out):
                         if done[j]:
                             continue
