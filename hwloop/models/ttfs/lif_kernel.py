@@ -102,6 +102,10 @@ _C_HI, _C_LO = 0.36787944117144233, -1.2428753672788363e-17
 _INV_E = math.exp(-1.0)
 
 if nb is not None:
+    from llvmlite import ir as _ir
+    from numba.core import types as _t
+    from numba.extending import intrinsic as _intrinsic
+
     _jit = dict(cache=True, nogil=True, error_model="numpy")
 
     @nb.njit(cache=True, inline="always", error_model="numpy")
@@ -120,8 +124,95 @@ if nb is not None:
         q = (w1 + zn * (2.0 / 3.0)) * w1
         return (q - 0.5 * zn) * zn / ((q - zn) * w1) * w + w
 
+    # -- exp, log and W0 that LLVM can vectorise (libm's calls keep a loop
+    # scalar; numba has no vector math library here): Cody-Waite reduction and
+    # a degree-13 Taylor polynomial for exp, the atanh series for log; at most
+    # 2 ulp from libm on the arguments the kernel gives them (|x| <= 708 for
+    # exp, normal positive numbers for log), checked in tests/test_lif_kernel.py.
+    @_intrinsic
+    def _bits(typingctx, x):
+        sig = _t.int64(_t.float64)
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.IntType(64))
+        return sig, codegen
+
+    @_intrinsic
+    def _from_bits(typingctx, x):
+        sig = _t.float64(_t.int64)
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _ir.DoubleType())
+        return sig, codegen
+
+    @nb.njit(cache=True, inline="always", error_model="numpy")
+    def _exp_v(x):
+        """e^x: 0 below -708, inf above 709, NaN for NaN."""
+        xc = min(max(x, -708.0), 709.0)
+        k = math.floor(xc * 1.4426950408889634 + 0.5)
+        r = (xc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        y = p * _from_bits((np.int64(k) + 1023) << 52)
+        y = 0.0 if x < -708.0 else y
+        y = math.inf if x > 709.0 else y
+        return x if x != x else y
+
+    @nb.njit(cache=True, inline="always", error_model="numpy")
+    def _log_v(x):
+        """log x for normal x > 0 (NaN for x <= 0 or NaN, inf for inf)."""
+        b = _bits(x)
+        e = ((b >> 52) & 0x7FF) - 1023
+        m = _from_bits((b & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # [1, 2)
+        big = m > 1.4142135623730951
+        m = m * 0.5 if big else m
+        e = e + 1 if big else e
+        f = m - 1.0  # exact
+        s = f / (2.0 + f)
+        z = s * s
+        r = 1.0 / 19.0
+        r = r * z + 1.0 / 17.0
+        r = r * z + 1.0 / 15.0
+        r = r * z + 1.0 / 13.0
+        r = r * z + 1.0 / 11.0
+        r = r * z + 1.0 / 9.0
+        r = r * z + 1.0 / 7.0
+        r = r * z + 1.0 / 5.0
+        r = r * z + 1.0 / 3.0
+        # log(1 + f) = 2 atanh(s) = f - s (f - 2 z r)
+        ef = float(e)
+        y = ef * 6.93147180369123816490e-01 + ((f - s * (f - 2.0 * z * r)) + ef * 1.90821492927058770002e-10)
+        y = math.inf if x == math.inf else y
+        return y if x > 0.0 else math.nan
+
+    @nb.njit(cache=True, inline="always", error_model="numpy")
+    def _lambertw_neg_v(z):
+        """`_lambertw_neg` without branches, on `_log_v` (vectorisable)."""
+        p = ((z + _C_HI) + _C_LO) * (2.0 * math.e)
+        p = math.sqrt(max(p, 0.0))
+        num = ((p * -0.00277847475644394 + 0.06995017264856546) * p + 1.3642270435745671) * p + 2.718281828459045
+        den = ((p * 0.09446737819773184 + 0.6942709795116475) * p + 1.5018710824211807) * p + 1.0
+        w = num * z / den
+        zn = _log_v(z / w) - w
+        w1 = w + 1.0
+        q = (w1 + zn * (2.0 / 3.0)) * w1
+        wf = (q - 0.5 * zn) * zn / ((q - zn) * w1) * w + w
+        return w if (p < 5e-3 or z == 0.0) else wf
+
     @nb.njit(**_jit)
-    def _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out):
+    def _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out, pj, pb, pa, plo, phi):
         """The walk of `_forward_chunks` for tau_m = tau_s, two loops per input:
         the first, over all neurons without branches (LLVM vectorises it),
         updates the sums and decides the threshold test wherever the clamped
@@ -130,6 +221,7 @@ if nb is not None:
         flagged. The same operations on the same values as the one-loop form:
         the same decisions and times. Returns the neurons still silent."""
         n_out = w.shape[1]
+        npend = 0
         for k in range(m):
             i = idx[k]
             lo = ss[k]
@@ -165,22 +257,24 @@ if nb is not None:
                     if not (nc + a * sc >= math.exp(sc)):
                         continue
                 if a <= 0.0:
-                    s_star = hi
-                else:
-                    bb = -nc / a
-                    z = -(math.exp(bb) / a)
-                    if z < -_INV_E:
-                        z = -_INV_E
-                    s_star = bb - _lambertw_neg(z)
-                if s_star < lo:
-                    s_star = lo
-                if s_star > hi:
-                    s_star = hi
-                out[b, j] = t_ref + tau_s * s_star
+                    out[b, j] = t_ref + tau_s * hi
+                else:  # the closed form below, for all of the sample's hits at once
+                    pj[npend] = j
+                    pb[npend] = -nc / a
+                    pa[npend] = a
+                    plo[npend] = lo
+                    phi[npend] = hi
+                    npend += 1
                 done[j] = True
                 left -= 1
             if left == 0:
                 break
+        for q in range(npend):  # vectorised
+            bb = pb[q]
+            z = max(-(_exp_v(bb) / pa[q]), -_INV_E)
+            pb[q] = min(max(bb - _lambertw_neg_v(z), plo[q]), phi[q])
+        for q in range(npend):
+            out[b, pj[q]] = t_ref + tau_s * pb[q]
         return left
 
     @nb.njit(**_jit)
@@ -201,6 +295,11 @@ if nb is not None:
         C = np.empty(n_out)
         done = np.empty(n_out, dtype=np.bool_)
         flag = np.empty(n_out, dtype=np.int8)
+        pj = np.empty(n_out, dtype=np.int64)  # hits waiting for their Lambert W
+        pb = np.empty(n_out)
+        pa = np.empty(n_out)
+        plo = np.empty(n_out)
+        phi = np.empty(n_out)
         # wide layers (tau_m = tau_s): the vectorised two-loop walk (20 % faster
         # at 120 neurons; at 3 the one-loop form is, measured)
         two_loops = equal and n_out >= 16
@@ -276,7 +375,8 @@ if nb is not None:
                     e1[0] = math.exp(0.5 * ss[0])
                     eh[0] = math.exp(-0.5 * ss[0])
                 if two_loops:
-                    left = _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out)
+                    left = _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out,
+                                       pj, pb, pa, plo, phi)
                 for k in range(0 if two_loops else m):
                     i = idx[k]
                     lo = ss[k]
@@ -450,10 +550,10 @@ if nb is not None:
                     continue
                 direct = (t_top - t_ref) * -inv > 300.0  # F or E would leave the safe range
                 if not direct:
-                    for i in range(n):
-                        E[i] = math.exp((tl[i] - t_ref) * -inv) if tl[i] < math.inf else 0.0
+                    for i in range(n):  # vectorised; the arguments are within [0, 300] here
+                        E[i] = _exp_v((tl[i] - t_ref) * -inv) if tl[i] < math.inf else 0.0
                     for j in range(n_out):
-                        F[j] = math.exp((ts[j] - t_ref) * inv) if ts[j] > -math.inf else 0.0
+                        F[j] = _exp_v((ts[j] - t_ref) * inv) if ts[j] > -math.inf else 0.0
                 if narrow:
                     _backward_sample_narrow(b, tl, E, F, ts, w, g, inv, scale, equal, floor, direct, vd, c, gw,
                                             acc_i, g_in)
@@ -552,10 +652,6 @@ def _find_torch_openmp():
 
 
 if nb is not None:
-    from llvmlite import ir as _ir
-    from numba.core import types as _t
-    from numba.extending import intrinsic as _intrinsic
-
     @_intrinsic
     def _atomic_fetch_add(typingctx, addr, val):
         """Atomically ``*addr += val`` on an int64 at address ``addr``; the old value."""
