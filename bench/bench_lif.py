@@ -19,7 +19,13 @@ initialisation of Göltz et al. 2021's Yin-Yang experiment). Reports
 Engines: ``--engine numba`` (the fused kernel, default where it applies) or
 ``torch`` (the vectorised reference path); see hwloop/models/ttfs/lif_kernel.py.
 
-Usage: ``python bench/bench_lif.py [--threads 2] [--repeats 5] [--engine auto|numba|torch] [--json]``.
+``--baseline REV`` also times the kernel module of git revision REV
+(``hwloop/models/ttfs/lif_kernel.py`` as it was there, in this process)
+against this tree's: epochs alternate, REV's and this tree's, for
+``--repeats`` rounds, so both see the same load on a shared machine; it
+prints min and median wall and CPU time of each and their ratios.
+
+Usage: ``python bench/bench_lif.py [--threads 2] [--repeats 5] [--engine auto|numba|torch] [--baseline REV] [--json]``.
 The points are uniform in the unit square (the Yin-Yang class labels do not
 matter for speed, only the input times and network shape do).
 """
@@ -27,10 +33,16 @@ matter for speed, only the input times and network shape do).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numba as nb
 
@@ -41,6 +53,7 @@ from hwloop.models import network_forward  # noqa: E402
 from hwloop.models.ttfs.lif_kernel import _lambertw_neg  # noqa: E402
 from hwloop.network import Layer, NeuronParams  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 N_SAMPLES, BATCH = 5000, 150
 T_MAX = 4.0  # trial length in units of tau_s; inputs in [0, 2], bias at 0.9
 
@@ -141,12 +154,65 @@ def arithmetic_bound(threads: int, repeats: int) -> tuple[float, float]:
     return wall / threads, cpu
 
 
+def baseline_kernel(rev: str):
+    """The LIF kernel module of git revision ``rev``, loaded beside this tree's
+    (as package ``hwloop.models.ttfs``, so its relative imports resolve)."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:hwloop/models/ttfs/lif_kernel.py"],
+                         capture_output=True, text=True, check=True).stdout
+    path = os.path.join(tempfile.mkdtemp(prefix="lif_kernel_"), "lif_kernel_baseline.py")
+    with open(path, "w") as f:
+        f.write(src.replace("cache=True", "cache=False"))  # no cache files for a one-off copy
+    name = "hwloop.models.ttfs.lif_kernel_baseline"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def compare_with_baseline(rev: str, rounds: int) -> dict:
+    """Epochs alternating between ``rev``'s kernel module and this tree's (see
+    the module docstring): min / median wall and CPU seconds of each."""
+    import hwloop.models.ttfs.lif as lif_mod
+
+    mods = {"baseline": baseline_kernel(rev), "this tree": lif_mod.lif_kernel}
+    os.environ["HWLOOP_LIF_ENGINE"] = "numba"
+
+    def epoch(mod):
+        lif_mod.lif_kernel = mod
+        try:
+            layers, ws, t_in, labels = make_problem()
+            weights = [torch.tensor(w, requires_grad=True) for w in ws]
+            opt = torch.optim.Adam(weights, lr=0.005)
+            return train_epoch(layers, weights, t_in, labels, opt)
+        finally:
+            lif_mod.lif_kernel = mods["this tree"]
+
+    for mod in mods.values():
+        epoch(mod)  # compile, warm up
+    times = {k: [] for k in mods}
+    for _ in range(rounds):
+        for k, mod in mods.items():
+            times[k].append(epoch(mod))
+    res = {"baseline_rev": rev}
+    for k, v in times.items():
+        wall, cpu = [x[0] for x in v], [x[1] for x in v]
+        res[k] = {"wall_min_s": min(wall), "wall_median_s": statistics.median(wall),
+                  "cpu_min_s": min(cpu), "cpu_median_s": statistics.median(cpu)}
+    b, n = res["baseline"], res["this tree"]
+    res["speedup_wall_min"] = b["wall_min_s"] / n["wall_min_s"]
+    res["speedup_wall_median"] = b["wall_median_s"] / n["wall_median_s"]
+    res["speedup_cpu_min"] = b["cpu_min_s"] / n["cpu_min_s"]
+    return res
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--engine", choices=("auto", "numba", "torch"), default="auto")
     ap.add_argument("--torch", action="store_true", help="also time the torch path's epoch, same run")
+    ap.add_argument("--baseline", metavar="REV", help="also time git revision REV's kernel module, alternating")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -167,6 +233,8 @@ def main(argv=None) -> dict:
               "bound_epoch_cpu_s": bound_cpu, "epoch_cpu_over_bound_cpu": cpu / bound_cpu}
     if args.torch:
         result["torch_epoch_s"], result["torch_epoch_cpu_s"] = epoch("torch")
+    if args.baseline:
+        result["baseline"] = compare_with_baseline(args.baseline, args.repeats)
     os.environ["HWLOOP_LIF_ENGINE"] = args.engine
     for dtype in (torch.float64, torch.float32):
         name = str(dtype).split(".")[-1]
@@ -190,6 +258,14 @@ def main(argv=None) -> dict:
         if args.torch:
             print(f"torch path epoch: {r['torch_epoch_s']:.3f} s [{r['torch_epoch_cpu_s']:.3f} s]: the kernel "
                   f"{r['torch_epoch_s'] / r['epoch_s']:.1f}x faster [{r['torch_epoch_cpu_s'] / r['epoch_cpu_s']:.1f}x]")
+        if args.baseline:
+            c = r["baseline"]
+            b, n = c["baseline"], c["this tree"]
+            print(f"kernel of {args.baseline} against this tree's, {args.repeats} alternating epochs: "
+                  f"{b['wall_min_s']:.3f} / {n['wall_min_s']:.3f} s min wall (median {b['wall_median_s']:.3f} / "
+                  f"{n['wall_median_s']:.3f}), {b['cpu_min_s']:.3f} / {n['cpu_min_s']:.3f} CPU-s: this tree "
+                  f"{c['speedup_wall_min']:.2f}x faster (median {c['speedup_wall_median']:.2f}x, CPU "
+                  f"{c['speedup_cpu_min']:.2f}x)")
         for name in ("float64", "float32"):
             print(f"inference {name}: {r[f'inference_{name}_samples_per_s']:,.0f} samples/s "
                   f"[{r[f'inference_{name}_samples_per_cpu_s']:,.0f} per CPU-s]")
