@@ -875,6 +875,7 @@ class _Chooser:
 
 
 _CHOOSER = _Chooser()
+_CPUS = os.cpu_count() or 1
 
 
 def _chunking(B: int, terms: int, nchunks: int):
@@ -882,7 +883,7 @@ def _chunking(B: int, terms: int, nchunks: int):
     chunks = max(1, min(B, nchunks))
     if terms < _MIN_PARALLEL_TERMS:
         return chunks, 1
-    return chunks, max(1, min(torch.get_num_threads(), chunks, os.cpu_count() or 1))
+    return chunks, max(1, min(torch.get_num_threads(), chunks, _CPUS))
 
 
 def _np64(x: torch.Tensor) -> np.ndarray:
