@@ -19,6 +19,12 @@ initialisation of Göltz et al. 2021's Yin-Yang experiment). Reports
 Engines: ``--engine numba`` (the fused kernel, default where it applies) or
 ``torch`` (the vectorised reference path); see hwloop/models/ttfs/lif_kernel.py.
 
+``--profile`` splits the epoch (this tree's kernel, ``--threads``): the
+kernel's calls (forward and backward, each layer), the rest of
+`LIF.spike_times` / `LIF.vjp` (checks, conversions), and the torch glue
+around them (`network_forward`'s autograd and bias spikes, the loss,
+backward's autograd, Adam), best of ``--repeats`` epochs.
+
 ``--baseline REV`` also times the kernel module of git revision REV
 (``hwloop/models/ttfs/lif_kernel.py`` as it was there, in this process)
 against this tree's: epochs alternate, REV's and this tree's, for
@@ -154,6 +160,77 @@ def arithmetic_bound(threads: int, repeats: int) -> tuple[float, float]:
     return wall / threads, cpu
 
 
+def profile_epoch(repeats: int) -> dict:
+    """Where an epoch's time goes (see the module docstring): seconds per
+    part, of the fastest of ``repeats`` epochs; wrapping costs ~1 us per call."""
+    import hwloop.models.ttfs.lif as lif_mod
+
+    k = lif_mod.lif_kernel
+    acc: dict = {}
+    saved = {}
+
+    def wrap(owner, name, key):
+        f = getattr(owner, name)
+        saved[(owner, name)] = f
+
+        def g(*a, **kw):
+            w0 = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                kk = key(a) if callable(key) else key
+                acc[kk] = acc.get(kk, 0.0) + time.perf_counter() - w0
+        setattr(owner, name, g)
+
+    layer = lambda a: "layer 1" if a[0].shape[1] == 5 else "layer 2"  # noqa: E731
+    wrap(k, "_forward_launch", lambda a: f"kernel forward, {layer(a)}")
+    wrap(k, "_backward_launch", lambda a: f"kernel backward, {layer(a)}")
+    wrap(lif_mod.LIF, "spike_times", "LIF.spike_times")
+    wrap(lif_mod.LIF, "vjp", "LIF.vjp")
+    os.environ["HWLOOP_LIF_ENGINE"] = "numba"
+    layers, ws, t_in, labels = make_problem()
+    weights = [torch.tensor(w, requires_grad=True) for w in ws]
+    opt = torch.optim.Adam(weights, lr=0.005)
+
+    def run():
+        for i in range(0, t_in.shape[0], BATCH):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            out = network_forward(layers, weights, t_in[i:i + BATCH], T_MAX)[-1]
+            t1 = time.perf_counter()
+            loss = loss_fn(out, labels[i:i + BATCH], T_MAX)
+            t2 = time.perf_counter()
+            loss.backward()
+            t3 = time.perf_counter()
+            opt.step()
+            t4 = time.perf_counter()
+            for kk, v in (("forward", t1 - t0), ("loss", t2 - t1), ("backward", t3 - t2), ("Adam", t4 - t3)):
+                acc[kk] = acc.get(kk, 0.0) + v
+
+    try:
+        run()  # warm-up
+        best = None
+        for _ in range(repeats):
+            acc.clear()
+            wall, cpu = _timed(run)
+            if best is None or wall < best[0]:
+                best = (wall, cpu, dict(acc))
+    finally:
+        for (owner, name), f in saved.items():
+            setattr(owner, name, f)
+    wall, cpu, a = best
+    kf = sum(v for kk, v in a.items() if kk.startswith("kernel forward"))
+    kb = sum(v for kk, v in a.items() if kk.startswith("kernel backward"))
+    parts = {kk: v for kk, v in sorted(a.items()) if kk.startswith("kernel")}
+    parts["LIF.spike_times around the kernel"] = a["LIF.spike_times"] - kf
+    parts["LIF.vjp around the kernel"] = a["LIF.vjp"] - kb
+    parts["network_forward around LIF.spike_times (autograd, bias spikes)"] = a["forward"] - a["LIF.spike_times"]
+    parts["loss"] = a["loss"]
+    parts["backward around LIF.vjp (autograd)"] = a["backward"] - a["LIF.vjp"]
+    parts["Adam"] = a["Adam"]
+    return {"epoch_s": wall, "epoch_cpu_s": cpu, "parts_s": parts}
+
+
 def baseline_kernel(rev: str):
     """The LIF kernel module of git revision ``rev``, loaded beside this tree's
     (as package ``hwloop.models.ttfs``, so its relative imports resolve)."""
@@ -212,6 +289,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--engine", choices=("auto", "numba", "torch"), default="auto")
     ap.add_argument("--torch", action="store_true", help="also time the torch path's epoch, same run")
+    ap.add_argument("--profile", action="store_true", help="also split this tree's epoch into its parts")
     ap.add_argument("--baseline", metavar="REV", help="also time git revision REV's kernel module, alternating")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -233,6 +311,8 @@ def main(argv=None) -> dict:
               "bound_epoch_cpu_s": bound_cpu, "epoch_cpu_over_bound_cpu": cpu / bound_cpu}
     if args.torch:
         result["torch_epoch_s"], result["torch_epoch_cpu_s"] = epoch("torch")
+    if args.profile:
+        result["profile"] = profile_epoch(args.repeats)
     if args.baseline:
         result["baseline"] = compare_with_baseline(args.baseline, args.repeats)
     os.environ["HWLOOP_LIF_ENGINE"] = args.engine
@@ -258,6 +338,12 @@ def main(argv=None) -> dict:
         if args.torch:
             print(f"torch path epoch: {r['torch_epoch_s']:.3f} s [{r['torch_epoch_cpu_s']:.3f} s]: the kernel "
                   f"{r['torch_epoch_s'] / r['epoch_s']:.1f}x faster [{r['torch_epoch_cpu_s'] / r['epoch_cpu_s']:.1f}x]")
+        if args.profile:
+            pr = r["profile"]
+            print(f"profile (best of {args.repeats} epochs: {pr['epoch_s'] * 1e3:.1f} ms, "
+                  f"{pr['epoch_cpu_s'] * 1e3:.1f} CPU-ms):")
+            for kk, v in pr["parts_s"].items():
+                print(f"  {kk}: {v * 1e3:.1f} ms")
         if args.baseline:
             c = r["baseline"]
             b, n = c["baseline"], c["this tree"]
