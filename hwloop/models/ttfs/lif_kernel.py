@@ -217,7 +217,7 @@ if nb is not None:
         return w if (p < 5e-3 or z == 0.0) else wf
 
     @nb.njit(**_jit)
-    def _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out, pj, pb, pa, plo, phi):
+    def _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out, pj, pk, pb, pa, plo, phi):
         """The walk of `_forward_chunks` for tau_m = tau_s, two loops per input:
         the first, over all neurons without branches (LLVM vectorises it),
         updates the sums and decides the threshold test wherever the clamped
@@ -251,10 +251,13 @@ if nb is not None:
                 # bound e^lo, needs e^sc (NaN fails every test: no hit)
                 fl = (np.int8(1) if (lo_side or hi_side) else np.int8(2)) if nc + a * scc >= ex else np.int8(0)
                 flag[j] = np.int8(0) if done[j] else fl
+            cnt = 0  # the flagged neurons, compacted without branches
             for j in range(n_out):
+                pj[cnt] = j
+                cnt += 1 if flag[j] != 0 else 0
+            for q in range(cnt):
+                j = pj[q]
                 fl = flag[j]
-                if fl == 0:
-                    continue
                 a = A[j]
                 nc = C[j]
                 if fl == 2:
@@ -264,7 +267,7 @@ if nb is not None:
                 if a <= 0.0:
                     out[b, j] = t_ref + tau_s * hi
                 else:  # the closed form below, for all of the sample's hits at once
-                    pj[npend] = j
+                    pk[npend] = j
                     pb[npend] = -nc / a
                     pa[npend] = a
                     plo[npend] = lo
@@ -279,7 +282,7 @@ if nb is not None:
             z = max(-(_exp_v(bb) / pa[q]), -_INV_E)
             pb[q] = min(max(bb - _lambertw_neg_v(z), plo[q]), phi[q])
         for q in range(npend):
-            out[b, pj[q]] = t_ref + tau_s * pb[q]
+            out[b, pk[q]] = t_ref + tau_s * pb[q]
         return left
 
     @nb.njit(**_jit)
@@ -300,7 +303,8 @@ if nb is not None:
         C = np.empty(n_out)
         done = np.empty(n_out, dtype=np.bool_)
         flag = np.empty(n_out, dtype=np.int8)
-        pj = np.empty(n_out, dtype=np.int64)  # hits waiting for their Lambert W
+        pj = np.empty(n_out, dtype=np.int64)  # the flagged neurons of one input
+        pk = np.empty(n_out, dtype=np.int64)  # hits waiting for their Lambert W
         pb = np.empty(n_out)
         pa = np.empty(n_out)
         plo = np.empty(n_out)
@@ -381,7 +385,7 @@ if nb is not None:
                     eh[0] = math.exp(-0.5 * ss[0])
                 if two_loops:
                     left = _walk_equal(b, m, idx, ss, e1, w, t_ref, tau_s, A, C, done, flag, left, out,
-                                       pj, pb, pa, plo, phi)
+                                       pj, pk, pb, pa, plo, phi)
                 for k in range(0 if two_loops else m):
                     i = idx[k]
                     lo = ss[k]
