@@ -335,13 +335,14 @@ if nb is not None:
                         sv[m] = (ti - t_ref) / tau_s
                         iv[m] = i
                         m += 1
+                xs = sv
+                xi = iv
                 if m > 32:
                     # wide layer: counting sort into m buckets by value (s >= 0), so
                     # the insertion sort below only moves elements within a bucket
-                    # (numba's argsort took 7 us for 121 inputs, most of the layer)
-                    smax = 0.0
-                    for q in range(m):
-                        smax = max(smax, sv[q])
+                    # (numba's argsort took 7 us for 121 inputs, most of the layer);
+                    # the largest s is the latest input's
+                    smax = (t_hi - t_ref) / tau_s
                     sc_b = (m - 1) / smax if smax > 0.0 else 0.0
                     for q in range(m + 1):
                         cnt[q] = 0
@@ -356,19 +357,18 @@ if nb is not None:
                         cnt[bkt[q]] = pos + 1
                         tv[pos] = sv[q]
                         ti_[pos] = iv[q]
-                    for q in range(m):
-                        sv[q] = tv[q]
-                        iv[q] = ti_[q]
+                    xs = tv
+                    xi = ti_
                 # insertion sort (stable; few inputs, or nearly sorted after the buckets)
                 for q in range(m):
-                    s = sv[q]
+                    s = xs[q]
                     k = q
                     while k > 0 and ss[k - 1] > s:
                         ss[k] = ss[k - 1]
                         idx[k] = idx[k - 1]
                         k -= 1
                     ss[k] = s
-                    idx[k] = iv[q]
+                    idx[k] = xi[q]
                 ss[m] = (t_max - t_ref) / tau_s
                 for j in range(n_out):
                     A[j] = 0.0
