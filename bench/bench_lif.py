@@ -160,12 +160,15 @@ def arithmetic_bound(threads: int, repeats: int) -> tuple[float, float]:
     return wall / threads, cpu
 
 
-def profile_epoch(repeats: int) -> dict:
+def profile_epoch(repeats: int, mod=None) -> dict:
     """Where an epoch's time goes (see the module docstring): seconds per
-    part, of the fastest of ``repeats`` epochs; wrapping costs ~1 us per call."""
+    part, of the fastest of ``repeats`` epochs; wrapping costs ~1 us per call.
+    ``mod``: another kernel module (`baseline_kernel`) instead of this tree's."""
     import hwloop.models.ttfs.lif as lif_mod
 
-    k = lif_mod.lif_kernel
+    own = lif_mod.lif_kernel
+    k = mod if mod is not None else own
+    lif_mod.lif_kernel = k
     acc: dict = {}
     saved = {}
 
@@ -182,9 +185,13 @@ def profile_epoch(repeats: int) -> dict:
                 acc[kk] = acc.get(kk, 0.0) + time.perf_counter() - w0
         setattr(owner, name, g)
 
-    layer = lambda a: "layer 1" if a[0].shape[1] == 5 else "layer 2"  # noqa: E731
-    wrap(k, "_forward_launch", lambda a: f"kernel forward, {layer(a)}")
-    wrap(k, "_backward_launch", lambda a: f"kernel backward, {layer(a)}")
+    # this tree calls the kernels through launchers (t first); older trees
+    # called the chunk kernels directly (c0, c1, t, ...)
+    fwd, bwd, ti = ("_forward_launch", "_backward_launch", 0) if hasattr(k, "_forward_launch") else \
+        ("_forward_chunks", "_backward_chunks", 2)
+    layer = lambda a: "layer 1" if a[ti].shape[1] == 5 else "layer 2"  # noqa: E731
+    wrap(k, fwd, lambda a: f"kernel forward, {layer(a)}")
+    wrap(k, bwd, lambda a: f"kernel backward, {layer(a)}")
     wrap(lif_mod.LIF, "spike_times", "LIF.spike_times")
     wrap(lif_mod.LIF, "vjp", "LIF.vjp")
     os.environ["HWLOOP_LIF_ENGINE"] = "numba"
@@ -218,6 +225,7 @@ def profile_epoch(repeats: int) -> dict:
     finally:
         for (owner, name), f in saved.items():
             setattr(owner, name, f)
+        lif_mod.lif_kernel = own
     wall, cpu, a = best
     kf = sum(v for kk, v in a.items() if kk.startswith("kernel forward"))
     kb = sum(v for kk, v in a.items() if kk.startswith("kernel backward"))
@@ -315,6 +323,8 @@ def main(argv=None) -> dict:
         result["profile"] = profile_epoch(args.repeats)
     if args.baseline:
         result["baseline"] = compare_with_baseline(args.baseline, args.repeats)
+        if args.profile:
+            result["baseline"]["profile"] = profile_epoch(args.repeats, baseline_kernel(args.baseline))
     os.environ["HWLOOP_LIF_ENGINE"] = args.engine
     for dtype in (torch.float64, torch.float32):
         name = str(dtype).split(".")[-1]
@@ -338,9 +348,13 @@ def main(argv=None) -> dict:
         if args.torch:
             print(f"torch path epoch: {r['torch_epoch_s']:.3f} s [{r['torch_epoch_cpu_s']:.3f} s]: the kernel "
                   f"{r['torch_epoch_s'] / r['epoch_s']:.1f}x faster [{r['torch_epoch_cpu_s'] / r['epoch_cpu_s']:.1f}x]")
-        if args.profile:
-            pr = r["profile"]
-            print(f"profile (best of {args.repeats} epochs: {pr['epoch_s'] * 1e3:.1f} ms, "
+        profiles = [("this tree", r.get("profile"))]
+        if args.baseline:
+            profiles.append((args.baseline, r["baseline"].get("profile")))
+        for who, pr in profiles:
+            if pr is None:
+                continue
+            print(f"profile of {who} (best of {args.repeats} epochs: {pr['epoch_s'] * 1e3:.1f} ms, "
                   f"{pr['epoch_cpu_s'] * 1e3:.1f} CPU-ms):")
             for kk, v in pr["parts_s"].items():
                 print(f"  {kk}: {v * 1e3:.1f} ms")

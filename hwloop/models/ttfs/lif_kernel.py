@@ -845,10 +845,15 @@ class _Chooser:
     `EXPLORE` calls. On an idle machine the team wins; when other processes
     hold the cores, the team thread joins late and the calling thread alone
     is faster (measured at load 4: the team 1.6-2.8x slower), so the choice
-    follows the machine. Either way the results are the same."""
+    follows the machine. Either way the results are the same.
+
+    Each runner's first call per shape is not counted (it loads the compiled
+    code: 10-30x a later call). Other processes can only make a call slower,
+    never faster, so the average follows a faster call more readily than a
+    slower one, and a slow call counts at most 4x the average."""
 
     EXPLORE = 32
-    ALPHA = 0.25
+    UP, DOWN = 0.25, 0.5
 
     def __init__(self):
         self.stats: dict = {}
@@ -858,12 +863,12 @@ class _Chooser:
         if self.force is not None:
             return self.force
         st = self.stats.get(key)
-        if st is None:
-            st = self.stats[key] = [0.0, 0.0, 0]
+        if st is None:  # [average on the thread, on the team, calls, timings of each]
+            st = self.stats[key] = [0.0, 0.0, 0, 0, 0]
         st[2] += 1
-        if not st[0]:
+        if st[3] < 2:
             return False
-        if not st[1]:
+        if st[4] < 2:
             return True
         team = st[1] <= st[0]
         return (not team) if st[2] % self.EXPLORE == 0 else team
@@ -873,9 +878,16 @@ class _Chooser:
         if st is None:
             return
         k = 1 if team else 0
+        st[3 + k] += 1
+        if st[3 + k] == 1:
+            return  # the first call: compiled code loading
         old = st[k]
-        # one call preempted by another process must not flip the choice alone
-        st[k] = seconds if not old else old + self.ALPHA * (min(seconds, 4.0 * old) - old)
+        if not old:
+            st[k] = seconds
+        elif seconds < old:
+            st[k] = old + self.DOWN * (seconds - old)
+        else:
+            st[k] = old + self.UP * (min(seconds, 4.0 * old) - old)
 
 
 _CHOOSER = _Chooser()
