@@ -150,25 +150,92 @@ def test_float32_in_float32_out(ratio):
     assert gt.dtype == torch.float32 and gw.dtype == torch.float32
 
 
-def test_results_do_not_depend_on_thread_count(monkeypatch):
-    """Chunks are fixed and summed in order: 1 and 2 threads, the parallel
-    split forced, give identical bits."""
-    rng = np.random.default_rng(7)
-    t = torch.tensor(rng.uniform(0, 2, (300, 5)))
-    w = torch.tensor(rng.normal(1.5, 0.8, (5, 40)))
-    p = params()
+def _batch(seed, B, n, n_out, w_mean):
+    """A layer's batch with a silent input, a sample with no input at all and
+    one whose inputs all come at the trial end (nothing causal)."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 2, (B, n))
+    t[3, 1] = math.inf
+    t[5, :] = math.inf
+    t[7, :] = 4.0
+    w = rng.normal(w_mean, 0.8, (n, n_out)) * (3.0 / max(1.0, n ** 0.5))
+    return torch.tensor(t), torch.tensor(w)
+
+
+def _runs(t, w, p, modes, monkeypatch):
+    """(times, input gradient, weight gradient) per mode: ``(threads, how)``,
+    how = "team" (torch's OpenMP team forced), "thread" (the calling thread
+    forced) or "plain" (plain Python threads, as where torch is not OpenMP)."""
     monkeypatch.setattr(lif_kernel, "_MIN_PARALLEL_TERMS", 0)
     old = torch.get_num_threads()
+    res = []
     try:
-        res = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            o = MODEL.spike_times(t, w, p, 4.0, engine="numba")
-            res.append((o, *MODEL.vjp(t, w, o, torch.ones_like(o), p, 4.0, engine="numba")))
+        for threads, how in modes:
+            torch.set_num_threads(threads)
+            with monkeypatch.context() as m:
+                m.setattr(lif_kernel._CHOOSER, "force", how == "team")
+                if how == "plain":
+                    m.setattr(lif_kernel, "_gomp", False)
+                o = MODEL.spike_times(t, w, p, 4.0, engine="numba")
+                g = torch.linspace(-1.0, 1.0, o.numel(), dtype=o.dtype).view(o.shape)
+                res.append((o, *MODEL.vjp(t, w, o, g, p, 4.0, engine="numba")))
     finally:
         torch.set_num_threads(old)
-    for x, y in zip(*res):
-        assert torch.equal(x, y)
+    return res
+
+
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+@pytest.mark.parametrize("shape", [(300, 5, 40, 1.5), (150, 121, 3, 0.5), (97, 30, 11, 0.8)])
+def test_results_do_not_depend_on_threads_or_runner(shape, ratio, monkeypatch):
+    """Chunks are fixed and summed in order: the calling thread alone, torch's
+    OpenMP team of 2 (the atomic chunk counter) and plain threads give
+    identical bits, wide and narrow layers (the backward's two loop orders);
+    and they match the torch path."""
+    B, n, n_out, w_mean = shape
+    t, w = _batch(B + n, B, n, n_out, w_mean)
+    p = params(ratio, 1.0, 1.2)
+    modes = [(1, "thread"), (2, "thread"), (2, "plain")]
+    if lif_kernel._team() is not None:  # torch's intra-op pool is OpenMP (the CPU wheels)
+        modes.append((2, "team"))
+    res = _runs(t, w, p, modes, monkeypatch)
+    for other in res[1:]:
+        for x, y in zip(res[0], other):
+            assert torch.equal(x, y)
+    ref = MODEL.spike_times(t, w, p, 4.0, engine="torch")
+    _assert_times_equal(res[0][0], ref)
+    g = torch.linspace(-1.0, 1.0, ref.numel(), dtype=ref.dtype).view(ref.shape)
+    _assert_grads_equal(res[0][1:], MODEL.vjp(t, w, ref, g, p, 4.0, engine="torch"))
+
+
+def test_chooser_follows_the_faster_runner():
+    """The calling thread is timed first, then the team (each one's first call
+    not counted); afterwards the faster of the two, the other tried every
+    EXPLORE calls; one outlier (a call preempted by another process) does not
+    flip the choice, a run of them does, and a faster call is followed at once."""
+    ch = lif_kernel._Chooser()
+    key = ("f", 5, 120, True)
+    for slow in (1e-3, 2e-6):  # the first call loads the compiled code: not counted
+        assert ch.pick(key) is False
+        ch.record(key, False, slow)
+    assert ch.stats[key][0] == 2e-6
+    for slow in (1e-3, 1e-6):
+        assert ch.pick(key) is True
+        ch.record(key, True, slow)
+    picks = []
+    for _ in range(2 * ch.EXPLORE):
+        use = ch.pick(key)
+        picks.append(use)
+        ch.record(key, use, 1e-6 if use else 2e-6)
+    assert picks.count(False) == 2 and picks.count(True) == 2 * ch.EXPLORE - 2
+    ch.record(key, True, 1.0)  # one call 10^6 times slower: clipped
+    assert ch.stats[key][1] < 2e-6 and ch.pick(key) is True
+    for _ in range(12):  # the team became slow (cores taken): the calling thread wins
+        ch.record(key, True, 1e-5)
+    assert ch.pick(key) is False
+    ch.record(key, True, 1e-6)  # and fast again: half way back in one call
+    assert ch.stats[key][1] < 6e-6
+    ch.force = True
+    assert ch.pick(key) is True
 
 
 def test_network_training_step_same_on_both_engines(monkeypatch):
@@ -230,3 +297,43 @@ def test_vjp_far_from_inputs_uses_direct_exponentials():
     b = MODEL.vjp(t, w, to, g, params(), 400.0, engine="torch")
     assert a[0][0, 2] != 0 and a[1][2, 0] != 0
     _assert_grads_equal(a, b)
+
+
+def test_vectorisable_exp_log_and_lambertw_against_libm():
+    """The kernel's own exp and log (which LLVM can vectorise) stay within 2 ulp
+    of libm on the ranges the kernel uses them on, W0 on them within rounding
+    of the scalar W0, and they keep the special values."""
+    import numba
+
+    @numba.njit(error_model="numpy")  # as the kernel: 0/0 is NaN, not an exception
+    def run(x, y, z):
+        e = np.empty_like(x)
+        lg = np.empty_like(y)
+        w = np.empty_like(z)
+        ws = np.empty_like(z)
+        for i in range(x.size):
+            e[i] = lif_kernel._exp_v(x[i])
+        for i in range(y.size):
+            lg[i] = lif_kernel._log_v(y[i])
+        for i in range(z.size):
+            w[i] = lif_kernel._lambertw_neg_v(z[i])
+            ws[i] = lif_kernel._lambertw_neg(z[i])
+        return e, lg, w, ws
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(-708, 709, 20000), rng.uniform(-1, 1, 20000), [0.0, -0.0, 1e-300]])
+    y = np.concatenate([np.exp(rng.uniform(-700, 700, 20000)), rng.uniform(0.5, 2.0, 20000), [1.0, 2.0, 0.5]])
+    z = np.concatenate([rng.uniform(-math.exp(-1.0), 0.0, 20000), -np.exp(-rng.uniform(0, 700, 2000)),
+                        [-math.exp(-1.0), 0.0, -1e-300]])
+    e, lg, w, ws = run(x, y, z)
+    np.testing.assert_allclose(e, np.exp(x), rtol=4.5e-16, atol=0)
+    np.testing.assert_allclose(lg, np.log(y), rtol=4.5e-16, atol=1e-300)
+    # near the branch point the Fritsch step divides by w + 1 ~ 0, which
+    # amplifies the log's last bit: 1e-14 there, rounding level elsewhere
+    np.testing.assert_allclose(w, ws, rtol=1e-14, atol=1e-300)
+    far = z > -0.3
+    np.testing.assert_allclose(w[far], ws[far], rtol=1e-15, atol=1e-300)
+    sp, _, _, _ = run(np.array([math.nan, math.inf, -math.inf, 720.0, -720.0]), y[:1], z[:1])
+    assert math.isnan(sp[0]) and sp[1] == math.inf and sp[2] == 0.0 and sp[3] == math.inf and sp[4] == 0.0
+    _, sl, _, _ = run(x[:1], np.array([math.nan, math.inf, 0.0, -1.0]), z[:1])
+    assert math.isnan(sl[0]) and sl[1] == math.inf and math.isnan(sl[2]) and math.isnan(sl[3])

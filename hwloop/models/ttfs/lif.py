@@ -176,7 +176,7 @@ class LIF:
         if not t_max > 0:
             raise NetworkSpecError(f"lif: t_max must be > 0, got {t_max!r}")
         with torch.no_grad():
-            t = t_in.to(out_dtype)
+            t = t_in if t_in.dtype == out_dtype else t_in.to(out_dtype)
             B, n = t.shape
             n_out = w.shape[1]
             if B == 0 or n_out == 0:
@@ -303,7 +303,7 @@ class LIF:
         dtype = _work_dtype(t_in)
         if lif_kernel.use_kernel(engine, t_in, w):
             g_in, g_w = lif_kernel.vjp(t_in, w, t_out, grad_out, params, kind == "equal", self.vdot_floor, dtype)
-            return g_in.to(t_in.dtype), g_w.to(w.dtype)
+            return g_in, g_w  # lif_kernel.vjp returns them in t_in's and w's dtypes
         with torch.no_grad():
             t = t_in.to(dtype)
             # NaN or -inf input times are silent inputs, like +inf
