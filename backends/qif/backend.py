@@ -196,16 +196,35 @@ class QifSerialBackend(Backend):
         finally:
             self._injection = None
 
+    def _expand_injection(self, prog: QifProgram, dc, ps):
+        n = sum(prog.sizes)
+        try:
+            if dc is not None:
+                dc = np.asarray(dc, dtype=np.float64).reshape(-1)
+                if dc.size != n:
+                    raise ValueError(f"DC injection for {dc.size} neurons, the network has {n}")
+                dc = prog.per_chip_neuron(dc)
+            if ps is not None:
+                ps = np.asarray(ps, dtype=np.float64)
+                if ps.ndim != 2 or ps.shape[1] != n:
+                    raise ValueError(f"per-sample injection of shape {ps.shape}, expected (batch, {n})")
+                ps = prog.per_chip_neuron(ps)
+        except ValueError as exc:
+            raise TargetError(f"{self.url.raw}: bad injection: {exc}") from None
+        return dc, ps
+
     def _run(self, t_features: np.ndarray):
         prog: QifProgram = self._deployed
         ticks = prog.input_ticks(t_features)
         seed = (self.seed * 1_000_003 + self.run_index) & 0xFFFFFFFF
         self.run_index += 1
         dc, ps = self._injection or (None, None)
+        if prog.neuron_map is not None:  # a calibrated program's copies: each gets its neuron's injection
+            dc, ps = self._expand_injection(prog, dc, ps)
         if prog.dc is not None:
             dc = prog.dc if dc is None else prog.dc + np.asarray(dc, dtype=np.float64)
         try:
-            out, stats = self.client.run(ticks, sum(prog.sizes), seed, dc=dc, per_sample=ps)
+            out, stats = self.client.run(ticks, prog.chip_neurons, seed, dc=dc, per_sample=ps)
         except RemoteError as exc:
             raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
         except InjectUnsupported as exc:
@@ -415,6 +434,23 @@ class QifEmuBackend(QifSerialBackend):
                 if not self._emulator_died():
                     raise
                 self._respawn(exc)
+
+    def _expand_injection(self, prog: QifProgram, dc, ps):
+        n = sum(prog.sizes)
+        try:
+            if dc is not None:
+                dc = np.asarray(dc, dtype=np.float64).reshape(-1)
+                if dc.size != n:
+                    raise ValueError(f"DC injection for {dc.size} neurons, the network has {n}")
+                dc = prog.per_chip_neuron(dc)
+            if ps is not None:
+                ps = np.asarray(ps, dtype=np.float64)
+                if ps.ndim != 2 or ps.shape[1] != n:
+                    raise ValueError(f"per-sample injection of shape {ps.shape}, expected (batch, {n})")
+                ps = prog.per_chip_neuron(ps)
+        except ValueError as exc:
+            raise TargetError(f"{self.url.raw}: bad injection: {exc}") from None
+        return dc, ps
 
     def _run(self, t_features: np.ndarray):
         self._check_alive()
