@@ -24,6 +24,10 @@ are counted up to the second). The calibrated start is charged its
 calibration's samples as well.
 
     python bench/bench_calibration.py --loop [--chips 1,2,3] [--epochs 4] [--eval-every 20] [--out runs/bench-cal-loop]
+        [--modes off,on] [--reuse]
+
+(``--modes on`` runs the calibrated sessions only, reading the uncalibrated ones
+from an earlier run in ``--out``; the summary is the same as one run of both.)
 
 ``--ablation`` asks where the calibrated accuracy comes from, on the
 emulator's analog core in-process (one noise seed; the truth read from the
@@ -60,6 +64,9 @@ def main(argv=None):
     ap.add_argument("--margins", type=float, nargs="+", default=[0.005, 0.01, 0.02],
                     help="--loop: thresholds = software - margin (the first is the issue's)")
     ap.add_argument("--reuse", action="store_true", help="--loop: keep session directories that ran to the end")
+    ap.add_argument("--modes", default="off,on",
+                    help="--loop: the sessions to run now (calib=off, calib=on); a mode left out must have run "
+                         "to the end in --out before, and is read from there (one heavy run at a time)")
     ap.add_argument("--out", default="runs/bench-cal-loop", help="--loop: session directories")
     ap.add_argument("--train-limit", type=int, default=None, help="--loop: first N training samples (smoke runs)")
     ap.add_argument("--eval-limit", type=int, default=None, help="--loop: first N validation samples (smoke runs)")
@@ -155,10 +162,15 @@ def loop_cost(a) -> int:
             cal = calibrate(b, quiet=True)
         cal.save(os.path.join(os.environ["HWLOOP_CALIBRATION_DIR"], f"qif-{chip:#x}-fw{cal.fw_version}.json"))
         row = {"chip": chip, "calibration_samples": cal.samples}
-        for mode in ("off", "on"):
+        for mode in ("on", "off"):
             d = Path(a.out) / f"chip{chip}-calib-{mode}"
             done = d.exists() and any(r["step"] == last_step for r in curve_rows(d))
-            if not (a.reuse and done):
+            if mode not in a.modes.split(",") and not done:
+                print(f"    {d}: calib={mode} left out of --modes and not run to step {last_step} there: "
+                      f"no ratio for chip {chip}", flush=True)
+                row[mode] = None
+                continue
+            if mode in a.modes.split(",") and not (a.reuse and done):
                 if d.exists():
                     shutil.rmtree(d)
                 cfg = LoopConfig(target=f"{base}&calib={mode}", dataset=ds, init=a.net, epochs=a.epochs,
@@ -170,6 +182,12 @@ def loop_cost(a) -> int:
             row[mode] = {"start_val": pts[0][2], "final_val": pts[-1][2], "best_val": max(p[2] for p in pts),
                          "samples_cap": pts[-1][1], "samples_to_threshold": [reached(pts, t) for t in ths],
                          "curve": [(s, u, round(v, 4)) for s, u, v in pts]}
+        if row["on"] is None or row["off"] is None:
+            on = row["on"] or row["off"]
+            print(f"chip {chip}: start {100 * on['start_val']:.1f} -> best {100 * on['best_val']:.1f} %; samples to "
+                  + ", ".join(f"{100 * t:.1f} %: {v}" for t, v in zip(ths, on["samples_to_threshold"])), flush=True)
+            rows.append(row)
+            continue
         row["ratio"] = []
         for off, on in zip(row["off"]["samples_to_threshold"], row["on"]["samples_to_threshold"]):
             on_total = None if on is None else on + cal.samples

@@ -157,11 +157,11 @@ class QifSerialBackend(Backend):
             return prog
         import dataclasses
 
-        from hwloop.calibration import Calibration, CalibrationError, store_path
+        from hwloop.calibration import CalibrationError
 
         info = self.client.info
         try:
-            cal = Calibration.load(store_path(info.chip_id, info.fw_version), info.chip_id, info.fw_version)
+            cal = self._stored_calibration()
             # the plain compilation's time mapping; compensated weights must not move it
             cprog = compile_calibrated(net, info, cal, scale=prog.scale, dac=self.dac)
         except CalibrationError as exc:
@@ -319,16 +319,73 @@ class QifSerialBackend(Backend):
         except (LinkError, ProtocolError) as exc:
             raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
 
+    #: the calibration calib=on deploys through, read from the store once per target
+    _calibration_file = None
+
+    def _stored_calibration(self):
+        """The chip's calibration from the store (`CalibrationError` if unusable), read once:
+        a store rewritten while a session runs does not change the deployment under it."""
+        if self._calibration_file is None:
+            from hwloop.calibration import Calibration, store_path
+
+            info = self.client.info
+            self._calibration_file = Calibration.load(store_path(info.chip_id, info.fw_version), info.chip_id,
+                                                      info.fw_version)
+        return self._calibration_file
+
+    def calibration_identity(self) -> dict | None:
+        """With ``calib=on``: chip id, firmware, digest and date of the stored calibration the
+        target deploys through (`Calibration.identity`); None with ``calib=off``.
+        `TargetError` if the store's file is unusable."""
+        if self.opts.get("calib") != "on":
+            return None
+        from hwloop.calibration import CalibrationError
+
+        try:
+            return self._stored_calibration().identity()
+        except CalibrationError as exc:
+            raise TargetError(f"{self.url.raw}: {exc}") from None
+
     def state(self) -> dict:
         """The noise-seed counter: a resumed session's runs get the seeds the
-        uninterrupted session's runs got, so the chip's temporal noise repeats."""
-        return {"run_index": int(self.run_index)}
+        uninterrupted session's runs got, so the chip's temporal noise repeats.
+        With ``calib=on`` also the calibration deployed through (`calibration_identity`):
+        a resume checks that it is still the one in the store."""
+        st = {"run_index": int(self.run_index)}
+        cal = self.calibration_identity()
+        if cal is not None:
+            st["calibration"] = cal
+        return st
 
     def restore_state(self, state: dict) -> None:
+        """The counter back; with ``calib=on``, refuses (`TargetError`) a store whose calibration
+        is not the one the checkpoint records: the same weights would deploy differently, so
+        the session would silently continue on another chip configuration than it trained on.
+        (A checkpoint of an hwloop before this record has none, and resumes as it did.)"""
         run_index = state.get("run_index") if isinstance(state, dict) else None
-        if (not isinstance(state, dict) or set(state) != {"run_index"} or not isinstance(run_index, int)
-                or isinstance(run_index, bool) or not 0 <= run_index < 2 ** 63):
-            raise TargetError(f"{self.url.raw}: target state must be {{'run_index': n >= 0}}, got {state!r:.80}")
+        if (not isinstance(state, dict) or not set(state) <= {"run_index", "calibration"} or "run_index" not in state
+                or not isinstance(run_index, int) or isinstance(run_index, bool) or not 0 <= run_index < 2 ** 63):
+            raise TargetError(f"{self.url.raw}: target state must be {{'run_index': n >= 0}} (and the calibration "
+                              f"of a calib=on session), got {state!r:.80}")
+        rec = state.get("calibration")
+        if rec is not None:
+            if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str):
+                raise TargetError(f"{self.url.raw}: the recorded calibration must name its sha256, got {rec!r:.80}")
+            now = self.calibration_identity()
+            if now is None:
+                raise TargetError(f"{self.url.raw}: the session was deployed through a calibration (calib=on), "
+                                  f"this target deploys as is")
+            if now["sha256"] != rec["sha256"]:
+                from hwloop.calibration import store_path
+
+                info = self.client.info
+                raise TargetError(
+                    f"{self.url.raw}: the session trained through calibration {rec['sha256'][:12]}... of chip "
+                    f"{int(rec.get('chip_id', -1)):#x} (firmware {rec.get('fw_version')}, {rec.get('created')}); "
+                    f"the store now holds {now['sha256'][:12]}... ({now['created']}) in "
+                    f"{store_path(info.chip_id, info.fw_version)}, which would deploy the same weights differently. "
+                    f"Put the session's calibration file back, or start a new session from its network "
+                    f"(hwloop loop --init SESSION/best.hwnet ...)")
         self.run_index = run_index
 
     def status(self) -> dict:
