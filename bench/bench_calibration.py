@@ -34,8 +34,8 @@ emulator's analog core in-process (one noise seed; the truth read from the
 die's mismatch pattern): the network on an ideal die with 6-bit and with
 finer codes, then on each chip compensated with the true parameters through
 the old single-line compile (with and without an exact initial voltage) and
-through `compile_calibrated`, and with the fitted parameters (and the fitted
-ones with the true second-layer rows).
+through `compile_calibrated`, and with the fitted parameters (without the
+first layer's copies, and with the true second-layer rows).
 
     python bench/bench_calibration.py --ablation [--chips 2]
 """
@@ -281,6 +281,8 @@ def ablation(a) -> int:
             "true, compile_calibrated": acc(compile_calibrated(net, info, true), chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
             "fitted, compile_calibrated": acc(compile_calibrated(net, info, fit), chip, DEFAULT_MISMATCH,
                                               DEFAULT_NOISE),
+            "fitted, no copies (one chip neuron per neuron)": acc(compile_calibrated(net, info, fit, copies=False),
+                                                                  chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
             "fitted, true layer-1 rows": acc(compile_calibrated(net, info, dataclasses.replace(
                 fit, row1=tr["row1"][: fit.row1.size] / m1)), chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
         }

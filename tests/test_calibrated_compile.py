@@ -79,6 +79,10 @@ def test_the_program_spreads_inputs_and_bias_and_cancels_u0(info):
     single = compile_calibrated(net, info, true_calibration(2), split_max=1).calibration_report["layers"][1]
     assert single["lines_per_input_row"] == 1 and rep[1]["w_range"] <= single["w_range"]
     assert rep[1]["weight_rms_error"] < single["weight_rms_error"], (rep[1], single)
+    # copies=False: one chip neuron per neuron, the rest as before
+    flat = compile_calibrated(net, info, true_calibration(2), copies=False)
+    assert flat.neuron_map is None and flat.chip_neurons == 123
+    assert flat.config.layers[0].codes.shape == (40, 120) and flat.config.layers[1].codes.shape == (128, 3)
 
 
 def test_decode_reads_the_mean_of_a_neurons_copies(info):

@@ -261,7 +261,7 @@ def _copies(net: Network, info: ChipInfo, cal, split_max: int) -> list[int]:
 
 
 def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = None,
-                       dac: str = "mse", split_max: int = SPLIT_MAX) -> QifProgram:
+                       dac: str = "mse", split_max: int = SPLIT_MAX, copies: bool = True) -> QifProgram:
     """Compile ``net`` for the chip that calibration ``cal`` (`hwloop.calibration.Calibration`)
     describes. Per neuron, the tau gain and drive are compensated by a DC injection and
     every weight by its synaptic gains (the substitution of `hwloop.calibration.compensate`,
@@ -277,7 +277,8 @@ def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = 
       chip neurons (each compensated for its own mismatch; the host reads the mean of
       their spike times), so that each source row of the second layer spreads over two
       lines as well, in a range twice as fine, where the die, the fan-in and the measured
-      rows allow: the second layer's rounding halves (`_copies`);
+      rows allow: the second layer's rounding halves (`_copies`; ``copies=False``: one
+      chip neuron per neuron, as before, for comparisons);
     * **the initial voltage**: v0 is one setting per layer, but a bias spike at tick 0
       makes the u of every neuron jump at once by that neuron's own weight, so one more
       group of bias lines at tick 0 cancels each neuron's fitted initial-voltage offset
@@ -291,7 +292,7 @@ def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = 
 
     plain = compile_network(net, info, scale=scale, dac=dac)
     _, _, report = compensate(net, cal)  # the checks and notes; the offsets are computed per chip neuron here
-    copies = _copies(net, info, cal, split_max)
+    copies = _copies(net, info, cal, split_max) if copies else [1] * len(net.layers)
     n_chip = sum(c * layer.n_out for c, layer in zip(copies, net.layers))
     if n_chip > min(cal.g.size, info.max_neurons):
         raise CalibrationError(f"calibration covers {cal.g.size} neurons, the compiled network needs {n_chip}")
