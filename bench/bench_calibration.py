@@ -30,14 +30,15 @@ calibration's samples as well.
 from an earlier run in ``--out``; the summary is the same as one run of both.)
 
 ``--ablation`` asks where the calibrated accuracy comes from, on the
-emulator's analog core in-process (one noise seed; the truth read from the
+emulator's analog core in-process (one noise seed, or the mean over
+``--seeds``; the truth read from the
 die's mismatch pattern): the network on an ideal die with 6-bit and with
 finer codes, then on each chip compensated with the true parameters through
 the old single-line compile (with and without an exact initial voltage) and
 through `compile_calibrated`, and with the fitted parameters (without the
 first layer's copies, and with the true second-layer rows).
 
-    python bench/bench_calibration.py --ablation [--chips 2]
+    python bench/bench_calibration.py --ablation [--chips 2] [--seeds 1 2 3]
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: the whole split)")
     ap.add_argument("--neurons", type=int, default=None, help="neurons to calibrate (default: all)")
     ap.add_argument("--ablation", action="store_true", help="where the calibrated accuracy comes from (in-process)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[12345],
+                    help="--ablation: noise seeds each cell is averaged over (their spread is printed)")
     ap.add_argument("--loop", action="store_true",
                     help="sample cost of in-the-loop training, uncalibrated vs calibrated")
     ap.add_argument("--epochs", type=int, default=4, help="--loop: epochs per session (the cap)")
@@ -241,6 +244,15 @@ def ablation(a) -> int:
     x, y = net.encoding.encode(d.x[: a.limit]), d.y[: a.limit]
 
     def acc(prog, chip, mismatch, noise, spec=DEFAULT_SPEC, v0_fix=None):
+        """Mean accuracy over the noise seeds ``--seeds``; the spread is printed apart."""
+        runs = [acc1(prog, chip, mismatch, noise, spec, v0_fix, seed) for seed in a.seeds]
+        if len(runs) > 1:
+            spreads.append(max(runs) - min(runs))
+        return float(np.mean(runs))
+
+    spreads = []
+
+    def acc1(prog, chip, mismatch, noise, spec, v0_fix, seed):
         core = AnalogCore(spec, chip, mismatch, noise)
         core.configure(prog.config)
         if v0_fix is not None:  # the bench's oracle: every neuron's initial voltage set exactly
@@ -250,7 +262,7 @@ def ablation(a) -> int:
                 L["v0"] = L["v0"] + v0_fix[first:first + k]
                 first += k
         inj = None if prog.dc is None else np.broadcast_to(prog.dc, (x.shape[0], prog.dc.size)).copy()
-        out = core.run(prog.input_ticks(x), 12345, 0, inject=inj)
+        out = core.run(prog.input_ticks(x), seed, 0, inject=inj)
         return 100 * classification_report(prog.decode(out)[-1], y)["accuracy"]
 
     with open_target("qif-emu?baud=0") as b:
@@ -287,6 +299,9 @@ def ablation(a) -> int:
                 fit, row1=tr["row1"][: fit.row1.size] / m1)), chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
         }
         print(f"chip {chip}: " + "; ".join(f"{k} {v:.1f} %" for k, v in cells.items()), flush=True)
+    if spreads:
+        print(f"noise seeds {a.seeds}: max - min of a cell over them {min(spreads):.1f} .. {max(spreads):.1f} points "
+              f"(mean {np.mean(spreads):.2f})")
     return 0
 
 
