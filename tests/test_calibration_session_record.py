@@ -127,3 +127,15 @@ def test_eval_leaves_other_networks_and_targets_alone(session):
     d, _ = session
     assert eval_target(Network.load(QIF), CHIP) == (CHIP, None)
     assert eval_target(Network.load(d / "best.hwnet"), "software") == ("software", None)
+
+
+def test_a_calibrated_session_extended_on_resume_is_the_session_run_to_the_end(session, tmp_path):
+    """The calibration record does not disturb exactness: one epoch, then two on resume, is
+    the two-epoch calib=on session, noise and all (tests/test_session_resume.py for calib=off)."""
+    from session_compare import assert_same_session
+
+    d, _ = session
+    run_session(d, resume=True, epochs=2, progress=False)
+    ref = tmp_path / "two"
+    run_session(ref, LoopConfig(target=CHIP + "&calib=on", init=QIF, **{**SHORT, "epochs": 2}), progress=False)
+    assert_same_session(ref, d)
