@@ -24,10 +24,17 @@ Compensation (``compensate``): with ``u = g u'`` the neuron becomes
 ``tau du'/dt = u'^2 + (D + I)/g^2``, a nominal neuron if ``I = g^2 D_nom - D``
 (a DC injection) and if every input weight is programmed as ``w g / gain``.
 `hwloop.backends.qif.compiler.compile_calibrated` (what ``calib=on`` deploys)
-adds to that a finer DAC (a row spread over several chip lines) and the
-initial-voltage offset cancelled by a tick-0 bias spike; what is left is
-reported (row gains of layers after the second, which are not measured, the
-output layer's rounding).
+adds to that a finer DAC (a row spread over several chip lines; the first
+layer's neurons copied onto two chip neurons each, so that the output
+layer's rows spread over two lines) and the initial-voltage offset
+cancelled by a tick-0 bias spike; what is left is reported (row gains of
+layers after the second, which are not measured, the output layer's
+rounding over two lines).
+
+A ``calib=on`` session records the calibration it deployed through
+(`Calibration.identity`) in its checkpoints and in the provenance of the
+networks it writes (`trained_calibration`); `eval_target` is how
+``hwloop eval`` deploys such a network (docs/calibration.md).
 """
 
 from __future__ import annotations
