@@ -400,7 +400,23 @@ def trained_calibration(net) -> dict | None:
     return cal if isinstance(cal, dict) and isinstance(cal.get("sha256"), str) else None
 
 
-def eval_target(net, target: str) -> tuple[str, str | None]:
+def _session_trained_calibrated(network_path) -> str | None:
+    """The session directory a network file lies in, where that session's config.json says
+    ``calib=on`` (a session of an hwloop before the provenance record); else None."""
+    from hwloop.backends import parse_target
+
+    if network_path is None:
+        return None
+    d = Path(network_path).resolve().parent
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+        ok = (d / "init.hwnet").exists() and parse_target(cfg["target"]).options.get("calib") == "on"
+    except (OSError, ValueError, KeyError, TypeError, HwloopError):
+        return None
+    return str(d) if ok else None
+
+
+def eval_target(net, target: str, network_path=None) -> tuple[str, str | None]:
     """The target ``hwloop eval`` deploys a network on, and the line that says why.
 
     A network trained in the loop through a chip's calibrated deployment has weights for
@@ -409,15 +425,25 @@ def eval_target(net, target: str) -> tuple[str, str | None]:
     deployed with ``calib=on`` where the chip has a stored calibration (as a new session
     starts from it), else as is with a line saying how to calibrate; a URL that says
     ``calib=`` decides, with a line where it deploys as is or through another calibration
-    than the one the network was trained through. Other networks and targets: unchanged, None."""
+    than the one the network was trained through. A network with no record in a session
+    directory (``network_path``) whose config.json says ``calib=on`` (a session of an older
+    hwloop) is treated alike, the calibration it was trained through being unknown. Other
+    networks and targets: unchanged, None."""
     from hwloop.backends import open_target, parse_target
 
     rec = trained_calibration(net)
     url = parse_target(target)
-    if rec is None or url.scheme not in ("qif-emu", "qif") or net.is_spike_train:
+    if url.scheme not in ("qif-emu", "qif") or net.is_spike_train:
         return target, None
-    trained = (f"this network was trained in the loop through the calibrated deployment of chip "
-               f"{int(rec.get('chip_id', -1)):#x} (calibration {rec['sha256'][:12]}..., {rec.get('created')})")
+    if rec is not None:
+        trained = (f"this network was trained in the loop through the calibrated deployment of chip "
+                   f"{int(rec.get('chip_id', -1)):#x} (calibration {rec['sha256'][:12]}..., {rec.get('created')})")
+    else:
+        session = _session_trained_calibrated(network_path)
+        if session is None:
+            return target, None
+        trained = (f"this network's session ({session}) trained it through a calibrated deployment (calib=on in "
+                   f"its config.json; which calibration, its hwloop did not record)")
     if url.options.get("calib") == "off":
         return target, f"{trained}; calib=off deploys it as is, without the compensation its weights assume"
     with open_target(target) as chip:
@@ -433,7 +459,7 @@ def eval_target(net, target: str) -> tuple[str, str | None]:
         return target, (f"{trained}; chip {info.chip_id:#x} has no usable calibration in {store_dir()}: deploying "
                         f"it as is (expect a lower accuracy); `hwloop calibrate \"{target}\"`, then evaluate again")
     notes = []
-    if now.sha256 != rec["sha256"]:
+    if rec is not None and now.sha256 != rec["sha256"]:
         notes.append(f"the store's calibration of chip {info.chip_id:#x} is another one ({now.sha256[:12]}..., "
                      f"{now.created}): the deployment differs from the one it was trained through")
     if "calib" in url.options:

@@ -139,3 +139,22 @@ def test_a_calibrated_session_extended_on_resume_is_the_session_run_to_the_end(s
     ref = tmp_path / "two"
     run_session(ref, LoopConfig(target=CHIP + "&calib=on", init=QIF, **{**SHORT, "epochs": 2}), progress=False)
     assert_same_session(ref, d)
+
+
+def test_eval_of_an_older_calibrated_sessions_network_reads_the_sessions_config(session, tmp_path):
+    """A network written by a calib=on session of an hwloop before the record: its session's
+    config.json says calib=on, and eval treats it alike (the calibration itself unknown)."""
+    import dataclasses
+
+    d, _ = session
+    net = Network.load(d / "best.hwnet")
+    extra = {k: v for k, v in dict(net.provenance.extra).items() if k != "trained_on"}
+    old = dataclasses.replace(net, provenance=dataclasses.replace(net.provenance, extra=extra))
+    old.save(d / "old.hwnet")
+    old = Network.load(d / "old.hwnet")
+    assert trained_calibration(old) is None
+    target, notice = eval_target(old, CHIP, d / "old.hwnet")
+    assert target == CHIP + "&calib=on" and f"session ({d.resolve()})" in notice and "did not record" in notice
+    # the same file outside a session directory: nothing known, nothing changed
+    old.save(tmp_path / "alone.hwnet")
+    assert eval_target(old, CHIP, tmp_path / "alone.hwnet") == (CHIP, None)

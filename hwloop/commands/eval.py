@@ -46,7 +46,7 @@ def run(args) -> dict:
     dataset, source = dataset_from_network(net, args.dataset, "hwloop eval")
     from ..calibration import eval_target
 
-    target, notice = eval_target(net, args.target)  # a network trained through a calibration (calib=on)
+    target, notice = eval_target(net, args.target, args.network)  # a network trained through a calibration
     if notice is not None:
         print(notice, file=sys.stderr)
     res = evaluate_network(net, dataset, args.split, target, args.limit, args.data_root,
