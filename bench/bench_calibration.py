@@ -24,16 +24,21 @@ are counted up to the second). The calibrated start is charged its
 calibration's samples as well.
 
     python bench/bench_calibration.py --loop [--chips 1,2,3] [--epochs 4] [--eval-every 20] [--out runs/bench-cal-loop]
+        [--modes off,on] [--reuse]
+
+(``--modes on`` runs the calibrated sessions only, reading the uncalibrated ones
+from an earlier run in ``--out``; the summary is the same as one run of both.)
 
 ``--ablation`` asks where the calibrated accuracy comes from, on the
-emulator's analog core in-process (one noise seed; the truth read from the
+emulator's analog core in-process (one noise seed, or the mean over
+``--seeds``; the truth read from the
 die's mismatch pattern): the network on an ideal die with 6-bit and with
 finer codes, then on each chip compensated with the true parameters through
 the old single-line compile (with and without an exact initial voltage) and
-through `compile_calibrated`, and with the fitted parameters (and the fitted
-ones with the true second-layer rows).
+through `compile_calibrated`, and with the fitted parameters (without the
+first layer's copies, and with the true second-layer rows).
 
-    python bench/bench_calibration.py --ablation [--chips 2]
+    python bench/bench_calibration.py --ablation [--chips 2] [--seeds 1 2 3]
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: the whole split)")
     ap.add_argument("--neurons", type=int, default=None, help="neurons to calibrate (default: all)")
     ap.add_argument("--ablation", action="store_true", help="where the calibrated accuracy comes from (in-process)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[12345],
+                    help="--ablation: noise seeds each cell is averaged over (their spread is printed)")
     ap.add_argument("--loop", action="store_true",
                     help="sample cost of in-the-loop training, uncalibrated vs calibrated")
     ap.add_argument("--epochs", type=int, default=4, help="--loop: epochs per session (the cap)")
@@ -60,6 +67,9 @@ def main(argv=None):
     ap.add_argument("--margins", type=float, nargs="+", default=[0.005, 0.01, 0.02],
                     help="--loop: thresholds = software - margin (the first is the issue's)")
     ap.add_argument("--reuse", action="store_true", help="--loop: keep session directories that ran to the end")
+    ap.add_argument("--modes", default="off,on",
+                    help="--loop: the sessions to run now (calib=off, calib=on); a mode left out must have run "
+                         "to the end in --out before, and is read from there (one heavy run at a time)")
     ap.add_argument("--out", default="runs/bench-cal-loop", help="--loop: session directories")
     ap.add_argument("--train-limit", type=int, default=None, help="--loop: first N training samples (smoke runs)")
     ap.add_argument("--eval-limit", type=int, default=None, help="--loop: first N validation samples (smoke runs)")
@@ -155,10 +165,15 @@ def loop_cost(a) -> int:
             cal = calibrate(b, quiet=True)
         cal.save(os.path.join(os.environ["HWLOOP_CALIBRATION_DIR"], f"qif-{chip:#x}-fw{cal.fw_version}.json"))
         row = {"chip": chip, "calibration_samples": cal.samples}
-        for mode in ("off", "on"):
+        for mode in ("on", "off"):
             d = Path(a.out) / f"chip{chip}-calib-{mode}"
             done = d.exists() and any(r["step"] == last_step for r in curve_rows(d))
-            if not (a.reuse and done):
+            if mode not in a.modes.split(",") and not done:
+                print(f"    {d}: calib={mode} left out of --modes and not run to step {last_step} there: "
+                      f"no ratio for chip {chip}", flush=True)
+                row[mode] = None
+                continue
+            if mode in a.modes.split(",") and not (a.reuse and done):
                 if d.exists():
                     shutil.rmtree(d)
                 cfg = LoopConfig(target=f"{base}&calib={mode}", dataset=ds, init=a.net, epochs=a.epochs,
@@ -170,6 +185,12 @@ def loop_cost(a) -> int:
             row[mode] = {"start_val": pts[0][2], "final_val": pts[-1][2], "best_val": max(p[2] for p in pts),
                          "samples_cap": pts[-1][1], "samples_to_threshold": [reached(pts, t) for t in ths],
                          "curve": [(s, u, round(v, 4)) for s, u, v in pts]}
+        if row["on"] is None or row["off"] is None:
+            on = row["on"] or row["off"]
+            print(f"chip {chip}: start {100 * on['start_val']:.1f} -> best {100 * on['best_val']:.1f} %; samples to "
+                  + ", ".join(f"{100 * t:.1f} %: {v}" for t, v in zip(ths, on["samples_to_threshold"])), flush=True)
+            rows.append(row)
+            continue
         row["ratio"] = []
         for off, on in zip(row["off"]["samples_to_threshold"], row["on"]["samples_to_threshold"]):
             on_total = None if on is None else on + cal.samples
@@ -223,6 +244,15 @@ def ablation(a) -> int:
     x, y = net.encoding.encode(d.x[: a.limit]), d.y[: a.limit]
 
     def acc(prog, chip, mismatch, noise, spec=DEFAULT_SPEC, v0_fix=None):
+        """Mean accuracy over the noise seeds ``--seeds``; the spread is printed apart."""
+        runs = [acc1(prog, chip, mismatch, noise, spec, v0_fix, seed) for seed in a.seeds]
+        if len(runs) > 1:
+            spreads.append(max(runs) - min(runs))
+        return float(np.mean(runs))
+
+    spreads = []
+
+    def acc1(prog, chip, mismatch, noise, spec, v0_fix, seed):
         core = AnalogCore(spec, chip, mismatch, noise)
         core.configure(prog.config)
         if v0_fix is not None:  # the bench's oracle: every neuron's initial voltage set exactly
@@ -232,7 +262,7 @@ def ablation(a) -> int:
                 L["v0"] = L["v0"] + v0_fix[first:first + k]
                 first += k
         inj = None if prog.dc is None else np.broadcast_to(prog.dc, (x.shape[0], prog.dc.size)).copy()
-        out = core.run(prog.input_ticks(x), 12345, 0, inject=inj)
+        out = core.run(prog.input_ticks(x), seed, 0, inject=inj)
         return 100 * classification_report(prog.decode(out)[-1], y)["accuracy"]
 
     with open_target("qif-emu?baud=0") as b:
@@ -263,10 +293,15 @@ def ablation(a) -> int:
             "true, compile_calibrated": acc(compile_calibrated(net, info, true), chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
             "fitted, compile_calibrated": acc(compile_calibrated(net, info, fit), chip, DEFAULT_MISMATCH,
                                               DEFAULT_NOISE),
+            "fitted, no copies (one chip neuron per neuron)": acc(compile_calibrated(net, info, fit, copies=False),
+                                                                  chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
             "fitted, true layer-1 rows": acc(compile_calibrated(net, info, dataclasses.replace(
                 fit, row1=tr["row1"][: fit.row1.size] / m1)), chip, DEFAULT_MISMATCH, DEFAULT_NOISE),
         }
         print(f"chip {chip}: " + "; ".join(f"{k} {v:.1f} %" for k, v in cells.items()), flush=True)
+    if spreads:
+        print(f"noise seeds {a.seeds}: max - min of a cell over them {min(spreads):.1f} .. {max(spreads):.1f} points "
+              f"(mean {np.mean(spreads):.2f})")
     return 0
 
 

@@ -24,10 +24,17 @@ Compensation (``compensate``): with ``u = g u'`` the neuron becomes
 ``tau du'/dt = u'^2 + (D + I)/g^2``, a nominal neuron if ``I = g^2 D_nom - D``
 (a DC injection) and if every input weight is programmed as ``w g / gain``.
 `hwloop.backends.qif.compiler.compile_calibrated` (what ``calib=on`` deploys)
-adds to that a finer DAC (a row spread over several chip lines) and the
-initial-voltage offset cancelled by a tick-0 bias spike; what is left is
-reported (row gains of layers after the second, which are not measured, the
-output layer's rounding).
+adds to that a finer DAC (a row spread over several chip lines; the first
+layer's neurons copied onto two chip neurons each, so that the output
+layer's rows spread over two lines) and the initial-voltage offset
+cancelled by a tick-0 bias spike; what is left is reported (row gains of
+layers after the second, which are not measured, the output layer's
+rounding over two lines).
+
+A ``calib=on`` session records the calibration it deployed through
+(`Calibration.identity`) in its checkpoints and in the provenance of the
+networks it writes (`trained_calibration`); `eval_target` is how
+``hwloop eval`` deploys such a network (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -91,6 +98,16 @@ class Calibration:
         }
         body["sha256"] = _digest(body)
         return body
+
+    @property
+    def sha256(self) -> str:
+        """The digest its file carries (of the file's content; a loaded file's own)."""
+        return self.to_json()["sha256"]
+
+    def identity(self) -> dict:
+        """What a session records of the calibration it deployed through: chip, firmware, digest, date."""
+        return {"chip_id": int(self.chip_id), "fw_version": self.fw_version, "sha256": self.sha256,
+                "created": self.created}
 
     def save(self, path) -> Path:
         from hwloop.fileio import atomic_write_bytes
@@ -375,6 +392,82 @@ def compensate(net, cal: Calibration):
     return dataclasses.replace(net, layers=tuple(layers)), np.concatenate(dc), report
 
 
+def trained_calibration(net) -> dict | None:
+    """The calibration a network's weights were trained in the loop through (`Calibration.identity`,
+    recorded in its provenance by a ``calib=on`` session), or None."""
+    rec = dict(net.provenance.extra).get("trained_on")
+    cal = rec.get("calibration") if isinstance(rec, dict) else None
+    return cal if isinstance(cal, dict) and isinstance(cal.get("sha256"), str) else None
+
+
+def _session_trained_calibrated(network_path) -> str | None:
+    """The session directory a network file lies in, where that session's config.json says
+    ``calib=on`` (a session of an hwloop before the provenance record); else None."""
+    from hwloop.backends import parse_target
+
+    if network_path is None:
+        return None
+    d = Path(network_path).resolve().parent
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+        ok = (d / "init.hwnet").exists() and parse_target(cfg["target"]).options.get("calib") == "on"
+    except (OSError, ValueError, KeyError, TypeError, HwloopError):
+        return None
+    return str(d) if ok else None
+
+
+def eval_target(net, target: str, network_path=None) -> tuple[str, str | None]:
+    """The target ``hwloop eval`` deploys a network on, and the line that says why.
+
+    A network trained in the loop through a chip's calibrated deployment has weights for
+    that deployment: as is, the chip's mismatch and the DAC's rounding undo what the loop
+    learnt. On a QIF chip target whose URL does not say ``calib=``, such a network is
+    deployed with ``calib=on`` where the chip has a stored calibration (as a new session
+    starts from it), else as is with a line saying how to calibrate; a URL that says
+    ``calib=`` decides, with a line where it deploys as is or through another calibration
+    than the one the network was trained through. A network with no record in a session
+    directory (``network_path``) whose config.json says ``calib=on`` (a session of an older
+    hwloop) is treated alike, the calibration it was trained through being unknown. Other
+    networks and targets: unchanged, None."""
+    from hwloop.backends import open_target, parse_target
+
+    rec = trained_calibration(net)
+    url = parse_target(target)
+    if url.scheme not in ("qif-emu", "qif") or net.is_spike_train:
+        return target, None
+    if rec is not None:
+        trained = (f"this network was trained in the loop through the calibrated deployment of chip "
+                   f"{int(rec.get('chip_id', -1)):#x} (calibration {rec['sha256'][:12]}..., {rec.get('created')})")
+    else:
+        session = _session_trained_calibrated(network_path)
+        if session is None:
+            return target, None
+        trained = (f"this network's session ({session}) trained it through a calibrated deployment (calib=on in "
+                   f"its config.json; which calibration, its hwloop did not record)")
+    if url.options.get("calib") == "off":
+        return target, f"{trained}; calib=off deploys it as is, without the compensation its weights assume"
+    with open_target(target) as chip:
+        info = chip.client.info
+    path = store_path(info.chip_id, info.fw_version)
+    try:
+        now = Calibration.load(path, info.chip_id, info.fw_version) if path.exists() else None
+    except CalibrationError:
+        now = None  # calib=on names what is wrong with it; without calib= it deploys as is, saying why below
+    if now is None and "calib" in url.options:
+        return target, None  # calib=on refuses the missing or damaged file itself
+    if now is None:
+        return target, (f"{trained}; chip {info.chip_id:#x} has no usable calibration in {store_dir()}: deploying "
+                        f"it as is (expect a lower accuracy); `hwloop calibrate \"{target}\"`, then evaluate again")
+    notes = []
+    if rec is not None and now.sha256 != rec["sha256"]:
+        notes.append(f"the store's calibration of chip {info.chip_id:#x} is another one ({now.sha256[:12]}..., "
+                     f"{now.created}): the deployment differs from the one it was trained through")
+    if "calib" in url.options:
+        return target, (f"{trained}; " + "; ".join(notes)) if notes else None
+    target = target + ("&" if "?" in target else "?") + "calib=on"
+    return target, "; ".join([f"{trained}: evaluating it on {target}", *notes, "add calib=off to deploy it as is"])
+
+
 def truth_of(chip_id: int, mismatch: float, n: int):
     """The emulator's true effective parameters (for tests and the bench only)."""
     from hwloop.firmware_models.qif_chip.core import Mismatch
@@ -392,5 +485,6 @@ def spread(values: np.ndarray) -> dict:
 
 
 __all__ = ["Calibration", "CalibrationError", "calibrate", "compensate", "store_path", "store_dir",
+           "trained_calibration", "eval_target",
            "free_latency", "jump_from_latency", "truth_of", "spread", "FORMAT", "VERSION"]
 _ = math

@@ -157,11 +157,11 @@ class QifSerialBackend(Backend):
             return prog
         import dataclasses
 
-        from hwloop.calibration import Calibration, CalibrationError, store_path
+        from hwloop.calibration import CalibrationError
 
         info = self.client.info
         try:
-            cal = Calibration.load(store_path(info.chip_id, info.fw_version), info.chip_id, info.fw_version)
+            cal = self._stored_calibration()
             # the plain compilation's time mapping; compensated weights must not move it
             cprog = compile_calibrated(net, info, cal, scale=prog.scale, dac=self.dac)
         except CalibrationError as exc:
@@ -196,16 +196,35 @@ class QifSerialBackend(Backend):
         finally:
             self._injection = None
 
+    def _expand_injection(self, prog: QifProgram, dc, ps):
+        n = sum(prog.sizes)
+        try:
+            if dc is not None:
+                dc = np.asarray(dc, dtype=np.float64).reshape(-1)
+                if dc.size != n:
+                    raise ValueError(f"DC injection for {dc.size} neurons, the network has {n}")
+                dc = prog.per_chip_neuron(dc)
+            if ps is not None:
+                ps = np.asarray(ps, dtype=np.float64)
+                if ps.ndim != 2 or ps.shape[1] != n:
+                    raise ValueError(f"per-sample injection of shape {ps.shape}, expected (batch, {n})")
+                ps = prog.per_chip_neuron(ps)
+        except ValueError as exc:
+            raise TargetError(f"{self.url.raw}: bad injection: {exc}") from None
+        return dc, ps
+
     def _run(self, t_features: np.ndarray):
         prog: QifProgram = self._deployed
         ticks = prog.input_ticks(t_features)
         seed = (self.seed * 1_000_003 + self.run_index) & 0xFFFFFFFF
         self.run_index += 1
         dc, ps = self._injection or (None, None)
+        if prog.neuron_map is not None:  # a calibrated program's copies: each gets its neuron's injection
+            dc, ps = self._expand_injection(prog, dc, ps)
         if prog.dc is not None:
             dc = prog.dc if dc is None else prog.dc + np.asarray(dc, dtype=np.float64)
         try:
-            out, stats = self.client.run(ticks, sum(prog.sizes), seed, dc=dc, per_sample=ps)
+            out, stats = self.client.run(ticks, prog.chip_neurons, seed, dc=dc, per_sample=ps)
         except RemoteError as exc:
             raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
         except InjectUnsupported as exc:
@@ -300,16 +319,73 @@ class QifSerialBackend(Backend):
         except (LinkError, ProtocolError) as exc:
             raise TargetError(f"{self.url.raw}: run failed: {exc}") from None
 
+    #: the calibration calib=on deploys through, read from the store once per target
+    _calibration_file = None
+
+    def _stored_calibration(self):
+        """The chip's calibration from the store (`CalibrationError` if unusable), read once:
+        a store rewritten while a session runs does not change the deployment under it."""
+        if self._calibration_file is None:
+            from hwloop.calibration import Calibration, store_path
+
+            info = self.client.info
+            self._calibration_file = Calibration.load(store_path(info.chip_id, info.fw_version), info.chip_id,
+                                                      info.fw_version)
+        return self._calibration_file
+
+    def calibration_identity(self) -> dict | None:
+        """With ``calib=on``: chip id, firmware, digest and date of the stored calibration the
+        target deploys through (`Calibration.identity`); None with ``calib=off``.
+        `TargetError` if the store's file is unusable."""
+        if self.opts.get("calib") != "on":
+            return None
+        from hwloop.calibration import CalibrationError
+
+        try:
+            return self._stored_calibration().identity()
+        except CalibrationError as exc:
+            raise TargetError(f"{self.url.raw}: {exc}") from None
+
     def state(self) -> dict:
         """The noise-seed counter: a resumed session's runs get the seeds the
-        uninterrupted session's runs got, so the chip's temporal noise repeats."""
-        return {"run_index": int(self.run_index)}
+        uninterrupted session's runs got, so the chip's temporal noise repeats.
+        With ``calib=on`` also the calibration deployed through (`calibration_identity`):
+        a resume checks that it is still the one in the store."""
+        st = {"run_index": int(self.run_index)}
+        cal = self.calibration_identity()
+        if cal is not None:
+            st["calibration"] = cal
+        return st
 
     def restore_state(self, state: dict) -> None:
+        """The counter back; with ``calib=on``, refuses (`TargetError`) a store whose calibration
+        is not the one the checkpoint records: the same weights would deploy differently, so
+        the session would silently continue on another chip configuration than it trained on.
+        (A checkpoint of an hwloop before this record has none, and resumes as it did.)"""
         run_index = state.get("run_index") if isinstance(state, dict) else None
-        if (not isinstance(state, dict) or set(state) != {"run_index"} or not isinstance(run_index, int)
-                or isinstance(run_index, bool) or not 0 <= run_index < 2 ** 63):
-            raise TargetError(f"{self.url.raw}: target state must be {{'run_index': n >= 0}}, got {state!r:.80}")
+        if (not isinstance(state, dict) or not set(state) <= {"run_index", "calibration"} or "run_index" not in state
+                or not isinstance(run_index, int) or isinstance(run_index, bool) or not 0 <= run_index < 2 ** 63):
+            raise TargetError(f"{self.url.raw}: target state must be {{'run_index': n >= 0}} (and the calibration "
+                              f"of a calib=on session), got {state!r:.80}")
+        rec = state.get("calibration")
+        if rec is not None:
+            if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), str):
+                raise TargetError(f"{self.url.raw}: the recorded calibration must name its sha256, got {rec!r:.80}")
+            now = self.calibration_identity()
+            if now is None:
+                raise TargetError(f"{self.url.raw}: the session was deployed through a calibration (calib=on), "
+                                  f"this target deploys as is")
+            if now["sha256"] != rec["sha256"]:
+                from hwloop.calibration import store_path
+
+                info = self.client.info
+                raise TargetError(
+                    f"{self.url.raw}: the session trained through calibration {rec['sha256'][:12]}... of chip "
+                    f"{int(rec.get('chip_id', -1)):#x} (firmware {rec.get('fw_version')}, {rec.get('created')}); "
+                    f"the store now holds {now['sha256'][:12]}... ({now['created']}) in "
+                    f"{store_path(info.chip_id, info.fw_version)}, which would deploy the same weights differently. "
+                    f"Put the session's calibration file back, or start a new session from its network "
+                    f"(hwloop loop --init SESSION/best.hwnet ...)")
         self.run_index = run_index
 
     def status(self) -> dict:
@@ -415,6 +491,23 @@ class QifEmuBackend(QifSerialBackend):
                 if not self._emulator_died():
                     raise
                 self._respawn(exc)
+
+    def _expand_injection(self, prog: QifProgram, dc, ps):
+        n = sum(prog.sizes)
+        try:
+            if dc is not None:
+                dc = np.asarray(dc, dtype=np.float64).reshape(-1)
+                if dc.size != n:
+                    raise ValueError(f"DC injection for {dc.size} neurons, the network has {n}")
+                dc = prog.per_chip_neuron(dc)
+            if ps is not None:
+                ps = np.asarray(ps, dtype=np.float64)
+                if ps.ndim != 2 or ps.shape[1] != n:
+                    raise ValueError(f"per-sample injection of shape {ps.shape}, expected (batch, {n})")
+                ps = prog.per_chip_neuron(ps)
+        except ValueError as exc:
+            raise TargetError(f"{self.url.raw}: bad injection: {exc}") from None
+        return dc, ps
 
     def _run(self, t_features: np.ndarray):
         self._check_alive()

@@ -60,6 +60,20 @@ class QifProgram:
     #: chip input line -> network input feature (`compile_calibrated` spreads each feature over
     #: several lines); None = line i carries feature i
     input_map: np.ndarray | None = None
+    #: chip neuron -> network neuron (all layers, in order; `compile_calibrated` runs a neuron on
+    #: several chip neurons, read back as the mean of their spike times); None = one each
+    neuron_map: np.ndarray | None = None
+
+    @property
+    def chip_neurons(self) -> int:
+        """Neurons the configuration occupies on the die."""
+        return sum(self.sizes) if self.neuron_map is None else int(self.neuron_map.size)
+
+    def per_chip_neuron(self, x: np.ndarray | None) -> np.ndarray | None:
+        """A per-network-neuron array (last axis) -> the same value on each of its chip neurons."""
+        if x is None or self.neuron_map is None:
+            return x
+        return np.asarray(x, dtype=np.float64)[..., self.neuron_map]
 
     @property
     def tick(self) -> float:
@@ -90,6 +104,14 @@ class QifProgram:
     def decode(self, ticks: np.ndarray) -> list[np.ndarray]:
         """(batch, all neurons) TDC ticks -> one array per layer in network units (bin centres)."""
         t = np.where(ticks == NO_SPIKE, np.inf, (ticks.astype(np.float64) + 0.5) * self.tick)
+        if self.neuron_map is not None:  # copies: the mean of those that spiked (silent if none did)
+            ok = np.isfinite(t)
+            m = np.zeros((self.neuron_map.size, sum(self.sizes)))
+            m[np.arange(self.neuron_map.size), self.neuron_map] = 1.0
+            cnt = ok @ m
+            tot = np.where(ok, t, 0.0) @ m
+            with np.errstate(invalid="ignore", divide="ignore"):
+                t = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.inf)
         out, a = [], 0
         for n in self.sizes:
             out.append(t[:, a : a + n])
@@ -222,11 +244,28 @@ def _split_codes(target: np.ndarray, gains: np.ndarray, max_code: int) -> np.nda
     return codes
 
 
+def _copies(net: Network, info: ChipInfo, cal, split_max: int) -> list[int]:
+    """Chip neurons per network neuron, per layer: the first layer's neurons are doubled
+    when the die, the second layer's fan-in and its measured row gains hold two lines per
+    source (each of its rows then spreads over the two copies' lines, as the first layer's
+    rows over input lines); every other layer runs one chip neuron per neuron."""
+    L = len(net.layers)
+    copies = [1] * L
+    if L >= 2 and cal.row1 is not None and split_max >= 2:
+        l1 = net.layers[1]
+        rows = 2 * l1.n_in + len(l1.bias_times)
+        n = sum(layer.n_out for layer in net.layers) + net.layers[0].n_out
+        if rows <= min(info.max_fanin, cal.row1.size) and n <= min(cal.g.size, info.max_neurons):
+            copies[0] = 2
+    return copies
+
+
 def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = None,
-                       dac: str = "mse", split_max: int = SPLIT_MAX) -> QifProgram:
+                       dac: str = "mse", split_max: int = SPLIT_MAX, copies: bool = True) -> QifProgram:
     """Compile ``net`` for the chip that calibration ``cal`` (`hwloop.calibration.Calibration`)
     describes. Per neuron, the tau gain and drive are compensated by a DC injection and
-    every weight by its synaptic gains (`hwloop.calibration.compensate`); and
+    every weight by its synaptic gains (the substitution of `hwloop.calibration.compensate`,
+    per chip neuron); and
 
     * **finer weights**: every source row of the first layer is spread over up to
       ``split_max`` chip input lines (the same input spike on each, `QifProgram.input_map`)
@@ -234,6 +273,12 @@ def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = 
       range that many times finer, the codes chosen per line with that line's measured
       row gain (`_split_codes`): the rounding of the 6-bit DAC, the largest loss of a
       deployed network (docs/calibration.md), shrinks by the line count;
+    * **copies** (`QifProgram.neuron_map`): every neuron of the first layer runs on two
+      chip neurons (each compensated for its own mismatch; the host reads the mean of
+      their spike times), so that each source row of the second layer spreads over two
+      lines as well, in a range twice as fine, where the die, the fan-in and the measured
+      rows allow: the second layer's rounding halves (`_copies`; ``copies=False``: one
+      chip neuron per neuron, as before, for comparisons);
     * **the initial voltage**: v0 is one setting per layer, but a bias spike at tick 0
       makes the u of every neuron jump at once by that neuron's own weight, so one more
       group of bias lines at tick 0 cancels each neuron's fitted initial-voltage offset
@@ -243,31 +288,43 @@ def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = 
     layers) and the chip's fan-in, input and bias counts allow. What is left
     uncompensated goes into ``calibration_report``. The time mapping is that of the
     plain compilation of ``net``, which also runs every design-rule check."""
-    from hwloop.calibration import CAL_V0, compensate
+    from hwloop.calibration import CAL_I0, CAL_V0, CalibrationError, compensate
 
     plain = compile_network(net, info, scale=scale, dac=dac)
-    _, dc, report = compensate(net, cal)
+    _, _, report = compensate(net, cal)  # the checks and notes; the offsets are computed per chip neuron here
+    copies = _copies(net, info, cal, split_max) if copies else [1] * len(net.layers)
+    n_chip = sum(c * layer.n_out for c, layer in zip(copies, net.layers))
+    if n_chip > min(cal.g.size, info.max_neurons):
+        raise CalibrationError(f"calibration covers {cal.g.size} neurons, the compiled network needs {n_chip}")
     max_code = (1 << (info.dac_bits - 1)) - 1
     n_feat = net.encoding.n_features
-    layers, first, input_map = [], 0, None
+    layers, first, first_net, input_map, dc, neuron_map = [], 0, 0, None, [], []
     for li, layer in enumerate(net.layers):
         n_out, n_in, nb = layer.n_out, layer.n_in, len(layer.bias_times)
+        c_out = copies[li]
+        c_src = copies[li - 1] if li else 1  # lines a source neuron already drives (its copies)
+        cols = np.repeat(np.arange(n_out), c_out)  # chip neuron of this layer -> network neuron
+        m = n_out * c_out
         rows_net = layer.weight.shape[0]
-        sl = slice(first, first + n_out)
-        g, col = cal.g[sl], cal.col[sl]
+        sl = slice(first, first + m)
+        g, col, D, u0 = cal.g[sl], cal.col[sl], cal.D[sl], cal.u0[sl]
+        opts = layer.neuron.options
+        i0, v0 = float(opts.get("i0", DEFAULT_I0)), float(opts.get("v0", DEFAULT_V0))
+        dc.append(g ** 2 * (i0 - 0.25) - (D + (i0 - CAL_I0)))
+        neuron_map.append(first_net + cols)
         measured = cal.row0 if li == 0 else (cal.row1 if li == 1 else None)
-        if measured is None or measured.size < rows_net:  # row gains unknown: no spreading
-            k_in, k_b, k_u = 1, 1 if nb else 0, 0
-            row = np.ones(rows_net)
+        if measured is None or measured.size < n_in * c_src + nb:  # row gains unknown: no spreading
+            k_in, k_b, k_u = c_src, 1 if nb else 0, 0
+            row = np.ones(n_in * k_in + nb)
         else:
             limit = min(info.max_fanin, measured.size)
-            k_in = max(1, min(split_max, info.max_inputs // n_feat)) if li == 0 else 1
+            k_in = max(1, min(split_max, info.max_inputs // n_feat)) if li == 0 else c_src
             k_b = max(1, min(split_max, info.max_bias // (nb + 1))) if nb else 0  # the bias lines shared
             k_u = max(0, min(split_max, info.max_bias - nb * k_b))  # between the network's rows and v0's
             while n_in * k_in + nb * k_b + k_u > limit:  # give up v0 lines first, then input, then bias lines
                 if k_u > 0:
                     k_u -= 1
-                elif k_in > 1:
+                elif k_in > 1 and li == 0:
                     k_in -= 1
                 elif k_b > 1:
                     k_b -= 1
@@ -276,15 +333,14 @@ def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = 
             row = measured[: n_in * k_in + nb * k_b + k_u]
         # what each source row must make u jump by (u = g u': a nominal jump w of u' is g w of u),
         # and for the tick-0 group the jump that takes u(0) to the nominal g (v0 - 1/2)
-        v0 = float(layer.neuron.options.get("v0", DEFAULT_V0))
-        targets = [layer.weight[i] * g for i in range(rows_net)]
+        targets = [layer.weight[i][cols] * g for i in range(rows_net)]
         counts = [k_in] * n_in + [k_b] * nb
         if k_u:
-            targets.append(g * (v0 - 0.5) - (cal.u0[sl] + (v0 - CAL_V0)))
+            targets.append(g * (v0 - 0.5) - (u0 + (v0 - CAL_V0)))
             counts.append(k_u)
         starts = np.cumsum([0] + counts)
         # the finest range that holds each line's share of its row
-        share = np.concatenate([np.broadcast_to(t / k, (k, n_out)) / (row[a:a + k, None] * col[None, :])
+        share = np.concatenate([np.broadcast_to(t / k, (k, m)) / (row[a:a + k, None] * col[None, :])
                                 for t, k, a in zip(targets, counts, starts)])
         w_range = choose_range(share, info, dac)
         L = info.w_fs_min * 2.0 ** w_range / max_code  # the jump of one code on a row and column of gain 1
@@ -299,13 +355,22 @@ def compile_calibrated(net: Network, info: ChipInfo, cal, scale: float | None = 
         if li == 0:
             input_map = np.repeat(np.arange(n_feat), k_in)
         lay = report["layers"][li]
-        lay.update(lines_per_input_row=k_in, lines_per_bias_row=k_b, v0_lines=k_u, w_range=w_range,
-                   weight_rms_error=float(np.sqrt(np.mean((err[:rows_net] / g) ** 2))))
+        e = err[:rows_net] / g
+        lay.update(chip_neurons_per_neuron=c_out, lines_per_input_row=k_in, lines_per_bias_row=k_b, v0_lines=k_u,
+                   w_range=w_range, weight_rms_error=float(np.sqrt(np.mean(e ** 2))), dc_max=float(np.abs(dc[-1]).max()))
         if k_u:
             lay["uncompensated_v0_rms"] = float(np.sqrt(np.mean((err[rows_net] / g) ** 2)))
             lay["notes"].append("initial-voltage offset compensated by a tick-0 bias spike (fitted u0)")
         else:
+            lay["uncompensated_v0_rms"] = float(np.sqrt(np.mean(((u0 + (v0 - CAL_V0)) / g - (v0 - 0.5)) ** 2)))
             lay["notes"].append("initial-voltage offset u0 not compensated (no bias line or row gain to spare)")
-        first += n_out
+        if c_out > 1:
+            lay["notes"].append(f"every neuron runs on {c_out} chip neurons (the next layer's rows spread over "
+                                f"their lines; the host reads the mean of their spike times)")
+        first += m
+        first_net += n_out
     config = ChipConfig(n_inputs=int(input_map.size), trial_ticks=plain.trial_ticks, layers=tuple(layers))
-    return dataclasses.replace(plain, config=config, dc=dc, calibration_report=report, input_map=input_map)
+    nmap = np.concatenate(neuron_map)
+    return dataclasses.replace(plain, config=config, dc=np.concatenate(dc), calibration_report=report,
+                               input_map=input_map,
+                               neuron_map=None if nmap.size == first_net else nmap)

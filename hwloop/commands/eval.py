@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ._args import POSITIVE
 
 
@@ -42,14 +44,21 @@ def run(args) -> dict:
     if net.is_spike_train:
         return _run_trains(args, net)
     dataset, source = dataset_from_network(net, args.dataset, "hwloop eval")
-    res = evaluate_network(net, dataset, args.split, args.target, args.limit, args.data_root,
+    from ..calibration import eval_target
+
+    target, notice = eval_target(net, args.target, args.network)  # a network trained through a calibration
+    if notice is not None:
+        print(notice, file=sys.stderr)
+    res = evaluate_network(net, dataset, args.split, target, args.limit, args.data_root,
                            args.batch_size, progress=not args.quiet and not args.json)
     res["dataset_from"] = source
+    if notice is not None:
+        res["notices"] = [notice]
     if not args.json:
         print(f"{net.summary()}")
         if source != "option":
             print(f"data set from the network file (--dataset overrides): {dataset}")
-        print(f"{args.target} {dataset}/{args.split}: accuracy {res['accuracy']:.4f} "
+        print(f"{target} {dataset}/{args.split}: accuracy {res['accuracy']:.4f} "
               f"({res['n_correct']}/{res['n']}; ties {res['n_tie']}, all-silent {res['n_silent']})")
         sp = res["spikes"]
         print(f"spikes per hidden neuron per sample: {sp['spikes_per_hidden_neuron']:.3f}; silent fraction per layer: "

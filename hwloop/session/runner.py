@@ -348,10 +348,19 @@ class Session:
 
         return trainable_weights(self.template, self.master.recurrent)
 
+    #: `Calibration.identity` of the calibration a calib=on target deploys through (set when it opens)
+    trained_calibration: dict | None = None
+
     def deployed_network(self) -> Network:
         from hwloop.inloop import network_with
 
-        return network_with(self.template, self.master.deployed())
+        net = network_with(self.template, self.master.deployed())
+        if self.trained_calibration is not None:  # its weights are for that deployment: `hwloop eval` reads this
+            prov = net.provenance
+            extra = {**dict(prov.extra), "trained_on": {"target": self.cfg.target,
+                                                        "calibration": dict(self.trained_calibration)}}
+            net = dataclasses.replace(net, provenance=dataclasses.replace(prov, extra=extra))
+        return net
 
     # ---- the loop
     def evaluate(self, backend, epoch: int) -> dict:
@@ -434,6 +443,8 @@ class Session:
         backend = None
         try:
             backend = open_target(cfg.target)
+            identity = getattr(backend, "calibration_identity", None)
+            self.trained_calibration = identity() if callable(identity) else None
             return self._run(backend, stop, bar, time.perf_counter(), crash_after_step)
         except SessionWriteError as exc:
             raise self.write_failed(exc) from None
